@@ -1,0 +1,239 @@
+//! The conformance suite: one set of test functions per port that every adapter of
+//! that port must pass (the pattern of `object_store`'s `integration` module).
+//!
+//! Each function panics with a message naming the broken expectation. Adapters' tests
+//! call them against a fresh backend; pass two tenant ids to check isolation.
+
+use runplane_ports::{
+    BlobStore, EventStore, Filter, KeyValueStore, Message, MessageBus, NewEvent, PortError, RecordStore, SecretStore,
+    SecretValue, TenantId,
+};
+
+fn tenants() -> (TenantId, TenantId) {
+    (TenantId::new("tenant-a").expect("valid"), TenantId::new("tenant-b").expect("valid"))
+}
+
+/// Records: revisions, conflicts, not-found, ordering, pagination, filters, unicode,
+/// large values and tenant isolation.
+pub async fn records(store: &dyn RecordStore) {
+    let (a, b) = tenants();
+    let r1 = store.put(&a, "orders", "o1", r#"{"item":"tea","n":1}"#, Some(0)).await.expect("create");
+    assert_eq!(r1.revision, 1, "first write has revision 1");
+    assert!(matches!(store.put(&a, "orders", "o1", "{}", Some(0)).await, Err(PortError::Conflict(_))), "create over existing conflicts");
+    assert!(matches!(store.put(&a, "orders", "o1", "{}", Some(7)).await, Err(PortError::Conflict(_))), "wrong revision conflicts");
+    let r2 = store.put(&a, "orders", "o1", r#"{"item":"tea","n":2}"#, Some(1)).await.expect("update at revision");
+    assert_eq!(r2.revision, 2);
+    let r3 = store.put(&a, "orders", "o1", r#"{"item":"tea","n":3}"#, None).await.expect("blind update");
+    assert_eq!(r3.revision, 3);
+    assert_eq!(store.get(&a, "orders", "o1").await.expect("get").expect("present").body, r#"{"item":"tea","n":3}"#);
+    assert!(store.get(&a, "orders", "missing").await.expect("get").is_none(), "absent is None");
+
+    // Isolation: tenant b sees nothing of a, and its writes land in its own space.
+    assert!(store.get(&b, "orders", "o1").await.expect("get").is_none(), "tenant b must not see tenant a's record");
+    assert!(!store.delete(&b, "orders", "o1", None).await.expect("delete"), "tenant b must not delete tenant a's record");
+    store.put(&b, "orders", "o1", r#"{"owner":"b"}"#, Some(0)).await.expect("b creates the same id");
+    assert_eq!(store.get(&a, "orders", "o1").await.expect("get").expect("present").revision, 3, "a's record is untouched");
+    let b_page = store.query(&b, "orders", &[], 100, None).await.expect("query b");
+    assert_eq!(b_page.items.len(), 1, "tenant b lists only its own records");
+
+    // Unicode ids and bodies, large bodies.
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(256 * 1024));
+    store.put(&a, "orders", "ünï-😀", r#"{"name":"\u00e9\ud83d\ude00"}"#, None).await.expect("unicode id");
+    store.put(&a, "big", "one", &big, None).await.expect("large body");
+    assert_eq!(store.get(&a, "big", "one").await.expect("get").expect("present").body.len(), big.len());
+
+    // Ordering and pagination: ids in byte order, every item exactly once.
+    for i in (0..25).rev() {
+        let body = format!(r#"{{"i":{i},"even":{},"tag":"t{}"}}"#, i % 2 == 0, i % 3);
+        store.put(&a, "paged", &format!("id-{i:03}"), &body, None).await.expect("put paged");
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.query(&a, "paged", &[], 7, cursor.as_deref()).await.expect("page");
+        assert!(page.items.len() <= 7);
+        seen.extend(page.items.iter().map(|r| r.id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("id-{i:03}")).collect();
+    assert_eq!(seen, expected, "pagination returns every record once, ordered by id");
+
+    let evens = store
+        .query(&a, "paged", &[Filter { field: "even".into(), value: serde_json::json!(true) }], 100, None)
+        .await
+        .expect("filter bool");
+    assert_eq!(evens.items.len(), 13);
+    let t1 = store
+        .query(
+            &a,
+            "paged",
+            &[
+                Filter { field: "tag".into(), value: serde_json::json!("t1") },
+                Filter { field: "even".into(), value: serde_json::json!(false) },
+            ],
+            100,
+            None,
+        )
+        .await
+        .expect("filter two fields");
+    assert!(t1.items.iter().all(|r| r.body.contains(r#""tag":"t1""#) && r.body.contains(r#""even":false"#)));
+    let by_num = store
+        .query(&a, "paged", &[Filter { field: "i".into(), value: serde_json::json!(12) }], 100, None)
+        .await
+        .expect("filter number");
+    assert_eq!(by_num.items.len(), 1);
+    assert_eq!(by_num.items[0].id, "id-012");
+    assert!(store.query(&b, "paged", &[], 100, None).await.expect("query b").items.is_empty(), "no cross-tenant query results");
+
+    // Bad input is refused, not executed.
+    for bad in ["", "../x", "a//b"] {
+        assert!(matches!(store.put(&a, bad, "x", "{}", None).await, Err(PortError::Invalid(_))), "collection {bad:?} refused");
+    }
+    assert!(matches!(
+        store.query(&a, "paged", &[Filter { field: "x') OR 1=1 --".into(), value: serde_json::json!(1) }], 10, None).await,
+        Err(PortError::Invalid(_))
+    ));
+    assert!(matches!(store.query(&a, "paged", &[], 10, Some("not-a-cursor!")).await, Err(PortError::Invalid(_))));
+
+    // Delete with revision.
+    assert!(matches!(store.delete(&a, "orders", "o1", Some(1)).await, Err(PortError::Conflict(_))));
+    assert!(store.delete(&a, "orders", "o1", Some(3)).await.expect("delete"));
+    assert!(!store.delete(&a, "orders", "o1", None).await.expect("delete again"));
+    assert!(store.get(&b, "orders", "o1").await.expect("get").is_some(), "b's record survives a's delete");
+}
+
+/// Key-value: get/set/delete, binary values, increment, CAS, listing, isolation.
+pub async fn key_value(store: &dyn KeyValueStore) {
+    let (a, b) = tenants();
+    let binary: Vec<u8> = (0..=255u8).collect();
+    store.set(&a, "bucket", "k", &binary).await.expect("set");
+    assert_eq!(store.get(&a, "bucket", "k").await.expect("get"), Some(binary.clone()), "binary values round-trip");
+    assert!(store.exists(&a, "bucket", "k").await.expect("exists"));
+    assert_eq!(store.get(&b, "bucket", "k").await.expect("get"), None, "tenant b must not see tenant a's key");
+    store.set(&b, "bucket", "k", b"b").await.expect("set b");
+    assert_eq!(store.get(&a, "bucket", "k").await.expect("get"), Some(binary));
+
+    assert_eq!(store.increment(&a, "c", "n", 5).await.expect("inc"), 5);
+    assert_eq!(store.increment(&a, "c", "n", -2).await.expect("inc"), 3);
+    assert_eq!(store.increment(&b, "c", "n", 1).await.expect("inc b"), 1, "counters are per tenant");
+    assert!(matches!(store.increment(&a, "bucket", "k", 1).await, Err(PortError::Invalid(_))), "non-numeric value");
+
+    assert!(store.compare_and_swap(&a, "cas", "x", None, b"1").await.expect("cas create"));
+    assert!(!store.compare_and_swap(&a, "cas", "x", None, b"2").await.expect("cas stale"));
+    assert!(store.compare_and_swap(&a, "cas", "x", Some(b"1"), b"2").await.expect("cas"));
+    assert_eq!(store.get(&a, "cas", "x").await.expect("get"), Some(b"2".to_vec()));
+    assert!(!store.compare_and_swap(&b, "cas", "x", Some(b"2"), b"3").await.expect("cas b"), "b cannot swap a's value");
+
+    for i in 0..1005 {
+        store.set(&a, "many", &format!("key-{i:05}"), b"v").await.expect("set many");
+    }
+    let first = store.list_keys(&a, "many", None).await.expect("list");
+    assert_eq!(first.keys.len(), 1000);
+    let second = store.list_keys(&a, "many", first.cursor.as_deref()).await.expect("list 2");
+    assert_eq!(second.keys.len(), 5);
+    assert!(second.cursor.is_none());
+    assert!(store.list_keys(&b, "many", None).await.expect("list b").keys.is_empty());
+
+    store.delete(&a, "bucket", "k").await.expect("delete");
+    store.delete(&a, "bucket", "k").await.expect("delete absent is fine");
+    assert!(!store.exists(&a, "bucket", "k").await.expect("exists"));
+    assert!(store.exists(&b, "bucket", "k").await.expect("exists b"));
+}
+
+/// Events: expected versions, ordering, reading from a position, isolation.
+pub async fn events(store: &dyn EventStore) {
+    let (a, b) = tenants();
+    let ev = |t: &str, d: &str| NewEvent { event_type: t.into(), data: d.into() };
+    assert_eq!(store.append(&a, "s", &[ev("created", "{}"), ev("paid", r#"{"amount":1.5}"#)], Some(0)).await.expect("append"), 2);
+    assert!(matches!(store.append(&a, "s", &[ev("x", "{}")], Some(1)).await, Err(PortError::Conflict(_))));
+    assert_eq!(store.append(&a, "s", &[ev("shipped", r#"{"to":"Zürich"}"#)], Some(2)).await.expect("append"), 3);
+    assert_eq!(store.append(&a, "s", &[ev("noted", "{}")], None).await.expect("append any"), 4);
+    assert_eq!(store.append(&b, "s", &[ev("other", "{}")], Some(0)).await.expect("b's own stream"), 1);
+
+    let all = store.read(&a, "s", 1, 100).await.expect("read");
+    assert_eq!(all.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(all[2].data, r#"{"to":"Zürich"}"#);
+    let tail = store.read(&a, "s", 3, 1).await.expect("read tail");
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[0].event_type, "shipped");
+    assert_eq!(store.read(&b, "s", 1, 100).await.expect("read b").len(), 1, "streams are per tenant");
+    assert!(store.read(&a, "empty", 1, 10).await.expect("read empty").is_empty());
+}
+
+/// Blobs: put/get/range/list/metadata/delete, binary and large data, path traversal, isolation.
+pub async fn blobs(store: &dyn BlobStore) {
+    let (a, b) = tenants();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let meta = store.put(&a, "docs", "dir/file.bin", data.clone(), Some("application/octet-stream")).await.expect("put");
+    assert_eq!(meta.size, 100_000);
+    assert_eq!(meta.digest.len(), 64);
+    assert_eq!(store.get(&a, "docs", "dir/file.bin", None).await.expect("get"), Some(data.clone()));
+    assert_eq!(store.get(&a, "docs", "dir/file.bin", Some((10, 20))).await.expect("range"), Some(data[10..20].to_vec()));
+    assert_eq!(
+        store.metadata(&a, "docs", "dir/file.bin").await.expect("meta").expect("present").content_type.as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(store.get(&b, "docs", "dir/file.bin", None).await.expect("get b"), None, "tenant b must not read a's object");
+    assert!(store.list(&b, "docs", "").await.expect("list b").is_empty());
+
+    store.put(&a, "docs", "dir/ünï 😀.txt", "héllo".as_bytes().to_vec(), Some("text/plain")).await.expect("unicode name");
+    store.put(&a, "docs", "other.txt", b"o".to_vec(), None).await.expect("put other");
+    let listed: Vec<String> = store.list(&a, "docs", "dir/").await.expect("list").into_iter().map(|m| m.name).collect();
+    assert_eq!(listed, vec!["dir/file.bin".to_string(), "dir/ünï 😀.txt".to_string()]);
+
+    for bad in ["../../etc/passwd", "../tenant-b/docs/x", "a/../../b", "/abs", "a//b", "a\\b"] {
+        assert!(matches!(store.get(&a, "docs", bad, None).await, Err(PortError::Invalid(_))), "name {bad:?} refused");
+        assert!(matches!(store.put(&a, "docs", bad, vec![1], None).await, Err(PortError::Invalid(_))), "name {bad:?} refused");
+    }
+    for bad in ["..", "a/b", ""] {
+        assert!(matches!(store.list(&a, bad, "").await, Err(PortError::Invalid(_))), "container {bad:?} refused");
+    }
+    assert!(matches!(store.list(&a, "docs", "../").await, Err(PortError::Invalid(_))));
+
+    assert!(!store.delete(&b, "docs", "other.txt").await.expect("b delete"), "b cannot delete a's object");
+    assert!(store.delete(&a, "docs", "other.txt").await.expect("delete"));
+    assert!(!store.delete(&a, "docs", "other.txt").await.expect("delete again"));
+    assert_eq!(store.get(&a, "docs", "other.txt", None).await.expect("get"), None);
+}
+
+/// Messaging: a subscription receives each publication once, tagged with its tenant.
+pub async fn messaging(bus: &dyn MessageBus) {
+    let (a, b) = tenants();
+    let mut sub = bus.subscribe("order.created").await.expect("subscribe");
+    bus.publish(&a, "order.created", Message { payload: vec![0, 1, 2, 255], headers: vec![("k".into(), "v".into())] })
+        .await
+        .expect("publish a");
+    bus.publish(&b, "order.created", Message { payload: b"b".to_vec(), headers: vec![] }).await.expect("publish b");
+    bus.publish(&a, "other.topic", Message { payload: b"x".to_vec(), headers: vec![] }).await.expect("publish other");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next()).await.expect("delivery").expect("open");
+    assert_eq!(first.tenant, a);
+    assert_eq!(first.message.payload, vec![0, 1, 2, 255]);
+    assert_eq!(first.message.headers, vec![("k".to_string(), "v".to_string())]);
+    let second = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next()).await.expect("delivery").expect("open");
+    assert_eq!(second.tenant, b, "each delivery names the publishing tenant");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), sub.next()).await.is_err(),
+        "no delivery from another topic"
+    );
+    assert!(matches!(
+        bus.publish(&a, "bad topic*", Message { payload: vec![], headers: vec![] }).await,
+        Err(PortError::Invalid(_))
+    ));
+}
+
+/// Secrets: versions, not-found, listing without values, isolation.
+pub async fn secrets(store: &dyn SecretStore) {
+    let (a, b) = tenants();
+    assert_eq!(store.put(&a, "api-key", SecretValue::new(b"v1".to_vec())).await.expect("put"), 1);
+    assert_eq!(store.put(&a, "api-key", SecretValue::new(b"v2".to_vec())).await.expect("put"), 2);
+    assert_eq!(store.get(&a, "api-key").await.expect("get").expose(), b"v2");
+    assert!(matches!(store.get(&b, "api-key").await, Err(PortError::NotFound(_))), "b cannot read a's secret");
+    let listed = store.list(&a).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].name.as_str(), listed[0].version), ("api-key", 2));
+    assert!(!format!("{listed:?}").contains("v2"), "a listing never shows values");
+    assert!(store.list(&b).await.expect("list b").is_empty());
+}

@@ -1,0 +1,209 @@
+//! Blobs on the local filesystem through `object_store` (the embedded default).
+//!
+//! Layout under the root: `data/<tenant>/<container>/<name>` holds the bytes and
+//! `meta/<tenant>/<container>/<name>` a small JSON document with the content type and
+//! digest. Every path is built here from a validated tenant id, container and name, so
+//! a capability cannot name anything outside its tenant's prefix.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use runplane_ports::{BlobStore, ObjectMeta, PortError, PortResult, TenantId, validate_name};
+use sha2::{Digest, Sha256};
+
+/// Largest single object.
+const MAX_OBJECT_BYTES: usize = 64 << 20;
+
+/// Blob containers in a directory.
+#[derive(Clone)]
+pub struct FsBlobStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    content_type: Option<String>,
+    digest: String,
+    size: u64,
+}
+
+fn store_err(e: object_store::Error) -> PortError {
+    PortError::unavailable("blob store", e)
+}
+
+impl FsBlobStore {
+    /// Uses `root` (created if missing) as the store's root directory.
+    pub fn open(root: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let store = LocalFileSystem::new_with_prefix(root).map_err(std::io::Error::other)?;
+        Ok(FsBlobStore { store: Arc::new(store) })
+    }
+
+    /// Wraps any `object_store` backend (the S3 adapter reuses this layout).
+    pub fn with_store(store: Arc<dyn ObjectStore>) -> Self {
+        FsBlobStore { store }
+    }
+
+    fn paths(&self, tenant: &TenantId, container: &str, name: &str) -> PortResult<(ObjectPath, ObjectPath)> {
+        check_container(container)?;
+        validate_name("object", name, 512)?;
+        let rel = format!("{}/{container}/{name}", tenant.as_str());
+        let data = ObjectPath::parse(format!("data/{rel}")).map_err(|e| PortError::Invalid(format!("object name {name:?}: {e}")))?;
+        let meta = ObjectPath::parse(format!("meta/{rel}")).map_err(|e| PortError::Invalid(format!("object name {name:?}: {e}")))?;
+        Ok((data, meta))
+    }
+
+    async fn read_meta(&self, path: &ObjectPath) -> PortResult<Option<Meta>> {
+        match self.store.get(path).await {
+            Ok(r) => {
+                let bytes = r.bytes().await.map_err(store_err)?;
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| PortError::unavailable("blob store", format!("corrupt metadata at {path}: {e}")))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+}
+
+fn check_container(container: &str) -> PortResult<()> {
+    validate_name("container", container, 128)?;
+    if container.contains('/') {
+        return Err(PortError::Invalid(format!("container name {container:?} must not contain '/'")));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn put(
+        &self,
+        tenant: &TenantId,
+        container: &str,
+        name: &str,
+        data: Vec<u8>,
+        content_type: Option<&str>,
+    ) -> PortResult<ObjectMeta> {
+        let (data_path, meta_path) = self.paths(tenant, container, name)?;
+        if data.len() > MAX_OBJECT_BYTES {
+            return Err(PortError::Invalid(format!(
+                "object {container}/{name} is {} bytes; the limit is {MAX_OBJECT_BYTES}",
+                data.len()
+            )));
+        }
+        let meta = Meta {
+            content_type: content_type.map(str::to_owned),
+            digest: hex::encode(Sha256::digest(&data)),
+            size: data.len() as u64,
+        };
+        let meta_json = serde_json::to_vec(&meta).map_err(|e| PortError::Invalid(e.to_string()))?;
+        self.store.put(&data_path, PutPayload::from(data)).await.map_err(store_err)?;
+        self.store.put(&meta_path, PutPayload::from(meta_json)).await.map_err(store_err)?;
+        Ok(ObjectMeta {
+            container: container.to_owned(),
+            name: name.to_owned(),
+            size: meta.size,
+            content_type: meta.content_type,
+            digest: meta.digest,
+        })
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        container: &str,
+        name: &str,
+        range: Option<(u64, u64)>,
+    ) -> PortResult<Option<Vec<u8>>> {
+        let (data_path, _) = self.paths(tenant, container, name)?;
+        let result = match range {
+            Some((start, end)) => {
+                if start > end {
+                    return Err(PortError::Invalid(format!("range {start}..{end} is reversed")));
+                }
+                let head = match self.store.head(&data_path).await {
+                    Ok(h) => h,
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(store_err(e)),
+                };
+                let end = end.min(head.size);
+                let start = start.min(end);
+                self.store.get_range(&data_path, start..end).await.map(|b| b.to_vec())
+            }
+            None => match self.store.get(&data_path).await {
+                Ok(r) => r.bytes().await.map(|b| b.to_vec()),
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn delete(&self, tenant: &TenantId, container: &str, name: &str) -> PortResult<bool> {
+        let (data_path, meta_path) = self.paths(tenant, container, name)?;
+        let existed = match self.store.head(&data_path).await {
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => return Err(store_err(e)),
+        };
+        if existed {
+            self.store.delete(&data_path).await.map_err(store_err)?;
+            match self.store.delete(&meta_path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+        Ok(existed)
+    }
+
+    async fn list(&self, tenant: &TenantId, container: &str, prefix: &str) -> PortResult<Vec<ObjectMeta>> {
+        check_container(container)?;
+        if prefix.contains("..") || prefix.chars().any(char::is_control) || prefix.starts_with('/') {
+            return Err(PortError::Invalid(format!("list prefix {prefix:?} must not contain '..', control characters or a leading '/'")));
+        }
+        let base = format!("data/{}/{container}", tenant.as_str());
+        let base_path = ObjectPath::parse(&base).map_err(|e| PortError::Invalid(e.to_string()))?;
+        let listed: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(&base_path)).try_collect().await.map_err(store_err)?;
+        let mut out = Vec::new();
+        for o in listed {
+            let full = o.location.as_ref();
+            let Some(name) = full.strip_prefix(&format!("{base}/")) else { continue };
+            if !name.starts_with(prefix) {
+                continue;
+            }
+            let meta_path = ObjectPath::parse(format!("meta/{}/{container}/{name}", tenant.as_str()))
+                .map_err(|e| PortError::Invalid(e.to_string()))?;
+            let meta = self.read_meta(&meta_path).await?;
+            out.push(ObjectMeta {
+                container: container.to_owned(),
+                name: name.to_owned(),
+                size: o.size,
+                content_type: meta.as_ref().and_then(|m| m.content_type.clone()),
+                digest: meta.map(|m| m.digest).unwrap_or_default(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn metadata(&self, tenant: &TenantId, container: &str, name: &str) -> PortResult<Option<ObjectMeta>> {
+        let (_, meta_path) = self.paths(tenant, container, name)?;
+        Ok(self.read_meta(&meta_path).await?.map(|m| ObjectMeta {
+            container: container.to_owned(),
+            name: name.to_owned(),
+            size: m.size,
+            content_type: m.content_type,
+            digest: m.digest,
+        }))
+    }
+}

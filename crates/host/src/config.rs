@@ -1,0 +1,47 @@
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Per-invocation limits and pool sizing (the `[sandbox]` table of `runplane.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Linear-memory cap per invocation, in bytes.
+    pub memory_limit_bytes: usize,
+    /// Fuel (roughly, wasm instructions) one invocation may burn.
+    pub fuel: u64,
+    /// Wall-clock deadline of one invocation, in milliseconds.
+    pub deadline_ms: u64,
+    /// Largest response body a capability may return, in bytes.
+    pub max_response_bytes: usize,
+    /// How many port calls one invocation may make.
+    pub max_port_calls: u32,
+    /// Concurrent instances the pooling allocator reserves room for.
+    pub max_instances: u32,
+    /// Fixed maximum wasm stack, in bytes.
+    pub max_wasm_stack_bytes: usize,
+    /// Bytes of stdout/stderr kept per invocation (the rest is dropped and counted).
+    pub max_log_bytes: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            memory_limit_bytes: 64 << 20,
+            fuel: 2_000_000_000,
+            deadline_ms: 5_000,
+            max_response_bytes: 8 << 20,
+            max_port_calls: 10_000,
+            max_instances: 256,
+            max_wasm_stack_bytes: 512 << 10,
+            max_log_bytes: 64 << 10,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// The wall-clock deadline as a duration.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+}

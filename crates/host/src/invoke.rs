@@ -1,0 +1,274 @@
+//! Running one invocation: a fresh store per call, limits armed, errors classified.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use runplane_ports::{ExecutionContext, PortSet};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+use crate::ports_impl::bindings::exports::runplane::ports::task::TaskError;
+use crate::state::{InvocationState, MemoryLimitExceeded, PortCallLimitExceeded};
+use crate::{AllowList, Host, InvokeError, LoadedCapability, EPOCH_TICK};
+
+/// Extra time past the wasm deadline allowed for host calls to unwind.
+const HOST_GRACE: Duration = Duration::from_millis(250);
+
+/// Everything one invocation needs besides its input.
+pub struct Invocation {
+    pub context: Arc<ExecutionContext>,
+    pub ports: PortSet,
+    pub allow: AllowList,
+}
+
+/// What an invocation consumed; recorded in its audit event.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct InvocationReport {
+    pub fuel_consumed: u64,
+    pub memory_peak_bytes: usize,
+    pub port_calls: u32,
+    pub stdout_bytes: usize,
+    pub stderr_bytes: usize,
+}
+
+/// A fully buffered HTTP response from a capability.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Host {
+    fn new_store(&self, inv: Invocation) -> Store<InvocationState> {
+        let state = InvocationState::new(&self.config, inv.context, inv.ports, inv.allow);
+        let mut store = Store::new(self.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        let _ = store.set_fuel(self.config.fuel);
+        let ticks = (self.config.deadline_ms / EPOCH_TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Serves one HTTP request with the capability's `wasi:http/incoming-handler`.
+    /// `request.uri()` is what the capability sees (the node strips the route prefix).
+    pub async fn handle_http(
+        &self,
+        cap: &LoadedCapability,
+        inv: Invocation,
+        request: http::Request<Bytes>,
+    ) -> (Result<HttpResponse, InvokeError>, InvocationReport) {
+        let Some(proxy) = cap.proxy.clone() else {
+            return (Err(InvokeError::MissingExport { export: "wasi:http/incoming-handler" }), InvocationReport::default());
+        };
+        let mut store = self.new_store(inv);
+        let (parts, body) = request.into_parts();
+        let request = hyper::Request::from_parts(
+            parts,
+            Full::new(body).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }),
+        );
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared: wasmtime::Result<_> = (|| {
+            let req = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            Ok((req, out))
+        })();
+        let (req, out) = match prepared {
+            Ok(x) => x,
+            Err(e) => return (Err(InvokeError::Failed(format!("could not pass the request in: {e}"))), InvocationReport::default()),
+        };
+
+        let limits = self.config.clone();
+        let guest = tokio::spawn(async move {
+            let result = async {
+                let instance = proxy.instantiate_async(&mut store).await?;
+                instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            }
+            .await;
+            (result, store)
+        });
+        let abort = guest.abort_handle();
+        let deadline = limits.deadline() + HOST_GRACE;
+
+        // The response head arrives through the outparam; the body streams while the
+        // guest may still run, so collect it under the same deadline and size limit.
+        let collected = tokio::time::timeout(deadline, async {
+            let response = receiver.await.ok()?;
+            Some(match response {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    match Limited::new(body, limits.max_response_bytes).collect().await {
+                        Ok(b) => Ok(HttpResponse {
+                            status: parts.status.as_u16(),
+                            headers: parts
+                                .headers
+                                .iter()
+                                .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .collect(),
+                            body: b.to_bytes(),
+                        }),
+                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                            Err(InvokeError::ResponseTooLarge { limit_bytes: limits.max_response_bytes })
+                        }
+                        Err(e) => Err(InvokeError::Failed(format!("response body: {e}"))),
+                    }
+                }
+                Err(code) => Err(InvokeError::Failed(format!("the capability answered with error {code:?}"))),
+            })
+        })
+        .await;
+
+        let joined = tokio::time::timeout(deadline, guest).await;
+        let (guest_result, report) = match joined {
+            Ok(Ok((result, store))) => (result, report(&store)),
+            Ok(Err(join)) => (Err(wasmtime::Error::msg(format!("invocation task failed: {join}"))), InvocationReport::default()),
+            Err(_) => {
+                abort.abort();
+                return (Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }), InvocationReport::default());
+            }
+        };
+        let outcome = match (collected, guest_result) {
+            // A trap wins over a partial response: the invocation did not complete.
+            (_, Err(e)) => Err(classify(e, &limits)),
+            (Ok(Some(r)), Ok(())) => r,
+            (Ok(None), Ok(())) => Err(InvokeError::Failed("the capability returned without setting a response".into())),
+            (Err(_), Ok(())) => Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }),
+        };
+        (outcome, report)
+    }
+
+    /// Runs the capability's `runplane:ports/task.run` export.
+    pub async fn run_task(
+        &self,
+        cap: &LoadedCapability,
+        inv: Invocation,
+        input: String,
+    ) -> (Result<Result<String, String>, InvokeError>, InvocationReport) {
+        let Some(indices) = cap.task.clone() else {
+            return (Err(InvokeError::MissingExport { export: "runplane:ports/task" }), InvocationReport::default());
+        };
+        let pre = cap.pre.clone();
+        let store = self.new_store(inv);
+        self.run_guest(store, move |mut store| async move {
+            let result = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let guest = indices.load(&mut store, &instance)?;
+                guest.call_run(&mut store, &input).await
+            }
+            .await;
+            let mapped = result.map(|r| {
+                r.map_err(|e| match e {
+                    TaskError::InvalidInput(m) => format!("invalid input: {m}"),
+                    TaskError::Failed(m) => m,
+                })
+            });
+            (mapped, store)
+        })
+        .await
+    }
+
+    /// Delivers one message to the capability's `runplane:ports/message-handler` export.
+    pub async fn deliver_message(
+        &self,
+        cap: &LoadedCapability,
+        inv: Invocation,
+        topic: String,
+        payload: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> (Result<Result<(), String>, InvokeError>, InvocationReport) {
+        let Some(indices) = cap.message.clone() else {
+            return (Err(InvokeError::MissingExport { export: "runplane:ports/message-handler" }), InvocationReport::default());
+        };
+        let pre = cap.pre.clone();
+        let store = self.new_store(inv);
+        self.run_guest(store, move |mut store| async move {
+            let result = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let guest = indices.load(&mut store, &instance)?;
+                guest.call_on_message(&mut store, &topic, &payload, &headers).await
+            }
+            .await;
+            (result, store)
+        })
+        .await
+    }
+
+    async fn run_guest<T, F, Fut>(&self, store: Store<InvocationState>, f: F) -> (Result<T, InvokeError>, InvocationReport)
+    where
+        T: Send + 'static,
+        F: FnOnce(Store<InvocationState>) -> Fut,
+        Fut: Future<Output = (wasmtime::Result<T>, Store<InvocationState>)> + Send + 'static,
+    {
+        let limits = self.config.clone();
+        let task = tokio::spawn(f(store));
+        let abort = task.abort_handle();
+        match tokio::time::timeout(limits.deadline() + HOST_GRACE, task).await {
+            Ok(Ok((result, store))) => (result.map_err(|e| classify(e, &limits)), report(&store)),
+            Ok(Err(join)) => (Err(InvokeError::Failed(format!("invocation task failed: {join}"))), InvocationReport::default()),
+            Err(_) => {
+                abort.abort();
+                (Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }), InvocationReport::default())
+            }
+        }
+    }
+}
+
+fn report(store: &Store<InvocationState>) -> InvocationReport {
+    let fuel_left = store.get_fuel().unwrap_or(0);
+    let data = store.data();
+    let stdout = data.stdout.contents();
+    let stderr = data.stderr.contents();
+    for (stream, bytes) in [("stdout", &stdout), ("stderr", &stderr)] {
+        if !bytes.is_empty() {
+            let text = data.redact(&String::from_utf8_lossy(bytes));
+            tracing::info!(
+                target: "runplane::capability",
+                tenant = %data.context.tenant,
+                capability = %data.context.capability,
+                invocation_id = %data.context.invocation_id,
+                trace_id = %data.context.trace_id,
+                stream,
+                "{}",
+                text.trim_end()
+            );
+        }
+    }
+    InvocationReport {
+        fuel_consumed: data_fuel_budget(store).saturating_sub(fuel_left),
+        memory_peak_bytes: data.limiter.peak,
+        port_calls: data.port_calls,
+        stdout_bytes: stdout.len(),
+        stderr_bytes: stderr.len(),
+    }
+}
+
+fn data_fuel_budget(store: &Store<InvocationState>) -> u64 {
+    store.data().fuel_budget
+}
+
+/// Turns a wasmtime error into the invocation error a user can act on.
+fn classify(e: wasmtime::Error, limits: &crate::SandboxConfig) -> InvokeError {
+    if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
+        return InvokeError::MemoryLimit { limit_bytes: m.0 };
+    }
+    if let Some(p) = e.downcast_ref::<PortCallLimitExceeded>() {
+        return InvokeError::TooManyPortCalls { limit: p.0 };
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => InvokeError::OutOfFuel { fuel: limits.fuel },
+            Trap::Interrupt => InvokeError::Deadline { deadline_ms: limits.deadline_ms },
+            Trap::StackOverflow => InvokeError::Trap("wasm stack overflow (the capability recursed too deeply)".into()),
+            other => InvokeError::Trap(other.to_string()),
+        };
+    }
+    let text = format!("{e:#}");
+    if text.contains("maximum concurrent") || text.contains("pooling allocator") {
+        return InvokeError::Busy(limits.max_instances);
+    }
+    InvokeError::Failed(text)
+}

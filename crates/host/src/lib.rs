@@ -1,0 +1,144 @@
+//! The wasmtime host: turns component bytes into something a node can invoke, safely.
+//!
+//! - [`Host::inspect`] checks a component against Runplane's world and refuses any
+//!   import outside it (spec §2 invariant 1), naming each offending import.
+//! - [`Host::load`] compiles once per digest (memory and on-disk cache keyed by digest
+//!   and engine configuration) and pre-instantiates.
+//! - [`Host::handle_http`], [`Host::run_task`] and [`Host::deliver_message`] run one
+//!   invocation each in a fresh store from the pooling allocator, with a memory cap, a
+//!   fuel budget, a wall-clock deadline, a virtual clock and seeded randomness, and bind
+//!   the component's port imports to the tenant's [`runplane_ports::PortSet`].
+//!
+//! Architecture invariant: the host knows ports, not adapters. It never names a
+//! database, broker or storage technology; the node hands it a `PortSet`.
+
+mod cache;
+mod clock;
+mod config;
+mod error;
+mod imports;
+mod invoke;
+mod outbound;
+mod ports_impl;
+mod state;
+
+pub use cache::LoadedCapability;
+pub use config::SandboxConfig;
+pub use error::{HostError, InvokeError};
+pub use imports::{ALLOWED_IMPORTS, ComponentInfo, Exports};
+pub use invoke::{HttpResponse, Invocation, InvocationReport};
+pub use outbound::AllowList;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::state::InvocationState;
+
+/// How often the epoch advances; wall-clock deadlines are measured in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The engine, the linker with every allowed import, and the compiled-component cache.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<InvocationState>,
+    cache: cache::ComponentCache,
+    config: SandboxConfig,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl Host {
+    /// Builds the engine (pooling allocator, fuel, epochs, deterministic float and SIMD
+    /// behaviour, no threads) and the linker. `cache_dir` holds compiled components.
+    pub fn new(config: SandboxConfig, cache_dir: PathBuf) -> Result<Self, HostError> {
+        let engine = build_engine(&config).map_err(HostError::Engine)?;
+        let mut linker = Linker::new(&engine);
+        state::add_to_linker(&mut linker).map_err(HostError::Engine)?;
+        let ticker = Arc::new(EpochTicker::start(engine.clone()));
+        let cache = cache::ComponentCache::new(cache_dir, &engine)?;
+        Ok(Host { engine, linker, cache, config, _ticker: ticker })
+    }
+
+    /// The sandbox limits this host applies.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Validates `bytes` as a component that targets Runplane's world: parses it,
+    /// refuses imports outside the allowed set, and reports its exports. Does not cache.
+    pub fn inspect(&self, name: &str, bytes: &[u8]) -> Result<ComponentInfo, HostError> {
+        imports::inspect(&self.engine, name, bytes)
+    }
+
+    /// Compiles (or fetches from cache) and pre-instantiates the component whose
+    /// SHA-256 is `digest`. The bytes must already have passed [`Host::inspect`].
+    pub async fn load(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<Arc<LoadedCapability>, HostError> {
+        self.cache.load(&self.engine, &self.linker, name, digest, bytes).await
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+fn build_engine(config: &SandboxConfig) -> wasmtime::Result<Engine> {
+    let mut cfg = wasmtime::Config::new();
+    cfg.wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(config.max_wasm_stack_bytes)
+        .async_stack_size(config.max_wasm_stack_bytes + 1024 * 1024)
+        // Determinism (spec §3.2): the same inputs give the same bits on every node.
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        // (No threads: wasmtime is built without its `threads` feature.)
+        .parallel_compilation(true);
+
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(config.max_instances)
+        .total_core_instances(config.max_instances * 8)
+        .total_memories(config.max_instances * 2)
+        .total_tables(config.max_instances * 4)
+        .max_memory_size(config.memory_limit_bytes)
+        .max_component_instance_size(1 << 20)
+        .max_core_instance_size(1 << 20);
+    cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&cfg)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread, so a component
+/// spinning in a loop is interrupted at its deadline without cooperation.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("runplane-epoch".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Compiles a component without caching (tests and tools).
+pub fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    Component::new(engine, bytes)
+}

@@ -1,0 +1,90 @@
+//! Architecture tests for the ports crate.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+
+/// Crates that mean infrastructure: a database, broker, HTTP stack, cloud SDK, wasm
+/// engine or async runtime. The ports crate must not reach any of them, even
+/// transitively.
+const INFRASTRUCTURE: &[&str] = &[
+    "sqlx", "sqlx-core", "rusqlite", "libsqlite3-sys", "tokio-postgres", "postgres", "mysql_async",
+    "async-nats", "lapin", "rdkafka", "redis", "object_store", "aws-sdk-s3", "aws-config",
+    "hyper", "reqwest", "axum", "tower", "http", "h2", "rustls", "tokio", "wasmtime",
+    "wasmtime-wasi", "wasmtime-wasi-http", "tonic", "opentelemetry",
+];
+
+#[test]
+fn ports_depend_on_no_infrastructure_crate() {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+
+    let names: HashMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let nodes: HashMap<&str, &serde_json::Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let root = names.iter().find(|(_, n)| **n == "runplane-ports").map(|(id, _)| *id).unwrap();
+
+    // Walk normal (non-dev, non-build) dependencies only: that is what ships.
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![(root, vec!["runplane-ports".to_string()])];
+    let mut violations = Vec::new();
+    while let Some((id, path)) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            let normal = dep["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null());
+            if !normal {
+                continue;
+            }
+            let dep_id = dep["pkg"].as_str().unwrap();
+            let name = names[dep_id];
+            let mut p = path.clone();
+            p.push(name.to_string());
+            if INFRASTRUCTURE.contains(&name) {
+                violations.push(p.join(" -> "));
+            }
+            stack.push((dep_id, p));
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "runplane-ports must depend on no infrastructure crate, but reaches:\n  {}",
+        violations.join("\n  ")
+    );
+}
+
+#[test]
+fn tenant_ids_are_restricted_to_safe_characters() {
+    use runplane_ports::TenantId;
+    for ok in ["acme", "a", "tenant-01", "0abc"] {
+        assert!(TenantId::new(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "-x", "Acme", "a/b", "a.b", "a b", "ä", &"x".repeat(64)] {
+        assert!(TenantId::new(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn names_refuse_path_traversal() {
+    use runplane_ports::validate_name;
+    for ok in ["invoices", "a/b/c.txt", "ord_1.json", "ünïcode"] {
+        assert!(validate_name("object", ok, 256).is_ok(), "{ok}");
+    }
+    for bad in ["", "../x", "a/../b", "/abs", "a//b", "a/", ".", "a\\b", "a\0b", "x\n"] {
+        assert!(validate_name("object", bad, 256).is_err(), "{bad:?}");
+    }
+}
