@@ -1,1 +1,25 @@
-//! stub
+//! A Runplane node: configuration, tenancy, bindings, the admin API and tenant traffic.
+//!
+//! [`Node::start`] opens the data directory (control store, audit store, component
+//! store, compiled-component cache), restores tenants, keys and deployments, and
+//! serves HTTP: `/v1/…` (admin, with the admin token), `/apps/{route}/…` (tenant
+//! traffic, with a tenant API key), `/healthz`, `/metrics` and `/v1/openapi.json`.
+//!
+//! Architecture invariant: the node is where tenancy is decided. A request's tenant
+//! comes from its credential only; the node hands the host the tenant's `PortSet` and
+//! an execution context, and capabilities never see either.
+
+pub mod api;
+pub mod auth;
+pub mod bindings;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod metrics;
+mod node;
+mod subscriptions;
+
+pub use clock::{Clock, SystemClock};
+pub use config::{Mode, NodeConfig};
+pub use node::{Node, RunningNode, write_private};

@@ -1,0 +1,260 @@
+//! Admin subcommands: thin clients of the node's admin API.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Args)]
+pub struct Target {
+    /// The node's base URL.
+    #[arg(long, env = "RUNPLANE_NODE", default_value = "http://127.0.0.1:8080", global = true)]
+    node: String,
+    /// Admin token (default: read from <data-dir>/admin-token).
+    #[arg(long, env = "RUNPLANE_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// The node's data directory, to find its admin token.
+    #[arg(long, env = "RUNPLANE_DATA_DIR", default_value = "./runplane-data", global = true)]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        cmd: TenantCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Manage a tenant's secrets (values are never shown).
+    Secret {
+        #[command(subcommand)]
+        cmd: SecretCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Push and list capability components.
+    Capability {
+        #[command(subcommand)]
+        cmd: CapabilityCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Deploy NAME@VERSION to a route (or `deploy list`).
+    Deploy {
+        /// `name@version`, or `list`.
+        capability: String,
+        #[arg(long)]
+        route: Option<String>,
+        /// Host outbound HTTP may reach (repeatable).
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+        /// Topic delivered to the message handler (repeatable).
+        #[arg(long = "subscribe")]
+        subscriptions: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Take a route out of service.
+    Undeploy {
+        route: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Read audit logs.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant; prints its first API key.
+    Create {
+        id: String,
+        /// shared or dedicated.
+        #[arg(long)]
+        mode: Option<String>,
+        #[arg(long)]
+        tier: Option<String>,
+    },
+    List,
+    Suspend { id: String },
+    Resume { id: String },
+    Delete { id: String },
+    /// Issue another API key.
+    Key { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum SecretCmd {
+    /// Store a new version; the value is read from stdin.
+    Put { tenant: String, name: String },
+    List { tenant: String },
+}
+
+#[derive(Subcommand)]
+pub enum CapabilityCmd {
+    /// Push a .wasm component.
+    Push {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// List logs and their sizes.
+    Logs,
+    /// Print a log's events (`admin` or `tenant:<id>`).
+    Events {
+        log: String,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// An authenticated admin API client.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(base: &str, token: String) -> Self {
+        Client { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), token }
+    }
+
+    fn from_target(t: &Target) -> anyhow::Result<Self> {
+        let token = match &t.token {
+            Some(t) => t.clone(),
+            None => {
+                let path = t.data_dir.join("admin-token");
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim().to_owned())
+                    .with_context(|| format!("no admin token: pass --token, set RUNPLANE_ADMIN_TOKEN, or point --data-dir at the node's data directory (could not read {})", path.display()))?
+            }
+        };
+        Ok(Client::new(&t.node, token))
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::finish(req.send().await.with_context(|| format!("cannot reach the node at {}; is it running?", self.base))?).await
+    }
+
+    pub async fn push(&self, name: &str, version: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        let req = self
+            .http
+            .post(format!("{}/v1/capabilities", self.base))
+            .query(&[("name", name), ("version", version)])
+            .bearer_auth(&self.token)
+            .header("content-type", "application/wasm")
+            .body(bytes);
+        Self::finish(req.send().await.with_context(|| format!("cannot reach the node at {}; is it running?", self.base))?).await
+    }
+
+    async fn finish(resp: reqwest::Response) -> anyhow::Result<Value> {
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        if status.is_success() {
+            return Ok(value);
+        }
+        match value.pointer("/error/message").and_then(Value::as_str) {
+            Some(msg) => Err(anyhow!("{msg} (HTTP {status})")),
+            None => Err(anyhow!("the node answered HTTP {status}: {value}")),
+        }
+    }
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match cmd {
+        AdminCommand::Tenant { cmd, target } => {
+            let c = Client::from_target(&target)?;
+            let v = match cmd {
+                TenantCmd::Create { id, mode, tier } => c.call(Method::POST, "/v1/tenants", Some(json!({"id": id, "mode": mode, "tier": tier}))).await?,
+                TenantCmd::List => c.call(Method::GET, "/v1/tenants", None).await?,
+                TenantCmd::Suspend { id } => c.call(Method::POST, &format!("/v1/tenants/{id}/suspend"), None).await?,
+                TenantCmd::Resume { id } => c.call(Method::POST, &format!("/v1/tenants/{id}/resume"), None).await?,
+                TenantCmd::Delete { id } => c.call(Method::DELETE, &format!("/v1/tenants/{id}"), None).await?,
+                TenantCmd::Key { id } => c.call(Method::POST, &format!("/v1/tenants/{id}/keys"), None).await?,
+            };
+            print(&v);
+        }
+        AdminCommand::Secret { cmd, target } => {
+            let c = Client::from_target(&target)?;
+            let v = match cmd {
+                SecretCmd::Put { tenant, name } => {
+                    let mut value = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut value).context("cannot read the secret from stdin")?;
+                    let value = value.trim_end_matches(['\n', '\r']).to_owned();
+                    if value.is_empty() {
+                        bail!("the secret value on stdin is empty; pipe the value in, e.g. printf %s \"$VALUE\" | runplane secret put TENANT NAME");
+                    }
+                    c.call(Method::PUT, &format!("/v1/tenants/{tenant}/secrets/{name}"), Some(json!({"value": value}))).await?
+                }
+                SecretCmd::List { tenant } => c.call(Method::GET, &format!("/v1/tenants/{tenant}/secrets"), None).await?,
+            };
+            print(&v);
+        }
+        AdminCommand::Capability { cmd, target } => {
+            let c = Client::from_target(&target)?;
+            let v = match cmd {
+                CapabilityCmd::Push { file, name, version } => {
+                    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                    c.push(&name, &version, bytes).await?
+                }
+                CapabilityCmd::List => c.call(Method::GET, "/v1/capabilities", None).await?,
+            };
+            print(&v);
+        }
+        AdminCommand::Deploy { capability, route, allow_hosts, subscriptions, target } => {
+            let c = Client::from_target(&target)?;
+            if capability == "list" {
+                print(&c.call(Method::GET, "/v1/deployments", None).await?);
+                return Ok(());
+            }
+            let (name, version) = capability
+                .split_once('@')
+                .ok_or_else(|| anyhow!("{capability:?} is not name@version, e.g. orders@1.0.0"))?;
+            let body = json!({"capability": name, "version": version, "route": route, "allow_hosts": allow_hosts, "subscriptions": subscriptions});
+            print(&c.call(Method::POST, "/v1/deployments", Some(body)).await?);
+        }
+        AdminCommand::Undeploy { route, target } => {
+            Client::from_target(&target)?.call(Method::DELETE, &format!("/v1/deployments/{route}"), None).await?;
+            println!("route {route} undeployed");
+        }
+        AdminCommand::Audit { cmd, target } => {
+            let c = Client::from_target(&target)?;
+            let v = match cmd {
+                AuditCmd::Logs => c.call(Method::GET, "/v1/audit/logs", None).await?,
+                AuditCmd::Events { log, from, limit } => {
+                    c.call(Method::GET, &format!("/v1/audit/events?log={log}&cursor={from}&limit={limit}"), None).await?
+                }
+            };
+            print(&v);
+        }
+    }
+    Ok(())
+}

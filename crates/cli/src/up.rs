@@ -1,0 +1,84 @@
+//! `runplane up`: a node with embedded defaults, the bundled `orders` example and
+//! three demo tenants (`acme` and `globex` shared, `initech` dedicated).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use reqwest::Method;
+use runplane_node::{Mode, Node, NodeConfig};
+use serde_json::{Value, json};
+
+use crate::admin::Client;
+
+const DEMO_TENANTS: [(&str, Mode); 3] = [("acme", Mode::Shared), ("globex", Mode::Shared), ("initech", Mode::Dedicated)];
+const ORDERS_VERSION: &str = "1.0.0";
+
+pub async fn run(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
+    let mut config = NodeConfig::embedded(listen, data_dir.clone());
+    config.capability_config.insert("orders".into(), BTreeMap::from([("currency".to_string(), "EUR".to_string())]));
+    config
+        .tenant_config
+        .insert("globex".into(), BTreeMap::from([("orders".to_string(), BTreeMap::from([("currency".to_string(), "USD".to_string())]))]));
+    let running = Node::start(config).await?;
+    let base = format!("http://{}", running.addr);
+    let admin_token = match running.generated_admin_token.clone() {
+        Some(t) => t,
+        None => std::fs::read_to_string(data_dir.join("admin-token"))
+            .map(|s| s.trim().to_owned())
+            .context("this data directory has an admin token hash but no admin-token file; start with a fresh --data-dir")?,
+    };
+    let client = Client::new(&base, admin_token.clone());
+
+    let existing: Vec<String> = client
+        .call(Method::GET, "/v1/tenants", None)
+        .await?
+        .get("items")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|t| t["id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let mut keys = BTreeMap::new();
+    for (id, mode) in DEMO_TENANTS {
+        let created = if existing.iter().any(|e| e == id) {
+            client.call(Method::POST, &format!("/v1/tenants/{id}/keys"), None).await?
+        } else {
+            client.call(Method::POST, "/v1/tenants", Some(json!({"id": id, "mode": mode.as_str()}))).await?
+        };
+        let key = created["api_key"].as_str().context("the node returned no api_key")?.to_owned();
+        client
+            .call(Method::PUT, &format!("/v1/tenants/{id}/secrets/webhook-signing-key"), Some(json!({"value": format!("demo-signing-key-{id}")})))
+            .await?;
+        keys.insert(id.to_string(), key);
+    }
+    client.push("orders", ORDERS_VERSION, runplane_examples::ORDERS.to_vec()).await?;
+    client
+        .call(
+            Method::POST,
+            "/v1/deployments",
+            Some(json!({"capability": "orders", "version": ORDERS_VERSION, "subscriptions": ["order.created"], "allow_hosts": ["127.0.0.1"]})),
+        )
+        .await?;
+
+    let creds = json!({"admin_token": admin_token, "tenants": keys});
+    let creds_path = data_dir.join("demo-credentials.json");
+    runplane_node::write_private(&creds_path, serde_json::to_string_pretty(&creds)?.as_bytes())
+        .with_context(|| format!("cannot write {}", creds_path.display()))?;
+
+    let acme = &keys["acme"];
+    println!(
+        "\nRunplane is up at {base}\n\
+         \n  credentials   {creds}  (admin token and one API key per demo tenant; mode 0600)\
+         \n  tenants       acme, globex (shared), initech (dedicated)\
+         \n  capability    orders@{ORDERS_VERSION} on /apps/orders/\
+         \n  admin API     {base}/v1/   (OpenAPI: {base}/v1/openapi.json)\
+         \n  health        {base}/healthz   metrics: {base}/metrics\
+         \n\nTry it:\
+         \n  curl -s -X POST {base}/apps/orders/orders -H 'Authorization: Bearer {acme}' -H 'content-type: application/json' -d '{{\"item\":\"tea\",\"quantity\":2}}'\
+         \n  curl -s {base}/apps/orders/orders -H 'Authorization: Bearer {acme}'\
+         \n\nPress Ctrl-C to stop.",
+        creds = creds_path.display()
+    );
+    crate::shutdown_signal().await;
+    Ok(())
+}

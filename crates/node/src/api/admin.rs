@@ -1,0 +1,443 @@
+//! The admin API under `/v1/` (admin token). Every action writes an audit event to the
+//! instance's admin log.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use runplane_audit::{LogId, Outcome};
+use runplane_ports::{SecretValue, TenantId};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{JsonBody, versioned};
+use crate::auth::{KeyOwner, bearer, digests_equal, hash_secret, new_id, new_secret};
+use crate::config::Mode;
+use crate::control::{CapabilityVersion, Deployment, Tenant};
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// Checks the admin token.
+pub(crate) fn require_admin(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = bearer(headers)?;
+    if digests_equal(&hash_secret(token), &node.admin_token_hash) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("the admin token is not valid; use the token from the node's data directory (admin-token) or its configuration"))
+    }
+}
+
+fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
+    TenantId::new(id).map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))
+}
+
+fn known_tenant(node: &Node, id: &str) -> Result<Tenant, ApiError> {
+    tenant_id(id)?;
+    node.tenant(id).ok_or_else(|| ApiError::not_found(format!("tenant {id} does not exist; list tenants with GET /v1/tenants")))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// 1-63 characters of a-z, 0-9 and '-'.
+    pub id: String,
+    /// `shared` or `dedicated`; defaults to the node's mode.
+    pub mode: Option<Mode>,
+    /// Defaults to `free`.
+    pub tier: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantCreated {
+    pub tenant: Tenant,
+    /// The tenant's first API key. Shown once; only its hash is stored.
+    pub api_key: String,
+    pub key_id: String,
+}
+
+/// Create a tenant and its first API key.
+#[utoipa::path(post, path = "/v1/tenants", request_body = CreateTenant, security(("admin_token" = [])),
+    responses((status = 201, body = TenantCreated), (status = 400, body = crate::error::ErrorResponse), (status = 409, body = crate::error::ErrorResponse)))]
+pub async fn create_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(req): JsonBody<CreateTenant>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    tenant_id(&req.id)?;
+    let mode = req.mode.unwrap_or(node.config.mode);
+    if node.config.mode == Mode::Dedicated && !node.tenants.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        return Err(ApiError::conflict("this is a dedicated instance, which has exactly one tenant; run a shared-mode node for more"));
+    }
+    let tier = req.tier.unwrap_or_else(|| "free".into());
+    if !["free", "pro", "enterprise", "custom"].contains(&tier.as_str()) {
+        return Err(ApiError::bad_request("invalid_tier", format!("tier {tier:?} is not one of free, pro, enterprise, custom")));
+    }
+    let tenant = Tenant { id: req.id.clone(), mode, status: "active".into(), tier, created_at: runplane_audit::rfc3339_utc(node.now()) };
+    // Provision first: a tenant whose stores cannot be opened is never created.
+    node.bindings.ports(&tenant.id, mode).await?;
+    if !node.control.insert_tenant(&tenant).await? {
+        return Err(ApiError::conflict(format!("tenant {} already exists", tenant.id)));
+    }
+    let (api_key, key_id) = issue_key(&node, &tenant.id).await?;
+    node.tenants.write().unwrap_or_else(|p| p.into_inner()).insert(tenant.id.clone(), tenant.clone());
+    let mut ev = node.event("admin", Some(&tenant.id), "tenant.create", &tenant.id, Outcome::ok(Some(201)));
+    ev.details.insert("after".into(), serde_json::to_value(&tenant).unwrap_or_default());
+    ev.details.insert("key_id".into(), key_id.clone().into());
+    node.audit_admin(ev).await?;
+    Ok((StatusCode::CREATED, versioned(TenantCreated { tenant, api_key, key_id })).into_response())
+}
+
+async fn issue_key(node: &Node, tenant: &str) -> Result<(String, String), ApiError> {
+    let key = new_secret("rpk_");
+    let key_id = new_id("key_");
+    let hash = hash_secret(&key);
+    node.control.insert_key(&hash, &key_id, tenant, &runplane_audit::rfc3339_utc(node.now())).await?;
+    node.keys.insert(hash, KeyOwner { tenant: tenant.to_owned(), key_id: key_id.clone() });
+    Ok((key, key_id))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantList {
+    pub items: Vec<Tenant>,
+    /// Always absent: every tenant fits in one page.
+    pub next_cursor: Option<String>,
+}
+
+/// List tenants.
+#[utoipa::path(get, path = "/v1/tenants", security(("admin_token" = [])), responses((status = 200, body = TenantList)))]
+pub async fn list_tenants(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let items = node.control.tenants().await?;
+    Ok(versioned(TenantList { items, next_cursor: None }).into_response())
+}
+
+/// Show one tenant.
+#[utoipa::path(get, path = "/v1/tenants/{id}", security(("admin_token" = [])), responses((status = 200, body = Tenant), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn get_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    Ok(versioned(known_tenant(&node, &id)?).into_response())
+}
+
+async fn set_status(node: &Arc<Node>, id: &str, status: &str, action: &str) -> Result<Response, ApiError> {
+    let before = known_tenant(node, id)?;
+    node.control.set_tenant_status(id, status).await?;
+    let mut after = before.clone();
+    after.status = status.into();
+    node.tenants.write().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), after.clone());
+    let mut ev = node.event("admin", Some(id), action, id, Outcome::ok(Some(200)));
+    ev.details.insert("before".into(), before.status.into());
+    ev.details.insert("after".into(), status.into());
+    node.audit_admin(ev).await?;
+    Ok(versioned(after).into_response())
+}
+
+/// Suspend a tenant: its traffic gets 403 until resumed. Its data is kept.
+#[utoipa::path(post, path = "/v1/tenants/{id}/suspend", security(("admin_token" = [])), responses((status = 200, body = Tenant), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn suspend_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    set_status(&node, &id, "suspended", "tenant.suspend").await
+}
+
+/// Resume a suspended tenant.
+#[utoipa::path(post, path = "/v1/tenants/{id}/resume", security(("admin_token" = [])), responses((status = 200, body = Tenant), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn resume_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    set_status(&node, &id, "active", "tenant.resume").await
+}
+
+/// Delete a tenant and revoke its keys. (Its data files are kept for the retention
+/// period; removing them is an operator action.)
+#[utoipa::path(delete, path = "/v1/tenants/{id}", security(("admin_token" = [])), responses((status = 204), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn delete_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let before = known_tenant(&node, &id)?;
+    node.control.delete_tenant(&id).await?;
+    node.keys.remove_tenant(&id);
+    node.tenants.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    node.bindings.forget(&id).await;
+    let mut ev = node.event("admin", Some(&id), "tenant.delete", &id, Outcome::ok(Some(204)));
+    ev.details.insert("before".into(), serde_json::to_value(&before).unwrap_or_default());
+    node.audit_admin(ev).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyCreated {
+    pub tenant: String,
+    pub key_id: String,
+    /// Shown once; only its hash is stored.
+    pub api_key: String,
+}
+
+/// Issue another API key for a tenant.
+#[utoipa::path(post, path = "/v1/tenants/{id}/keys", security(("admin_token" = [])), responses((status = 201, body = KeyCreated), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn create_key(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    known_tenant(&node, &id)?;
+    let (api_key, key_id) = issue_key(&node, &id).await?;
+    let mut ev = node.event("admin", Some(&id), "tenant.key.create", &id, Outcome::ok(Some(201)));
+    ev.details.insert("key_id".into(), key_id.clone().into());
+    node.audit_admin(ev).await?;
+    Ok((StatusCode::CREATED, versioned(KeyCreated { tenant: id, key_id, api_key })).into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecret {
+    /// The secret's value (UTF-8). Never returned by any endpoint.
+    pub value: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecretVersion {
+    pub name: String,
+    pub version: u64,
+}
+
+/// Store a new version of a tenant's secret.
+#[utoipa::path(put, path = "/v1/tenants/{id}/secrets/{name}", request_body = PutSecret, security(("admin_token" = [])), responses((status = 200, body = SecretVersion), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn put_secret(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+    JsonBody(req): JsonBody<PutSecret>,
+) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let tenant = known_tenant(&node, &id)?;
+    let ports = node.bindings.ports(&id, tenant.mode).await?;
+    let version = ports.secrets.put(&tenant_id(&id)?, &name, SecretValue::new(req.value.into_bytes())).await?;
+    let mut ev = node.event("admin", Some(&id), "secret.put", &format!("{id}/{name}"), Outcome::ok(Some(200)));
+    ev.details.insert("version".into(), version.into());
+    node.audit_admin(ev).await?;
+    Ok(versioned(SecretVersion { name, version }).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecretList {
+    /// Names and versions only; values are never listed.
+    pub items: Vec<SecretVersion>,
+}
+
+/// List a tenant's secrets (names and versions, never values).
+#[utoipa::path(get, path = "/v1/tenants/{id}/secrets", security(("admin_token" = [])), responses((status = 200, body = SecretList)))]
+pub async fn list_secrets(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let tenant = known_tenant(&node, &id)?;
+    let ports = node.bindings.ports(&id, tenant.mode).await?;
+    let items = ports.secrets.list(&tenant_id(&id)?).await?.into_iter().map(|s| SecretVersion { name: s.name, version: s.version }).collect();
+    Ok(versioned(SecretList { items }).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct PushParams {
+    /// Capability name: 1-64 characters of a-z, 0-9 and '-'.
+    pub name: String,
+    /// Version, e.g. `1.2.0`.
+    pub version: String,
+}
+
+fn check_capability_name(name: &str, version: &str) -> Result<(), ApiError> {
+    let name_ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let version_ok = !version.is_empty() && version.len() <= 64 && version.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
+    if !name_ok {
+        return Err(ApiError::bad_request("invalid_name", format!("capability name {name:?} must be 1-64 characters of a-z, 0-9 and '-'")));
+    }
+    if !version_ok {
+        return Err(ApiError::bad_request("invalid_version", format!("version {version:?} must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-', '+'")));
+    }
+    Ok(())
+}
+
+/// Push a capability component (`application/wasm` body). Refused if it imports
+/// anything outside Runplane's world. Pushing the same bytes again is a no-op.
+#[utoipa::path(post, path = "/v1/capabilities", params(PushParams), request_body(content = Vec<u8>, content_type = "application/wasm"),
+    security(("admin_token" = [])),
+    responses((status = 201, body = CapabilityVersion), (status = 200, body = CapabilityVersion), (status = 400, body = crate::error::ErrorResponse), (status = 409, body = crate::error::ErrorResponse)))]
+pub async fn push_capability(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(params): Query<PushParams>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    check_capability_name(&params.name, &params.version)?;
+    let label = format!("{}@{}", params.name, params.version);
+    let digest = runplane_cjson::sha256_hex(&body);
+    if let Some(existing) = node.control.capability(&params.name, &params.version).await? {
+        if existing.digest == digest {
+            return Ok(versioned(existing).into_response());
+        }
+        return Err(ApiError::conflict(format!(
+            "{label} exists with digest {}; versions are immutable, push under a new version",
+            existing.digest
+        )));
+    }
+    let info = match node.host.inspect(&label, &body) {
+        Ok(info) => info,
+        Err(e) => {
+            let err = ApiError::from(e);
+            let mut ev = node.event("admin", None, "capability.push", &label, Outcome::denied(&err.code, Some(err.status.as_u16())));
+            ev.capability_digest = Some(digest);
+            node.audit_admin(ev).await?;
+            return Err(err);
+        }
+    };
+    node.control.store_component(&digest, &body).await?;
+    let cap = CapabilityVersion {
+        name: params.name,
+        version: params.version,
+        digest: digest.clone(),
+        size_bytes: body.len() as u64,
+        exports: serde_json::to_value(info.exports).unwrap_or_default(),
+        imports: info.imports,
+        created_at: runplane_audit::rfc3339_utc(node.now()),
+    };
+    if !node.control.insert_capability(&cap).await? {
+        return Err(ApiError::conflict(format!("{label} was pushed concurrently; list capabilities to see it")));
+    }
+    let mut ev = node.event("admin", None, "capability.push", &label, Outcome::ok(Some(201)));
+    ev.capability_digest = Some(digest);
+    node.audit_admin(ev).await?;
+    Ok((StatusCode::CREATED, versioned(cap)).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CapabilityList {
+    pub items: Vec<CapabilityVersion>,
+    pub next_cursor: Option<String>,
+}
+
+/// List pushed capability versions.
+#[utoipa::path(get, path = "/v1/capabilities", security(("admin_token" = [])), responses((status = 200, body = CapabilityList)))]
+pub async fn list_capabilities(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    Ok(versioned(CapabilityList { items: node.control.capabilities().await?, next_cursor: None }).into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    pub capability: String,
+    pub version: String,
+    /// Defaults to the capability name.
+    pub route: Option<String>,
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+}
+
+/// Deploy a capability version to a route (replacing what was there).
+#[utoipa::path(post, path = "/v1/deployments", request_body = Deploy, security(("admin_token" = [])),
+    responses((status = 201, body = Deployment), (status = 400, body = crate::error::ErrorResponse), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn deploy(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(req): JsonBody<Deploy>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    check_capability_name(&req.capability, &req.version)?;
+    let route = req.route.clone().unwrap_or_else(|| req.capability.clone());
+    check_capability_name(&route, "x").map_err(|_| ApiError::bad_request("invalid_route", format!("route {route:?} must be 1-64 characters of a-z, 0-9 and '-'")))?;
+    for h in &req.allow_hosts {
+        if h.is_empty() || h.contains(['/', ' ', '@']) {
+            return Err(ApiError::bad_request("invalid_allow_host", format!("allow_hosts entry {h:?} must be host, host:port or *.domain")));
+        }
+    }
+    for t in &req.subscriptions {
+        runplane_ports::validate_name("topic", t, 128).map_err(|e| ApiError::bad_request("invalid_topic", e.to_string()))?;
+    }
+    let cap = node.control.capability(&req.capability, &req.version).await?.ok_or_else(|| {
+        ApiError::not_found(format!("{}@{} has not been pushed; push it with POST /v1/capabilities first", req.capability, req.version))
+    })?;
+    let before = node.deployment(&route).map(|d| d.deployment.clone());
+    let d = Deployment {
+        route: route.clone(),
+        capability: cap.name,
+        version: cap.version,
+        digest: cap.digest,
+        allow_hosts: req.allow_hosts,
+        subscriptions: req.subscriptions,
+        created_at: runplane_audit::rfc3339_utc(node.now()),
+    };
+    node.activate(d.clone()).await?;
+    node.control.upsert_deployment(&d).await?;
+    let mut ev = node.event("admin", None, "deployment.create", &route, Outcome::ok(Some(201)));
+    ev.capability_digest = Some(d.digest.clone());
+    ev.details.insert("before".into(), serde_json::to_value(&before).unwrap_or_default());
+    ev.details.insert("after".into(), serde_json::to_value(&d).unwrap_or_default());
+    node.audit_admin(ev).await?;
+    Ok((StatusCode::CREATED, versioned(d)).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeploymentList {
+    pub items: Vec<Deployment>,
+    pub next_cursor: Option<String>,
+}
+
+/// List deployments.
+#[utoipa::path(get, path = "/v1/deployments", security(("admin_token" = [])), responses((status = 200, body = DeploymentList)))]
+pub async fn list_deployments(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    Ok(versioned(DeploymentList { items: node.control.deployments().await?, next_cursor: None }).into_response())
+}
+
+/// Take a route out of service.
+#[utoipa::path(delete, path = "/v1/deployments/{route}", security(("admin_token" = [])), responses((status = 204), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn undeploy(State(node): State<Arc<Node>>, headers: HeaderMap, Path(route): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    if !node.control.delete_deployment(&route).await? {
+        return Err(ApiError::not_found(format!("nothing is deployed on route {route}")));
+    }
+    let before = node.deployment(&route).map(|d| d.deployment.clone());
+    node.deactivate(&route).await;
+    let mut ev = node.event("admin", None, "deployment.delete", &route, Outcome::ok(Some(204)));
+    ev.details.insert("before".into(), serde_json::to_value(&before).unwrap_or_default());
+    node.audit_admin(ev).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditLogInfo {
+    /// `admin` or `tenant:<id>`.
+    pub log: String,
+    pub size: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditLogList {
+    pub items: Vec<AuditLogInfo>,
+}
+
+/// List audit logs and their sizes.
+#[utoipa::path(get, path = "/v1/audit/logs", security(("admin_token" = [])), responses((status = 200, body = AuditLogList)))]
+pub async fn audit_logs(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let items = node.audit.logs().await?.into_iter().map(|(l, size)| AuditLogInfo { log: l.as_str().to_owned(), size }).collect();
+    Ok(versioned(AuditLogList { items }).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct EventsParams {
+    /// `admin` or `tenant:<id>`.
+    pub log: String,
+    /// Cursor: the index to start from (default 0).
+    pub cursor: Option<u64>,
+    /// 1-1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEventPage {
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<runplane_audit::StoredEvent>,
+    pub next_cursor: Option<u64>,
+}
+
+/// Read a log's events in order.
+#[utoipa::path(get, path = "/v1/audit/events", params(EventsParams), security(("admin_token" = [])), responses((status = 200, body = AuditEventPage), (status = 400, body = crate::error::ErrorResponse)))]
+pub async fn audit_events(State(node): State<Arc<Node>>, headers: HeaderMap, Query(p): Query<EventsParams>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let log = LogId::parse(&p.log).ok_or_else(|| ApiError::bad_request("invalid_log", format!("log {:?} must be 'admin' or 'tenant:<id>'", p.log)))?;
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let from = p.cursor.unwrap_or(0);
+    let items = node.audit.read(&log, from, limit).await?;
+    let next_cursor = (items.len() as u32 == limit).then(|| from + u64::from(limit));
+    Ok(versioned(AuditEventPage { items, next_cursor }).into_response())
+}

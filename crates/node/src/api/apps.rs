@@ -1,0 +1,199 @@
+//! Tenant traffic: `/apps/{route}/…` with `Authorization: Bearer <tenant key>`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use runplane_audit::{LogId, Outcome, Usage};
+use runplane_host::Invocation;
+use runplane_ports::{ExecutionContext, PROTOCOL_VERSION, TenantId};
+
+use crate::auth::bearer;
+use crate::error::{ApiError, invoke_error};
+use crate::metrics::InvocationLabels;
+use crate::node::Node;
+
+/// Headers never passed to a capability: the tenant's credential stays at the boundary.
+const STRIPPED_REQUEST_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+/// Hop-by-hop headers never copied from a capability's response.
+const STRIPPED_RESPONSE_HEADERS: &[&str] = &["connection", "transfer-encoding", "keep-alive", "upgrade", "content-length"];
+
+pub async fn serve_root(state: State<Arc<Node>>, Path(route): Path<String>, req: Request) -> Response {
+    handle(state, route, String::new(), req).await
+}
+
+/// Call a deployed capability. The path after `/apps/{route}` is what the capability sees.
+#[utoipa::path(get, path = "/apps/{route}/{rest}", security(("tenant_key" = [])),
+    params(("route" = String, Path, description = "The deployment's route"), ("rest" = String, Path, description = "Path passed to the capability")),
+    responses((status = 200, description = "Whatever the capability answers"), (status = 401, body = crate::error::ErrorResponse),
+        (status = 403, body = crate::error::ErrorResponse), (status = 404, body = crate::error::ErrorResponse), (status = 503, body = crate::error::ErrorResponse)))]
+pub async fn serve(state: State<Arc<Node>>, Path((route, rest)): Path<(String, String)>, req: Request) -> Response {
+    handle(state, route, rest, req).await
+}
+
+async fn handle(State(node): State<Arc<Node>>, route: String, rest: String, req: Request) -> Response {
+    let result = invoke_http(&node, &route, &rest, req).await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    node.metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels { surface: "apps".into(), status: response.status().as_u16().to_string() })
+        .inc();
+    response
+}
+
+/// A W3C trace id from `traceparent`, or a fresh one.
+fn trace_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) && *t != "0".repeat(32))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let mut b = [0u8; 16];
+            rand::rng().fill_bytes(&mut b);
+            hex::encode(b)
+        })
+}
+
+/// Builds the execution context at the boundary (spec §6.2).
+pub(crate) fn new_context(node: &Node, tenant: &TenantId, agent_id: &str, session: Option<&str>, trace_id: String, capability: &str, digest: &str) -> ExecutionContext {
+    let invocation_id = uuid::Uuid::new_v4().to_string();
+    ExecutionContext {
+        protocol_version: PROTOCOL_VERSION.into(),
+        session_id: session.map(str::to_owned).unwrap_or_else(|| invocation_id.clone()),
+        invocation_id,
+        agent_id: agent_id.to_owned(),
+        trace_id,
+        execution_seed: rand::rng().next_u64(),
+        tenant: tenant.clone(),
+        node_id: node.config.node_id.clone(),
+        capability: capability.to_owned(),
+        capability_digest: digest.to_owned(),
+        accepted_at_unix_nanos: node.now(),
+    }
+}
+
+async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) -> Result<Response, ApiError> {
+    let owner = node
+        .keys
+        .lookup(bearer(req.headers())?)
+        .ok_or_else(|| ApiError::unauthorized("the API key is not valid; ask your administrator for a tenant key"))?;
+    let tenant = node
+        .tenant(&owner.tenant)
+        .ok_or_else(|| ApiError::unauthorized("the API key is not valid; ask your administrator for a tenant key"))?;
+    if tenant.status != "active" {
+        return Err(ApiError::forbidden(format!("tenant {} is suspended; contact your administrator", tenant.id)));
+    }
+    let deployment = node
+        .deployment(route)
+        .ok_or_else(|| ApiError::not_found(format!("no capability is deployed on route {route}")))?;
+    let tenant_id = TenantId::new(&tenant.id)?;
+
+    let (parts, body) = req.into_parts();
+    let limit = node.config.max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
+    let session = parts
+        .headers
+        .get("x-runplane-session")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()));
+    let cap = &deployment.capability;
+    let context = Arc::new(new_context(node, &tenant_id, &owner.key_id, session, trace_id(&parts.headers), &cap.name, &cap.digest));
+
+    // What the capability sees: its own path, the caller's headers minus credentials.
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
+    };
+    let mut builder = http::Request::builder().method(parts.method.clone()).uri(format!("http://{route}.apps.runplane.internal{path_and_query}"));
+    for (k, v) in &parts.headers {
+        if !STRIPPED_REQUEST_HEADERS.contains(&k.as_str()) && k != http::header::HOST {
+            builder = builder.header(k, v);
+        }
+    }
+    let request = builder
+        .body(body.clone())
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("the request cannot be passed on: {e}")))?;
+    let request_digest = digest_request(parts.method.as_str(), &path_and_query, &body);
+
+    let _permit = node.slots.clone().try_acquire_owned().map_err(|_| {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", "the node is running as many invocations as it allows; retry shortly");
+        e.headers.push(("retry-after", "1".into()));
+        e
+    })?;
+    let ports = node.bindings.ports(&tenant.id, tenant.mode).await?;
+    node.metrics.in_flight.inc();
+    let started = Instant::now();
+    let (outcome, report) = node
+        .host
+        .handle_http(cap, Invocation { context: context.clone(), ports, allow: deployment.allow.clone() }, request)
+        .await;
+    node.metrics.in_flight.dec();
+
+    let mut event = node.event(
+        &format!("tenant:{}/{}", tenant.id, owner.key_id),
+        Some(&tenant.id),
+        "invoke.http",
+        route,
+        Outcome::ok(None),
+    );
+    event.context = Some((*context).clone());
+    event.request_digest = Some(request_digest);
+    event.capability_digest = Some(cap.digest.clone());
+    event.details.insert("method".into(), parts.method.as_str().into());
+    event.details.insert("path".into(), format!("/{rest}").into());
+    let response_bytes = outcome.as_ref().map(|r| r.body.len() as u64).unwrap_or(0);
+    event.usage = Some(Usage {
+        fuel: report.fuel_consumed,
+        memory_peak_bytes: report.memory_peak_bytes as u64,
+        port_calls: report.port_calls,
+        request_bytes: body.len() as u64,
+        response_bytes,
+    });
+    let labels = |o: &str| InvocationLabels { capability: cap.name.clone(), kind: "http".into(), outcome: o.into() };
+    let result = match outcome {
+        Ok(resp) => {
+            event.outcome = Outcome::ok(Some(resp.status));
+            event.response_digest = Some(format!("sha256:{}", runplane_cjson::sha256_hex(&resp.body)));
+            node.metrics.invocations.get_or_create(&labels("ok")).inc();
+            node.metrics.invocation_seconds.get_or_create(&labels("ok")).observe(started.elapsed().as_secs_f64());
+            Ok(resp)
+        }
+        Err(e) => {
+            tracing::warn!(tenant = %tenant.id, route, invocation_id = %context.invocation_id, error = %e, "invocation failed");
+            let api = invoke_error(&e);
+            event.outcome = Outcome::error(e.code(), Some(api.status.as_u16()));
+            node.metrics.invocations.get_or_create(&labels(e.code())).inc();
+            Err(api)
+        }
+    };
+    // Fail closed: an invocation that could not be audited is not acknowledged.
+    node.append(LogId::tenant(&tenant.id), event).await?;
+
+    let resp = result?;
+    let mut out = Response::builder().status(StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY));
+    for (k, v) in &resp.headers {
+        if STRIPPED_RESPONSE_HEADERS.contains(&k.as_str()) {
+            continue;
+        }
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+            out = out.header(k, v);
+        }
+    }
+    out = out
+        .header("x-runplane-invocation-id", context.invocation_id.as_str())
+        .header("x-runplane-trace-id", context.trace_id.as_str())
+        .header("x-runplane-protocol-version", PROTOCOL_VERSION);
+    out.body(Body::from(resp.body)).map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "invalid_response", format!("the capability's response could not be sent: {e}")))
+}
+
+/// `sha256:` of the canonical JSON of the request's method, path and body digest.
+fn digest_request(method: &str, path: &str, body: &Bytes) -> String {
+    let v = serde_json::json!({ "method": method, "path": path, "body_sha256": runplane_cjson::sha256_hex(body) });
+    format!("sha256:{}", runplane_cjson::hash(&v).unwrap_or_default())
+}

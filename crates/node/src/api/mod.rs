@@ -1,0 +1,94 @@
+//! The HTTP surface: one router, one error type ([`crate::error::ApiError`]).
+
+pub mod admin;
+pub mod apps;
+pub mod ops;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, delete, get, post, put};
+use serde::Serialize;
+
+use crate::node::Node;
+
+/// Wraps a JSON response body with `protocol_version` (spec §6.5).
+#[derive(Serialize)]
+pub struct Versioned<T: Serialize> {
+    #[serde(flatten)]
+    pub body: T,
+    pub protocol_version: &'static str,
+}
+
+/// `Json(Versioned { body, protocol_version: "1.0" })`.
+pub fn versioned<T: Serialize>(body: T) -> axum::Json<Versioned<T>> {
+    axum::Json(Versioned { body, protocol_version: runplane_ports::PROTOCOL_VERSION })
+}
+
+/// Every route of the node.
+pub fn router(node: Arc<Node>) -> Router {
+    let max_body = node.config.max_body_bytes;
+    // Component uploads may be larger than ordinary bodies.
+    let max_upload = 64 << 20;
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/openapi.json", get(ops::openapi))
+        .route("/v1/tenants", post(admin::create_tenant).get(admin::list_tenants))
+        .route("/v1/tenants/{id}", delete(admin::delete_tenant).get(admin::get_tenant))
+        .route("/v1/tenants/{id}/suspend", post(admin::suspend_tenant))
+        .route("/v1/tenants/{id}/resume", post(admin::resume_tenant))
+        .route("/v1/tenants/{id}/keys", post(admin::create_key))
+        .route("/v1/tenants/{id}/secrets", get(admin::list_secrets))
+        .route("/v1/tenants/{id}/secrets/{name}", put(admin::put_secret))
+        .route(
+            "/v1/capabilities",
+            post(admin::push_capability).get(admin::list_capabilities).layer(DefaultBodyLimit::max(max_upload)),
+        )
+        .route("/v1/deployments", post(admin::deploy).get(admin::list_deployments))
+        .route("/v1/deployments/{route}", delete(admin::undeploy))
+        .route("/v1/audit/logs", get(admin::audit_logs))
+        .route("/v1/audit/events", get(admin::audit_events))
+        .route("/apps/{route}", any(apps::serve_root))
+        .route("/apps/{route}/{*rest}", any(apps::serve))
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(node)
+}
+
+/// A JSON request body whose rejections are [`crate::error::ApiError`]s.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = crate::error::ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::JsonRejection as R;
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(JsonBody(v)),
+            Err(R::MissingJsonContentType(_)) => Err(crate::error::ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            )),
+            Err(R::JsonSyntaxError(e)) => Err(crate::error::ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON: {}", e.body_text()),
+            )),
+            Err(R::JsonDataError(e)) => Err(crate::error::ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("the JSON body does not have the expected shape: {}", e.body_text()),
+            )),
+            Err(R::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(crate::error::ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large"))
+            }
+            Err(e) => Err(crate::error::ApiError::bad_request("invalid_body", e.body_text())),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Health, metrics, the OpenAPI document and the fallback.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::api::versioned;
+use crate::error::ApiError;
+use crate::node::Node;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    pub node_id: String,
+    pub checks: std::collections::BTreeMap<String, bool>,
+}
+
+/// Liveness and dependency health.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
+    let mut checks = std::collections::BTreeMap::new();
+    checks.insert("control_store".to_string(), node.control.health().await);
+    checks.insert("audit_store".to_string(), node.audit.logs().await.is_ok());
+    let ok = checks.values().all(|v| *v);
+    let body = Health { status: if ok { "ok" } else { "degraded" }.into(), node_id: node.config.node_id.clone(), checks };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, versioned(body)).into_response()
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], node.metrics.encode()).into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "The OpenAPI 3.1 document")))]
+pub async fn openapi() -> Response {
+    axum::Json(ApiDoc::openapi()).into_response()
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {}; the API is under /v1 (see /v1/openapi.json) and tenant traffic under /apps/{{capability}}/",
+        uri.path()
+    ))
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Runplane node API", version = "1.0", description = "Admin API (Bearer admin token) and tenant traffic (Bearer tenant API key). Every JSON response carries protocol_version."),
+    paths(
+        healthz, metrics, openapi,
+        crate::api::admin::create_tenant, crate::api::admin::list_tenants, crate::api::admin::get_tenant,
+        crate::api::admin::delete_tenant, crate::api::admin::suspend_tenant, crate::api::admin::resume_tenant,
+        crate::api::admin::create_key, crate::api::admin::list_secrets, crate::api::admin::put_secret,
+        crate::api::admin::push_capability, crate::api::admin::list_capabilities,
+        crate::api::admin::deploy, crate::api::admin::list_deployments, crate::api::admin::undeploy,
+        crate::api::admin::audit_logs, crate::api::admin::audit_events,
+        crate::api::apps::serve,
+    ),
+    components(schemas(crate::error::ErrorResponse, crate::error::ErrorBody)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("admin_token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme("tenant_key", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}

@@ -1,0 +1,282 @@
+//! The node's control store (SQLite `control.db` under the data dir): tenants, API
+//! keys, capabilities and deployments. Component bytes live beside it, content
+//! addressed: `components/<sha256>.wasm`.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use crate::config::Mode;
+use crate::error::ApiError;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A tenant as the admin API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    pub id: String,
+    /// `shared` or `dedicated`.
+    pub mode: Mode,
+    /// `active` or `suspended`.
+    pub status: String,
+    pub tier: String,
+    pub created_at: String,
+}
+
+/// A pushed capability version.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CapabilityVersion {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub size_bytes: u64,
+    #[schema(value_type = Object)]
+    pub exports: serde_json::Value,
+    pub imports: Vec<String>,
+    pub created_at: String,
+}
+
+/// A capability version made live on a route.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    /// Tenant traffic reaches it at `/apps/{route}/…`.
+    pub route: String,
+    pub capability: String,
+    pub version: String,
+    pub digest: String,
+    /// Hosts outbound HTTP may reach (`host`, `host:port`, `*.domain`).
+    pub allow_hosts: Vec<String>,
+    /// Topics delivered to the capability's message handler.
+    pub subscriptions: Vec<String>,
+    pub created_at: String,
+}
+
+#[derive(Clone)]
+pub struct ControlStore {
+    pool: SqlitePool,
+    components: PathBuf,
+}
+
+fn db(e: sqlx::Error) -> ApiError {
+    ApiError::unavailable(format!("control store: {e}"))
+}
+
+impl ControlStore {
+    pub async fn open(data_dir: &Path) -> Result<Self, anyhow::Error> {
+        std::fs::create_dir_all(data_dir.join("components"))?;
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(data_dir.join("control.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(ControlStore { pool, components: data_dir.join("components") })
+    }
+
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, ApiError> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?1").bind(key).fetch_optional(&self.pool).await.map_err(db)
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<(), ApiError> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<Tenant>, ApiError> {
+        let rows = sqlx::query("SELECT id, mode, status, tier, created_at FROM tenants ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Tenant {
+                id: r.get(0),
+                mode: if r.get::<String, _>(1) == "dedicated" { Mode::Dedicated } else { Mode::Shared },
+                status: r.get(2),
+                tier: r.get(3),
+                created_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Inserts a tenant; `Ok(false)` if the id is taken.
+    pub async fn insert_tenant(&self, t: &Tenant) -> Result<bool, ApiError> {
+        let r = sqlx::query("INSERT INTO tenants (id, mode, status, tier, created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING")
+            .bind(&t.id)
+            .bind(t.mode.as_str())
+            .bind(&t.status)
+            .bind(&t.tier)
+            .bind(&t.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn set_tenant_status(&self, id: &str, status: &str) -> Result<bool, ApiError> {
+        let r = sqlx::query("UPDATE tenants SET status = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(status)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn delete_tenant(&self, id: &str) -> Result<bool, ApiError> {
+        let r = sqlx::query("DELETE FROM tenants WHERE id = ?1").bind(id).execute(&self.pool).await.map_err(db)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn insert_key(&self, key_hash: &str, key_id: &str, tenant: &str, created_at: &str) -> Result<(), ApiError> {
+        sqlx::query("INSERT INTO api_keys (key_hash, key_id, tenant_id, created_at) VALUES (?1, ?2, ?3, ?4)")
+            .bind(key_hash)
+            .bind(key_id)
+            .bind(tenant)
+            .bind(created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Every key: `(key_hash, key_id, tenant_id)`.
+    pub async fn keys(&self) -> Result<Vec<(String, String, String)>, ApiError> {
+        let rows = sqlx::query("SELECT key_hash, key_id, tenant_id FROM api_keys").fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Stores the component bytes under their digest (idempotent).
+    pub async fn store_component(&self, digest: &str, bytes: &[u8]) -> Result<(), ApiError> {
+        let path = self.component_path(digest);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(());
+        }
+        let tmp = path.with_extension("tmp");
+        tokio::fs::write(&tmp, bytes).await.map_err(|e| ApiError::unavailable(format!("component store: {e}")))?;
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| ApiError::unavailable(format!("component store: {e}")))?;
+        Ok(())
+    }
+
+    /// Reads component bytes and checks they still hash to `digest` (fail closed).
+    pub async fn component(&self, digest: &str) -> Result<Vec<u8>, ApiError> {
+        let bytes = tokio::fs::read(self.component_path(digest))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("component {digest} is missing from the component store: {e}")))?;
+        let actual = runplane_cjson::sha256_hex(&bytes);
+        if actual != digest {
+            return Err(ApiError::unavailable(format!(
+                "component store corruption: {digest}.wasm hashes to {actual}; push the capability again"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn component_path(&self, digest: &str) -> PathBuf {
+        self.components.join(format!("{digest}.wasm"))
+    }
+
+    /// Inserts a capability version; `Ok(false)` if that name@version exists already.
+    pub async fn insert_capability(&self, c: &CapabilityVersion) -> Result<bool, ApiError> {
+        let r = sqlx::query(
+            "INSERT INTO capabilities (name, version, digest, size_bytes, exports, imports, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name, version) DO NOTHING",
+        )
+        .bind(&c.name)
+        .bind(&c.version)
+        .bind(&c.digest)
+        .bind(c.size_bytes as i64)
+        .bind(c.exports.to_string())
+        .bind(serde_json::to_string(&c.imports).unwrap_or_default())
+        .bind(&c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn capabilities(&self) -> Result<Vec<CapabilityVersion>, ApiError> {
+        let rows = sqlx::query("SELECT name, version, digest, size_bytes, exports, imports, created_at FROM capabilities ORDER BY name, created_at, version")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CapabilityVersion {
+                name: r.get(0),
+                version: r.get(1),
+                digest: r.get(2),
+                size_bytes: r.get::<i64, _>(3) as u64,
+                exports: serde_json::from_str(&r.get::<String, _>(4)).unwrap_or(serde_json::Value::Null),
+                imports: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
+                created_at: r.get(6),
+            })
+            .collect())
+    }
+
+    pub async fn capability(&self, name: &str, version: &str) -> Result<Option<CapabilityVersion>, ApiError> {
+        Ok(self.capabilities().await?.into_iter().find(|c| c.name == name && c.version == version))
+    }
+
+    pub async fn upsert_deployment(&self, d: &Deployment) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO deployments (route, capability, version, digest, allow_hosts, subscriptions, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (route) DO UPDATE SET capability = excluded.capability, version = excluded.version,
+               digest = excluded.digest, allow_hosts = excluded.allow_hosts, subscriptions = excluded.subscriptions,
+               created_at = excluded.created_at",
+        )
+        .bind(&d.route)
+        .bind(&d.capability)
+        .bind(&d.version)
+        .bind(&d.digest)
+        .bind(serde_json::to_string(&d.allow_hosts).unwrap_or_default())
+        .bind(serde_json::to_string(&d.subscriptions).unwrap_or_default())
+        .bind(&d.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub async fn delete_deployment(&self, route: &str) -> Result<bool, ApiError> {
+        let r = sqlx::query("DELETE FROM deployments WHERE route = ?1").bind(route).execute(&self.pool).await.map_err(db)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn deployments(&self) -> Result<Vec<Deployment>, ApiError> {
+        let rows = sqlx::query("SELECT route, capability, version, digest, allow_hosts, subscriptions, created_at FROM deployments ORDER BY route")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Deployment {
+                route: r.get(0),
+                capability: r.get(1),
+                version: r.get(2),
+                digest: r.get(3),
+                allow_hosts: serde_json::from_str(&r.get::<String, _>(4)).unwrap_or_default(),
+                subscriptions: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
+                created_at: r.get(6),
+            })
+            .collect())
+    }
+
+    pub async fn health(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}

@@ -1,0 +1,71 @@
+//! The node's Prometheus metrics (served at `/metrics`), including the signals an
+//! autoscaler needs: in-flight invocations and invocation latency.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InvocationLabels {
+    pub capability: String,
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub surface: String,
+    pub status: String,
+}
+
+/// Every metric the node exports, registered in one registry shared with the
+/// telemetry adapter.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Arc<Mutex<Registry>>,
+    pub invocations: Family<InvocationLabels, Counter>,
+    pub invocation_seconds: Family<InvocationLabels, Histogram>,
+    pub in_flight: Gauge,
+    pub requests: Family<RequestLabels, Counter>,
+    pub audit_failures: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("runplane");
+        let invocations = Family::<InvocationLabels, Counter>::default();
+        let invocation_seconds = Family::<InvocationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        let in_flight = Gauge::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let audit_failures = Counter::default();
+        registry.register("invocations", "Capability invocations by outcome", invocations.clone());
+        registry.register("invocation_duration_seconds", "Capability invocation latency", invocation_seconds.clone());
+        registry.register("invocations_in_flight", "Invocations running now", in_flight.clone());
+        registry.register("http_requests", "HTTP requests by surface and status", requests.clone());
+        registry.register("audit_append_failures", "Audit appends that failed (the action was refused)", audit_failures.clone());
+        Metrics { registry: Arc::new(Mutex::new(registry)), invocations, invocation_seconds, in_flight, requests, audit_failures }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

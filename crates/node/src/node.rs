@@ -1,0 +1,242 @@
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use runplane_adapters::memory_bus::InProcessBus;
+use runplane_adapters::static_config::StaticConfig;
+use runplane_adapters::telemetry::PrometheusTelemetry;
+use runplane_audit::{AuditEvent, AuditStore, LogId, Outcome, Receipt};
+use runplane_host::{AllowList, Host, LoadedCapability};
+use runplane_ports::{ConfigStore, PROTOCOL_VERSION};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::auth::{KeyIndex, hash_secret, new_secret};
+use crate::bindings::BindingResolver;
+use crate::clock::{Clock, SystemClock};
+use crate::config::NodeConfig;
+use crate::control::{ControlStore, Deployment, Tenant};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// A deployment ready to serve: its record, its compiled component and its policy.
+pub(crate) struct ActiveDeployment {
+    pub(crate) deployment: Deployment,
+    pub(crate) capability: Arc<LoadedCapability>,
+    pub(crate) allow: AllowList,
+}
+
+/// The state every request handler shares.
+pub struct Node {
+    pub(crate) config: NodeConfig,
+    pub(crate) host: Host,
+    pub(crate) control: ControlStore,
+    pub(crate) audit: AuditStore,
+    pub(crate) keys: KeyIndex,
+    pub(crate) tenants: RwLock<HashMap<String, Tenant>>,
+    pub(crate) deployments: RwLock<HashMap<String, Arc<ActiveDeployment>>>,
+    pub(crate) bindings: BindingResolver,
+    pub(crate) config_store: Arc<dyn ConfigStore>,
+    pub(crate) admin_token_hash: String,
+    pub(crate) metrics: Metrics,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) subscriptions: tokio::sync::Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
+}
+
+/// A node serving on a socket.
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    pub addr: SocketAddr,
+    /// The admin token, when this start generated it (first start without one configured).
+    pub generated_admin_token: Option<String>,
+    pub server: JoinHandle<()>,
+}
+
+impl Node {
+    /// Opens the data directory, restores state and starts serving on `config.listen`.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Node::start`] with an injected clock.
+    pub async fn start_with_clock(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningNode> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
+        let control = ControlStore::open(&data_dir).await?;
+        let audit = AuditStore::open(&data_dir.join("audit.db")).await?;
+        let host = Host::new(config.sandbox.clone(), data_dir.join("cache"))?;
+        let metrics = Metrics::new();
+        let telemetry = Arc::new(PrometheusTelemetry::new(&metrics.registry));
+
+        let tenant_config: BTreeMap<(String, String), BTreeMap<String, String>> = config
+            .tenant_config
+            .iter()
+            .flat_map(|(t, caps)| caps.iter().map(move |(c, kv)| ((t.clone(), c.clone()), kv.clone())))
+            .collect();
+        let config_store: Arc<dyn ConfigStore> = Arc::new(StaticConfig::new(config.capability_config.clone(), tenant_config));
+        let bindings = BindingResolver::new(
+            data_dir.clone(),
+            config.bindings.clone(),
+            Arc::new(InProcessBus::new()),
+            config_store.clone(),
+            telemetry,
+        );
+
+        let (admin_token_hash, generated_admin_token) = admin_token(&config, &control).await?;
+        let keys = KeyIndex::default();
+        keys.replace_all(control.keys().await?);
+        let tenants = control.tenants().await?.into_iter().map(|t| (t.id.clone(), t)).collect();
+
+        let node = Arc::new(Node {
+            slots: Arc::new(Semaphore::new(config.sandbox.max_instances as usize)),
+            config,
+            host,
+            control,
+            audit,
+            keys,
+            tenants: RwLock::new(tenants),
+            deployments: RwLock::new(HashMap::new()),
+            bindings,
+            config_store,
+            admin_token_hash,
+            metrics,
+            clock,
+            subscriptions: tokio::sync::Mutex::new(HashMap::new()),
+        });
+        for d in node.control.deployments().await? {
+            let route = d.route.clone();
+            if let Err(e) = node.activate(d).await {
+                tracing::error!(%route, error = %e, "could not restore deployment; it will answer 404 until deployed again");
+            }
+        }
+
+        let listener = tokio::net::TcpListener::bind(node.config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another address with --listen", node.config.listen))?;
+        let addr = listener.local_addr()?;
+        let app = crate::api::router(node.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+        tracing::info!(%addr, node_id = %node.config.node_id, mode = node.config.mode.as_str(), "runplane node listening");
+        Ok(RunningNode { node, addr, generated_admin_token, server })
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub(crate) fn now(&self) -> u128 {
+        self.clock.now_unix_nanos()
+    }
+
+    pub(crate) fn tenant(&self, id: &str) -> Option<Tenant> {
+        self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    pub(crate) fn deployment(&self, route: &str) -> Option<Arc<ActiveDeployment>> {
+        self.deployments.read().unwrap_or_else(|p| p.into_inner()).get(route).cloned()
+    }
+
+    /// Compiles the deployment's component, makes it live on its route and starts its
+    /// subscriptions.
+    pub(crate) async fn activate(self: &Arc<Self>, d: Deployment) -> Result<(), ApiError> {
+        let bytes = self.control.component(&d.digest).await?;
+        let name = format!("{}@{}", d.capability, d.version);
+        let capability = self.host.load(&name, &d.digest, &bytes).await?;
+        if !d.subscriptions.is_empty() && !capability.exports.message_handler {
+            return Err(ApiError::bad_request(
+                "no_message_handler",
+                format!("{name} does not export runplane:ports/message-handler, so it cannot subscribe to topics; remove the subscriptions or target the http-subscriber world"),
+            ));
+        }
+        let active = Arc::new(ActiveDeployment { allow: AllowList::new(d.allow_hosts.clone()), capability, deployment: d.clone() });
+        self.deployments.write().unwrap_or_else(|p| p.into_inner()).insert(d.route.clone(), active.clone());
+        crate::subscriptions::restart(self, &active).await;
+        Ok(())
+    }
+
+    /// Takes a route out of service.
+    pub(crate) async fn deactivate(&self, route: &str) {
+        self.deployments.write().unwrap_or_else(|p| p.into_inner()).remove(route);
+        if let Some(tasks) = self.subscriptions.lock().await.remove(route) {
+            for t in tasks {
+                t.abort();
+            }
+        }
+    }
+
+    /// A skeleton audit event stamped with the node's clock.
+    pub(crate) fn event(&self, actor: &str, tenant: Option<&str>, action: &str, target: &str, outcome: Outcome) -> AuditEvent {
+        AuditEvent {
+            protocol_version: PROTOCOL_VERSION.into(),
+            event_id: uuid::Uuid::new_v4().to_string(),
+            time: runplane_audit::rfc3339_utc(self.now()),
+            actor: actor.into(),
+            tenant: tenant.map(str::to_owned),
+            action: action.into(),
+            target: target.into(),
+            outcome,
+            context: None,
+            request_digest: None,
+            response_digest: None,
+            capability_digest: None,
+            binding_set_version: Some(self.bindings.version().to_owned()),
+            config_version: Some(self.config_store.version()),
+            usage: None,
+            details: BTreeMap::new(),
+        }
+    }
+
+    /// Appends an admin event to the instance's admin log (fail closed).
+    pub(crate) async fn audit_admin(&self, event: AuditEvent) -> Result<Receipt, ApiError> {
+        self.append(LogId::admin(), event).await
+    }
+
+    pub(crate) async fn append(&self, log: LogId, event: AuditEvent) -> Result<Receipt, ApiError> {
+        self.audit.append(log, &event).await.map_err(|e| {
+            self.metrics.audit_failures.inc();
+            ApiError::from(e)
+        })
+    }
+}
+
+/// Resolves the admin token: configured, previously generated, or generated now.
+async fn admin_token(config: &NodeConfig, control: &ControlStore) -> anyhow::Result<(String, Option<String>)> {
+    if let Some(token) = &config.admin_token {
+        return Ok((hash_secret(token), None));
+    }
+    if let Some(hash) = control.setting("admin_token_hash").await? {
+        return Ok((hash, None));
+    }
+    let token = new_secret("rpa_");
+    let path = config.data_dir.join("admin-token");
+    write_private(&path, token.as_bytes())?;
+    control.set_setting("admin_token_hash", &hash_secret(&token)).await?;
+    tracing::info!(path = %path.display(), "generated an admin token");
+    Ok((hash_secret(&token), Some(token)))
+}
+
+/// Writes a file readable only by its owner.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.sync_all()
+}

@@ -1,0 +1,397 @@
+//! End-to-end tests of a node: real HTTP, real components, real SQLite and files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Client, Method, StatusCode};
+use runplane_node::{Mode, Node, NodeConfig, RunningNode};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "test-admin-token-0123456789abcdef";
+
+struct TestNode {
+    running: RunningNode,
+    _dir: tempfile::TempDir,
+    http: Client,
+}
+
+impl TestNode {
+    async fn start(tune: impl FnOnce(&mut NodeConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = NodeConfig::embedded("127.0.0.1:0".parse().expect("addr"), dir.path().to_path_buf());
+        config.admin_token = Some(ADMIN.into());
+        config.capability_config.insert("orders".into(), [("currency".to_string(), "EUR".to_string())].into());
+        tune(&mut config);
+        let running = Node::start(config).await.expect("node starts");
+        TestNode { running, _dir: dir, http: Client::new() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.addr)
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn push(&self, name: &str, version: &str, bytes: &[u8]) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(self.url("/v1/capabilities"))
+            .query(&[("name", name), ("version", version)])
+            .bearer_auth(ADMIN)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("push");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn deploy(&self, name: &str, bytes: &[u8], route: &str, subscriptions: &[&str]) {
+        let (status, body) = self.push(name, "1.0.0", bytes).await;
+        assert!(status.is_success(), "push {name}: {status} {body}");
+        let (status, body) = self
+            .admin(Method::POST, "/v1/deployments", Some(json!({"capability": name, "version": "1.0.0", "route": route, "subscriptions": subscriptions})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "deploy {name}: {body}");
+    }
+
+    async fn tenant(&self, id: &str, mode: Mode) -> String {
+        let (status, body) = self.admin(Method::POST, "/v1/tenants", Some(json!({"id": id, "mode": mode.as_str()}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["api_key"].as_str().expect("api_key").to_owned()
+    }
+
+    async fn app(&self, key: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+/// A node with acme and globex (shared), initech (dedicated) and orders deployed.
+async fn orders_node() -> (TestNode, String, String, String) {
+    let node = TestNode::start(|_| {}).await;
+    let acme = node.tenant("acme", Mode::Shared).await;
+    let globex = node.tenant("globex", Mode::Shared).await;
+    let initech = node.tenant("initech", Mode::Dedicated).await;
+    for t in ["acme", "globex", "initech"] {
+        let (s, _) = node
+            .admin(Method::PUT, &format!("/v1/tenants/{t}/secrets/webhook-signing-key"), Some(json!({"value": format!("SECRET-VALUE-{t}")})))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    node.deploy("orders", runplane_examples::ORDERS, "orders", &["order.created"]).await;
+    (node, acme, globex, initech)
+}
+
+#[tokio::test]
+async fn orders_round_trip_and_tenant_isolation() {
+    let (node, acme, globex, initech) = orders_node().await;
+
+    let (s, order) = node.app(&acme, Method::POST, "/apps/orders/orders", Some(json!({"item": "tea", "quantity": 2}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{order}");
+    let id = order["id"].as_str().expect("id").to_owned();
+    assert!(id.starts_with("ord_"));
+    assert_eq!(order["currency"], "EUR");
+
+    let (s, got) = node.app(&acme, Method::GET, &format!("/apps/orders/orders/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(got["id"], id.as_str());
+
+    // Another tenant, shared or dedicated, cannot see it by any path.
+    for key in [&globex, &initech] {
+        let (s, _) = node.app(key, Method::GET, &format!("/apps/orders/orders/{id}"), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) = node.app(key, Method::GET, &format!("/apps/orders/orders/{id}/invoice"), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, list) = node.app(key, Method::GET, "/apps/orders/orders", None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
+        let (s, _) = node.app(key, Method::DELETE, &format!("/apps/orders/orders/{id}"), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    // Crafted ids and traversal attempts find nothing and break nothing.
+    for path in [
+        format!("/apps/orders/orders/..%2F{id}"),
+        format!("/apps/orders/orders/%2e%2e%2fglobex%2f{id}"),
+        "/apps/orders/orders/' OR '1'='1".to_string(),
+        format!("/apps/orders/orders/{id}%00"),
+        "/apps/orders/orders?limit=1000&cursor=Z2xvYmV4".to_string(),
+    ] {
+        let (s, body) = node.app(&globex, Method::GET, &path, None).await;
+        assert!(s.is_client_error() || (s == StatusCode::OK && body["items"].as_array().map(Vec::len) == Some(0)), "{path}: {s} {body}");
+    }
+
+    let (s, list) = node.app(&acme, Method::GET, "/apps/orders/orders", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+
+    // The dedicated tenant's data lives in its own file.
+    let (s, _) = node.app(&initech, Method::POST, "/apps/orders/orders", Some(json!({"item": "stapler", "quantity": 1}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(node.running.node.config().data_dir.join("tenants/initech/ports.db").exists());
+
+    // The subscription delivered order.created to the handler, in acme's scope only.
+    let mut notified = Value::Null;
+    for _ in 0..50 {
+        let (_, stats) = node.app(&acme, Method::GET, "/apps/orders/stats", None).await;
+        if stats["notifications"] == 1 {
+            notified = stats;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(notified["notifications"], 1, "message handler ran for acme: {notified}");
+    let (_, gstats) = node.app(&globex, Method::GET, "/apps/orders/stats", None).await;
+    assert_eq!(gstats["orders_created"], 0, "{gstats}");
+}
+
+#[tokio::test]
+async fn every_invocation_and_admin_action_is_audited_without_secrets() {
+    let (node, acme, _globex, _initech) = orders_node().await;
+    let (s, _) = node.app(&acme, Method::POST, "/apps/orders/orders", Some(json!({"item": "tea", "quantity": 1}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = node.app(&acme, Method::GET, "/apps/orders/orders/ord_missing", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, page) = node.admin(Method::GET, "/v1/audit/events?log=tenant:acme", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(page["protocol_version"], "1.0");
+    let items = page["items"].as_array().expect("items").clone();
+    let invocations: Vec<&Value> = items.iter().filter(|e| e["event"]["action"] == "invoke.http").collect();
+    assert_eq!(invocations.len(), 2, "{page}");
+    let ev = &invocations[0]["event"];
+    for field in ["time", "actor", "tenant", "action", "target", "outcome", "context", "request_digest", "response_digest", "capability_digest", "binding_set_version", "config_version", "usage"] {
+        assert!(!ev[field].is_null(), "audit event lacks {field}: {ev}");
+    }
+    assert_eq!(ev["context"]["protocol_version"], "1.0");
+    assert!(ev["context"]["execution_seed"].is_u64());
+    // Hashes are over canonical JSON.
+    for item in &items {
+        let canonical = runplane_cjson::to_string(&item["event"]).expect("canonical");
+        assert_eq!(runplane_cjson::sha256_hex(canonical.as_bytes()), item["event_hash"].as_str().expect("hash"));
+    }
+    let (_, admin) = node.admin(Method::GET, "/v1/audit/events?log=admin&limit=1000", None).await;
+    let actions: Vec<&str> = admin["items"].as_array().expect("items").iter().filter_map(|e| e["event"]["action"].as_str()).collect();
+    for a in ["tenant.create", "secret.put", "capability.push", "deployment.create"] {
+        assert!(actions.contains(&a), "admin log lacks {a}: {actions:?}");
+    }
+    let everything = format!("{page}{admin}");
+    assert!(!everything.contains("SECRET-VALUE"), "a secret value leaked into the audit log");
+    let (_, secrets) = node.admin(Method::GET, "/v1/tenants/acme/secrets", None).await;
+    assert!(!secrets.to_string().contains("SECRET-VALUE"));
+    assert_eq!(secrets["items"][0]["name"], "webhook-signing-key");
+}
+
+#[tokio::test]
+async fn components_with_forbidden_imports_are_refused_by_name() {
+    let node = TestNode::start(|_| {}).await;
+    for (name, bytes, offending) in [
+        ("sockets", runplane_examples::IMPORTS_SOCKETS, "wasi:sockets/"),
+        ("filesystem", runplane_examples::IMPORTS_FILESYSTEM, "wasi:filesystem/"),
+        ("unknown", runplane_examples::IMPORTS_UNKNOWN, "evil:backdoor/"),
+    ] {
+        let (s, body) = node.push(name, "1.0.0", bytes).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{name}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden_imports");
+        let msg = body["error"]["message"].as_str().expect("message");
+        assert!(msg.contains(offending), "{name}: message must name the import: {msg}");
+        assert!(msg.contains("may import only") && msg.contains("runplane:ports/records"), "{msg}");
+        assert_eq!(body["protocol_version"], "1.0");
+    }
+    let (_, caps) = node.admin(Method::GET, "/v1/capabilities", None).await;
+    assert_eq!(caps["items"].as_array().map(Vec::len), Some(0), "nothing refused was stored");
+    // The bundled examples pass the same check.
+    for (name, bytes) in [("orders", runplane_examples::ORDERS), ("hello", runplane_examples::HELLO)] {
+        let (s, body) = node.push(name, "1.0.0", bytes).await;
+        assert_eq!(s, StatusCode::CREATED, "{name}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn runaway_components_fail_alone_while_other_tenants_are_served() {
+    let node = Arc::new(
+        TestNode::start(|c| {
+            c.sandbox.deadline_ms = 1_000;
+            c.sandbox.memory_limit_bytes = 32 << 20;
+        })
+        .await,
+    );
+    let acme = node.tenant("acme", Mode::Shared).await;
+    let globex = node.tenant("globex", Mode::Shared).await;
+    node.deploy("spin-loop", runplane_examples::SPIN_LOOP, "spin", &[]).await;
+    node.deploy("memory-bomb", runplane_examples::MEMORY_BOMB, "bomb", &[]).await;
+    node.deploy("hello", runplane_examples::HELLO, "hello", &[]).await;
+
+    let n = node.clone();
+    let k = acme.clone();
+    let spin = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let r = n.app(&k, Method::GET, "/apps/spin/", None).await;
+        (r, started.elapsed())
+    });
+    let n = node.clone();
+    let k = acme.clone();
+    let bomb = tokio::spawn(async move { n.app(&k, Method::GET, "/apps/bomb/", None).await });
+
+    // While both run, the other tenant is served promptly.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let (s, body) = node.app(&globex, Method::GET, "/apps/hello/", None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert!(started.elapsed() < Duration::from_millis(900), "hello took {:?} during the flood", started.elapsed());
+    }
+
+    let ((s, body), took) = spin.await.expect("join");
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"]["code"], "deadline_exceeded");
+    assert!(took < Duration::from_secs(3), "the deadline was enforced: {took:?}");
+    let (s, body) = bomb.await.expect("join");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "memory_limit_exceeded");
+
+    // And the node is still healthy afterwards.
+    let (s, _) = node.app(&acme, Method::GET, "/apps/hello/", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, audit) = node.admin(Method::GET, "/v1/audit/events?log=tenant:acme", None).await;
+    let codes: Vec<&str> = audit["items"].as_array().expect("items").iter().filter_map(|e| e["event"]["outcome"]["code"].as_str()).collect();
+    assert!(codes.contains(&"deadline_exceeded") && codes.contains(&"memory_limit_exceeded"), "{codes:?}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_client_errors() {
+    let (node, acme, _globex, _initech) = orders_node().await;
+    let check = |s: StatusCode, body: &Value, code: &str| {
+        assert!(s.is_client_error(), "{code}: {s} {body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_eq!(body["protocol_version"], "1.0");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.len() > 10));
+    };
+
+    // Malformed JSON to the admin API.
+    let resp = node.http.post(node.url("/v1/tenants")).bearer_auth(ADMIN).header("content-type", "application/json").body("{\"id\": ").send().await.expect("send");
+    let s = resp.status();
+    check(s, &resp.json().await.expect("json"), "invalid_json");
+    // Wrong shape, bad ids.
+    let (s, b) = node.admin(Method::POST, "/v1/tenants", Some(json!({"id": 42}))).await;
+    check(s, &b, "invalid_request");
+    let (s, b) = node.admin(Method::POST, "/v1/tenants", Some(json!({"id": "../etc"}))).await;
+    check(s, &b, "invalid_tenant_id");
+    let (s, b) = node.admin(Method::POST, "/v1/tenants", Some(json!({"id": "acme"}))).await;
+    check(s, &b, "conflict");
+    // Oversized body.
+    let big = "x".repeat(2 << 20);
+    let resp = node.http.post(node.url("/apps/orders/orders")).bearer_auth(&acme).body(big).send().await.expect("send");
+    let s = resp.status();
+    check(s, &resp.json().await.expect("json"), "body_too_large");
+    // Unknown routes.
+    let (s, b) = node.admin(Method::GET, "/v2/nothing", None).await;
+    check(s, &b, "not_found");
+    let (s, b) = node.app(&acme, Method::GET, "/apps/nothing/here", None).await;
+    check(s, &b, "not_found");
+    // Wrong credentials.
+    let (s, b) = node.app("rpk_wrong", Method::GET, "/apps/orders/orders", None).await;
+    check(s, &b, "unauthorized");
+    let resp = node.http.get(node.url("/apps/orders/orders")).send().await.expect("send");
+    let s = resp.status();
+    check(s, &resp.json().await.expect("json"), "unauthorized");
+    let (s, b) = node.app(&acme, Method::GET, "/v1/tenants", None).await;
+    check(s, &b, "unauthorized");
+    // Truncated and non-wasm uploads.
+    let truncated = &runplane_examples::HELLO[..runplane_examples::HELLO.len() / 2];
+    let (s, b) = node.push("broken", "1.0.0", truncated).await;
+    check(s, &b, "not_a_component");
+    let (s, b) = node.push("text", "1.0.0", b"hello, I am not wasm").await;
+    check(s, &b, "not_a_component");
+    let (s, b) = node.push("Bad Name", "1.0.0", runplane_examples::HELLO).await;
+    check(s, &b, "invalid_name");
+    // Malformed JSON to the capability is the capability's 400, and the node survives.
+    let resp = node.http.post(node.url("/apps/orders/orders")).bearer_auth(&acme).header("content-type", "application/json").body("{not json").send().await.expect("send");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let (s, _) = node.admin(Method::GET, "/healthz", None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn suspended_and_deleted_tenants_are_refused() {
+    let (node, acme, globex, _initech) = orders_node().await;
+    let (s, _) = node.admin(Method::POST, "/v1/tenants/acme/suspend", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = node.app(&acme, Method::GET, "/apps/orders/orders", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    let (s, _) = node.app(&globex, Method::GET, "/apps/orders/orders", None).await;
+    assert_eq!(s, StatusCode::OK, "other tenants are unaffected");
+    let (s, _) = node.admin(Method::POST, "/v1/tenants/acme/resume", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = node.app(&acme, Method::GET, "/apps/orders/orders", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = node.admin(Method::DELETE, "/v1/tenants/acme", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = node.app(&acme, Method::GET, "/apps/orders/orders", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (_, list) = node.admin(Method::GET, "/v1/tenants", None).await;
+    let ids: Vec<&str> = list["items"].as_array().expect("items").iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(ids, vec!["globex", "initech"]);
+}
+
+#[tokio::test]
+async fn openapi_health_and_metrics_are_served() {
+    let (node, acme, _g, _i) = orders_node().await;
+    let (s, _) = node.app(&acme, Method::GET, "/apps/orders/orders", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, doc) = node.admin(Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for path in ["/v1/tenants", "/v1/capabilities", "/v1/deployments", "/v1/audit/events", "/healthz", "/metrics"] {
+        assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
+    }
+    let (s, health) = node.admin(Method::GET, "/healthz", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["protocol_version"], "1.0");
+    let metrics = node.http.get(node.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("runplane_invocations_total"), "{metrics}");
+    assert!(metrics.contains("runplane_invocations_in_flight"));
+}
+
+#[tokio::test]
+async fn state_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || {
+        let mut c = NodeConfig::embedded("127.0.0.1:0".parse().expect("addr"), dir.path().to_path_buf());
+        c.admin_token = Some(ADMIN.into());
+        c
+    };
+    let first = Node::start(config()).await.expect("start");
+    let http = Client::new();
+    let base = format!("http://{}", first.addr);
+    let created: Value = http.post(format!("{base}/v1/tenants")).bearer_auth(ADMIN).json(&json!({"id": "acme"})).send().await.expect("send").json().await.expect("json");
+    let key = created["api_key"].as_str().expect("key").to_owned();
+    http.post(format!("{base}/v1/capabilities?name=orders&version=1.0.0")).bearer_auth(ADMIN).body(runplane_examples::ORDERS.to_vec()).send().await.expect("push");
+    http.post(format!("{base}/v1/deployments")).bearer_auth(ADMIN).json(&json!({"capability": "orders", "version": "1.0.0"})).send().await.expect("deploy");
+    let order: Value = http.post(format!("{base}/apps/orders/orders")).bearer_auth(&key).json(&json!({"item": "tea", "quantity": 1})).send().await.expect("send").json().await.expect("json");
+    first.server.abort();
+    drop(first);
+
+    let second = Node::start(config()).await.expect("restart");
+    let base = format!("http://{}", second.addr);
+    let resp = http.get(format!("{base}/apps/orders/orders/{}", order["id"].as_str().expect("id"))).bearer_auth(&key).send().await.expect("send");
+    assert_eq!(resp.status(), StatusCode::OK, "tenant, key, deployment and record survived the restart");
+    // The compiled component came from the on-disk cache.
+    assert!(std::fs::read_dir(dir.path().join("cache")).expect("cache dir").count() >= 1);
+}
