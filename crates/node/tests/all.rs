@@ -227,7 +227,10 @@ async fn runaway_components_fail_alone_while_other_tenants_are_served() {
     let node = Arc::new(
         TestNode::start(|c| {
             c.sandbox.deadline_ms = 1_000;
-            c.sandbox.memory_limit_bytes = 32 << 20;
+            c.sandbox.memory_limit_bytes = 48 << 20;
+            c.sandbox.max_response_bytes = 1 << 20;
+            // Enough fuel that the wall-clock deadline, not the CPU budget, stops the loop.
+            c.sandbox.fuel = u64::MAX / 4;
         })
         .await,
     );
@@ -264,6 +267,19 @@ async fn runaway_components_fail_alone_while_other_tenants_are_served() {
     let (s, body) = bomb.await.expect("join");
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "memory_limit_exceeded");
+
+    // Unbounded recursion and an oversized response fail cleanly too.
+    node.deploy("deep-recursion", runplane_examples::DEEP_RECURSION, "deep", &[]).await;
+    node.deploy("huge-output", runplane_examples::HUGE_OUTPUT, "huge", &[]).await;
+    let (s, body) = node.app(&acme, Method::GET, "/apps/deep/", None).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    // Rust's shadow stack lives in linear memory, so the overflow shows as an
+    // out-of-bounds access (or a wasm stack overflow for frames on the native stack).
+    assert_eq!(body["error"]["code"], "capability_trapped", "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("stack overflow") || m.contains("out of bounds")), "{body}");
+    let (s, body) = node.app(&acme, Method::GET, "/apps/huge/", None).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"]["code"], "response_too_large");
 
     // And the node is still healthy afterwards.
     let (s, _) = node.app(&acme, Method::GET, "/apps/hello/", None).await;
@@ -394,4 +410,14 @@ async fn state_survives_a_restart() {
     assert_eq!(resp.status(), StatusCode::OK, "tenant, key, deployment and record survived the restart");
     // The compiled component came from the on-disk cache.
     assert!(std::fs::read_dir(dir.path().join("cache")).expect("cache dir").count() >= 1);
+}
+
+#[tokio::test]
+async fn the_cpu_budget_stops_a_loop_deterministically() {
+    let node = TestNode::start(|c| c.sandbox.fuel = 50_000_000).await;
+    let acme = node.tenant("acme", Mode::Shared).await;
+    node.deploy("spin-loop", runplane_examples::SPIN_LOOP, "spin", &[]).await;
+    let (s, body) = node.app(&acme, Method::GET, "/apps/spin/", None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "cpu_budget_exceeded");
 }

@@ -51,6 +51,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/audit/logs", get(admin::audit_logs))
         .route("/v1/audit/events", get(admin::audit_events))
         .route("/apps/{route}", any(apps::serve_root))
+        .route("/apps/{route}/", any(apps::serve_root))
         .route("/apps/{route}/{*rest}", any(apps::serve))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(max_body))
