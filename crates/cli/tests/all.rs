@@ -1,0 +1,114 @@
+//! The `runplane` binary as a user runs it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_runplane");
+
+fn canon(input: &str, args: &[&str]) -> (bool, String, String) {
+    let mut child = Command::new(BIN).arg("canon").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn canon_prints_canonical_json_and_hashes() {
+    let (ok, out, _) = canon(r#"{"b": 1.0, "a": ["é", 1e-7]}"#, &[]);
+    assert!(ok);
+    assert_eq!(out, r#"{"a":["\u00e9",1e-07],"b":1.0}"#);
+    let (ok, out, _) = canon(r#"{"b": 1.0, "a": ["é", 1e-7]}"#, &["--hash"]);
+    assert!(ok);
+    assert_eq!(out, runplane_cjson::sha256_hex(br#"{"a":["\u00e9",1e-07],"b":1.0}"#));
+    for bad in ["{", "NaN", "[1e999]", ""] {
+        let (ok, _, err) = canon(bad, &[]);
+        assert!(!ok, "{bad:?} must fail");
+        assert!(err.starts_with("error: "), "{err}");
+    }
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn up_starts_a_demo_node_with_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let _child = Child(
+        Command::new(BIN)
+            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn runplane up"),
+    );
+    let creds_path = dir.path().join("demo-credentials.json");
+    let started = Instant::now();
+    while !creds_path.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "runplane up wrote no credentials within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&creds_path).expect("meta").permissions().mode() & 0o777, 0o600);
+    }
+    let creds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&creds_path).expect("read")).expect("json");
+    assert!(creds["admin_token"].as_str().is_some_and(|t| t.len() > 20));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let key = |t: &str| creds["tenants"][t].as_str().expect("tenant key").to_owned();
+
+    let order: serde_json::Value = http
+        .post(format!("{base}/apps/orders/orders"))
+        .bearer_auth(key("acme"))
+        .json(&serde_json::json!({"item": "tea", "quantity": 2}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let id = order["id"].as_str().expect("id");
+    for (tenant, status) in [("acme", 200), ("globex", 404), ("initech", 404)] {
+        let resp = http.get(format!("{base}/apps/orders/orders/{id}")).bearer_auth(key(tenant)).send().await.expect("get");
+        assert_eq!(resp.status().as_u16(), status, "{tenant}");
+    }
+    let tenants: serde_json::Value =
+        http.get(format!("{base}/v1/tenants")).bearer_auth(creds["admin_token"].as_str().expect("token")).send().await.expect("list").json().await.expect("json");
+    let modes: Vec<(String, String)> = tenants["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap_or_default().to_owned(), t["mode"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(
+        modes,
+        vec![("acme".into(), "shared".into()), ("globex".into(), "shared".into()), ("initech".into(), "dedicated".into())]
+    );
+    for path in ["/healthz", "/metrics", "/v1/openapi.json"] {
+        assert!(http.get(format!("{base}{path}")).send().await.expect("get").status().is_success(), "{path}");
+    }
+}
+
+#[test]
+fn serve_reports_every_config_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("runplane.toml");
+    std::fs::write(&path, "[node]\nlisten = \"nowhere\"\nmode = \"sideways\"\n[bindings]\nrecords = \"oracle\"\n").expect("write");
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in ["3 problem(s)", "node.listen", "node.mode", "bindings.records"] {
+        assert!(err.contains(needle), "missing {needle}: {err}");
+    }
+}

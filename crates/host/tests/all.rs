@@ -1,0 +1,109 @@
+//! Host tests: import checking and deterministic execution.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use runplane_adapters::{fs_blobs::FsBlobStore, memory_bus::InProcessBus, sqlite::SqliteStore, static_config::StaticConfig};
+use runplane_host::{AllowList, Host, HostError, Invocation, SandboxConfig};
+use runplane_ports::{ExecutionContext, Level, PortSet, Telemetry, TelemetryScope, TenantId};
+
+struct NoTelemetry;
+impl Telemetry for NoTelemetry {
+    fn log(&self, _: &TelemetryScope, _: Level, _: &str, _: &str) {}
+    fn counter(&self, _: &TelemetryScope, _: &str, _: u64, _: &[(String, String)]) {}
+    fn histogram(&self, _: &TelemetryScope, _: &str, _: f64, _: &[(String, String)]) {}
+}
+
+async fn ports(dir: &std::path::Path) -> PortSet {
+    let sql = Arc::new(SqliteStore::open(&dir.join("ports.db")).await.expect("sqlite"));
+    PortSet {
+        records: sql.clone(),
+        kv: sql.clone(),
+        events: sql.clone(),
+        secrets: sql,
+        messaging: Arc::new(InProcessBus::new()),
+        blobs: Arc::new(FsBlobStore::open(&dir.join("blobs")).expect("blobs")),
+        config: Arc::new(StaticConfig::default()),
+        telemetry: Arc::new(NoTelemetry),
+    }
+}
+
+fn context(seed: u64, digest: &str) -> Arc<ExecutionContext> {
+    Arc::new(ExecutionContext {
+        protocol_version: "1.0".into(),
+        invocation_id: "inv-1".into(),
+        session_id: "s".into(),
+        agent_id: "key_test".into(),
+        trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+        execution_seed: seed,
+        tenant: TenantId::new("acme").expect("tenant"),
+        node_id: "node-test".into(),
+        capability: "orders@1.0.0".into(),
+        capability_digest: digest.into(),
+        accepted_at_unix_nanos: 1_795_000_000_000_000_000,
+    })
+}
+
+fn host(dir: &std::path::Path) -> Host {
+    Host::new(SandboxConfig::default(), dir.join("cache")).expect("host")
+}
+
+#[test]
+fn examples_pass_the_import_check_and_forbidden_ones_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = host(dir.path());
+    for (name, bytes) in runplane_examples::all() {
+        let result = host.inspect(name, bytes);
+        match *name {
+            "imports_sockets" | "imports_filesystem" | "imports_unknown" => match result {
+                Err(HostError::ForbiddenImports { offending, .. }) => {
+                    let prefix = match *name {
+                        "imports_sockets" => "wasi:sockets/",
+                        "imports_filesystem" => "wasi:filesystem/",
+                        _ => "evil:backdoor/shell",
+                    };
+                    assert!(offending.iter().any(|o| o.starts_with(prefix)), "{name}: {offending:?}");
+                    assert!(offending.iter().all(|o| !o.starts_with("runplane:") && !o.starts_with("wasi:io/")), "{offending:?}");
+                }
+                other => panic!("{name} must be refused, got {other:?}"),
+            },
+            _ => {
+                let info = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(info.exports.http, "{name} exports wasi:http");
+            }
+        }
+    }
+    assert!(matches!(host.inspect("core", b"\0asm\x01\0\0\0"), Err(HostError::NotAComponent { .. })));
+}
+
+async fn create_order(host: &Host, dir: &std::path::Path, seed: u64) -> (u16, Bytes) {
+    let digest = runplane_cjson::sha256_hex(runplane_examples::ORDERS);
+    let cap = host.load("orders@1.0.0", &digest, runplane_examples::ORDERS).await.expect("load");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("http://orders.test/orders")
+        .header("content-type", "application/json")
+        .body(Bytes::from_static(br#"{"item":"tea","quantity":2}"#))
+        .expect("request");
+    let inv = Invocation { context: context(seed, &digest), ports: ports(dir).await, allow: AllowList::default() };
+    let (result, report) = host.handle_http(&cap, inv, request).await;
+    let resp = result.expect("invocation");
+    assert!(report.port_calls > 3, "{report:?}");
+    (resp.status, resp.body)
+}
+
+#[tokio::test]
+async fn the_same_context_and_input_give_the_same_bytes() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let host = host(a.path());
+    let (s1, body1) = create_order(&host, a.path(), 42).await;
+    let (s2, body2) = create_order(&host, b.path(), 42).await;
+    assert_eq!(s1, 201, "{}", String::from_utf8_lossy(&body1));
+    assert_eq!((s1, &body1), (s2, &body2), "deterministic: same seed, same clock, fresh stores");
+    let text = String::from_utf8_lossy(&body1);
+    assert!(text.contains("2026-11-18T11:06:40"), "the clock is the accept time: {text}");
+    let c = tempfile::tempdir().expect("tempdir");
+    let (_, body3) = create_order(&host, c.path(), 43).await;
+    assert_ne!(body1, body3, "a different seed gives a different id");
+}
