@@ -169,7 +169,7 @@ impl NodeConfig {
                     }
                     cfg.sandbox = s;
                 }
-                Err(e) => c.problem("sandbox", &e.message().to_string()),
+                Err(e) => c.problem("sandbox", e.message()),
             }
         }
         if let Some(b) = c.table(&table, "bindings") {
