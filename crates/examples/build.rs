@@ -15,6 +15,7 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("IMPORTS_SOCKETS", "imports_sockets"),
     ("IMPORTS_FILESYSTEM", "imports_filesystem"),
     ("IMPORTS_UNKNOWN", "imports_unknown"),
+    ("LEAK_SECRET", "leak_secret"),
 ];
 
 fn main() {

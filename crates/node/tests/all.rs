@@ -421,3 +421,104 @@ async fn the_cpu_budget_stops_a_loop_deterministically() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "cpu_budget_exceeded");
 }
+
+#[tokio::test]
+async fn outbound_http_reaches_only_allow_listed_hosts() {
+    use axum::routing::post;
+    // A local webhook receiver that records what it got.
+    let received: Arc<tokio::sync::Mutex<Vec<(Option<String>, String)>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let sink = sink.clone();
+            async move {
+                let sig = headers.get("x-signature").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                sink.lock().await.push((sig, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hook = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let node = TestNode::start(|c| {
+        c.capability_config.get_mut("orders").expect("orders config").insert("webhook-url".into(), format!("http://{hook}/hook"));
+    })
+    .await;
+    let acme = node.tenant("acme", Mode::Shared).await;
+    node.admin(Method::PUT, "/v1/tenants/acme/secrets/webhook-signing-key", Some(json!({"value": "SECRET-VALUE-acme"}))).await;
+    let (s, _) = node.push("orders", "1.0.0", runplane_examples::ORDERS).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // Not on the allow-list: refused, nothing arrives.
+    let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(json!({"capability": "orders", "version": "1.0.0"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let (_, order) = node.app(&acme, Method::POST, "/apps/orders/orders", Some(json!({"item": "tea", "quantity": 1}))).await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    let (s, body) = node.app(&acme, Method::POST, &format!("/apps/orders/orders/{id}/notify"), None).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("HttpRequestDenied")), "{body}");
+    assert!(received.lock().await.is_empty());
+
+    // On the allow-list: delivered, signed with the tenant's secret.
+    let (s, body) = node
+        .admin(Method::POST, "/v1/deployments", Some(json!({"capability": "orders", "version": "1.0.0", "allow_hosts": [hook.to_string()]})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let (s, body) = node.app(&acme, Method::POST, &format!("/apps/orders/orders/{id}/notify"), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], 200);
+    let got = received.lock().await.clone();
+    assert_eq!(got.len(), 1);
+    let (sig, sent) = &got[0];
+    assert!(sent.contains(&id));
+    assert_eq!(sig.as_deref(), order["signature"].as_str(), "the webhook carries the order's signature");
+    assert!(!sent.contains("SECRET-VALUE"), "the secret itself never leaves");
+}
+
+/// Everything the node logs, across all tests in this binary.
+fn captured_logs() -> &'static Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
+        let writer = buf.clone();
+        let make = move || LogWriter(writer.clone());
+        let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(make).try_init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_or_audit_events() {
+    let logs = captured_logs();
+    let node = TestNode::start(|_| {}).await;
+    let acme = node.tenant("acme", Mode::Shared).await;
+    let (s, _) = node.admin(Method::PUT, "/v1/tenants/acme/secrets/api-token", Some(json!({"value": "TOP-SECRET-7f3a9c"}))).await;
+    assert_eq!(s, StatusCode::OK);
+    node.deploy("leak-secret", runplane_examples::LEAK_SECRET, "leak", &[]).await;
+    let (s, body) = node.app(&acme, Method::GET, "/apps/leak/", None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    let text = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    for channel in ["stdout leak", "stderr leak", "logging leak"] {
+        assert!(text.contains(&format!("{channel}: [REDACTED]")), "{channel} was captured and redacted:\n{text}");
+    }
+    assert!(!text.contains("TOP-SECRET-7f3a9c"), "a secret value reached the logs");
+    let (_, admin) = node.admin(Method::GET, "/v1/audit/events?log=admin&limit=1000", None).await;
+    let (_, tenant) = node.admin(Method::GET, "/v1/audit/events?log=tenant:acme&limit=1000", None).await;
+    assert!(!format!("{admin}{tenant}").contains("TOP-SECRET"), "a secret value reached the audit log");
+}
