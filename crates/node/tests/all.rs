@@ -485,7 +485,8 @@ fn captured_logs() -> &'static Arc<std::sync::Mutex<Vec<u8>>> {
         let buf: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
         let writer = buf.clone();
         let make = move || LogWriter(writer.clone());
-        let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(make).try_init();
+        let filter = tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,sqlx=warn");
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(make).try_init();
         buf
     })
 }
