@@ -22,6 +22,8 @@ pub struct SandboxConfig {
     pub max_wasm_stack_bytes: usize,
     /// Bytes of stdout/stderr kept per invocation (the rest is dropped and counted).
     pub max_log_bytes: usize,
+    /// Bytes of each reused linear memory reset in place rather than decommitted.
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for SandboxConfig {
@@ -35,6 +37,7 @@ impl Default for SandboxConfig {
             max_instances: 256,
             max_wasm_stack_bytes: 512 << 10,
             max_log_bytes: 64 << 10,
+            keep_resident_bytes: 2 << 20,
         }
     }
 }

@@ -104,7 +104,14 @@ fn build_engine(config: &SandboxConfig) -> wasmtime::Result<Engine> {
         .total_tables(config.max_instances * 4)
         .max_memory_size(config.memory_limit_bytes)
         .max_component_instance_size(1 << 20)
-        .max_core_instance_size(1 << 20);
+        .max_core_instance_size(1 << 20)
+        .total_stacks(config.max_instances)
+        // Reset the first pages of a reused slot with memset instead of giving them back
+        // to the kernel: the next invocation touches them again at once, and the page
+        // faults would cost more than the copy.
+        .linear_memory_keep_resident(config.keep_resident_bytes)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(128 << 10);
     cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&cfg)
 }
