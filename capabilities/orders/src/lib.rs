@@ -5,7 +5,7 @@
 //! key-value counter, logs and metrics. It knows nothing of tenants, modes or
 //! technologies: the host scopes every port call to the caller's tenant.
 
-wit_bindgen::generate!({ path: "../../wit", world: "runplane:ports/http-subscriber", generate_all });
+wit_bindgen::generate!({ path: "../../wit", world: "runplane:ports/capability", generate_all });
 
 use hmac::{Hmac, Mac};
 use runplane::ports::types::PortError;
@@ -254,6 +254,34 @@ impl exports::runplane::ports::message_handler::Guest for Orders {
         let bucket = wasi::keyvalue::store::open("stats").map_err(|e| format!("{e:?}"))?;
         wasi::keyvalue::atomics::increment(&bucket, "notifications", 1).map_err(|e| format!("{e:?}"))?;
         Ok(())
+    }
+}
+
+/// The task export: `{"op": "count"}` counts this tenant's orders;
+/// `{"op": "total", "item": "tea"}` sums the quantity ordered of one item.
+impl exports::runplane::ports::task::Guest for Orders {
+    fn run(input: String) -> Result<String, exports::runplane::ports::task::TaskError> {
+        use exports::runplane::ports::task::TaskError;
+        let input: Value = serde_json::from_str(&input).map_err(|e| TaskError::InvalidInput(format!("input is not JSON: {e}")))?;
+        let filters = match (input["op"].as_str(), input.get("item")) {
+            (Some("count"), _) => Vec::new(),
+            (Some("total"), Some(item)) => vec![records::Filter { field: "item".into(), value: item.to_string() }],
+            _ => return Err(TaskError::InvalidInput("expected {\"op\":\"count\"} or {\"op\":\"total\",\"item\":…}".into())),
+        };
+        let (mut count, mut quantity) = (0u64, 0i64);
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = records::query(COLLECTION, &filters, 1000, cursor.as_deref()).map_err(|e| TaskError::Failed(format!("{e:?}")))?;
+            for r in &page.items {
+                count += 1;
+                quantity += serde_json::from_str::<Value>(&r.body).ok().and_then(|v| v["quantity"].as_i64()).unwrap_or(0);
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(json!({ "orders": count, "quantity": quantity }).to_string())
     }
 }
 

@@ -137,6 +137,12 @@ pub async fn key_value(store: &dyn KeyValueStore) {
     assert!(second.cursor.is_none());
     assert!(store.list_keys(&b, "many", None).await.expect("list b").keys.is_empty());
 
+    // Keys that look like another tenant's prefix are just keys.
+    let longer = TenantId::new("tenant-a-x").expect("valid");
+    store.set(&longer, "bucket", "k2", b"x").await.expect("set longer");
+    store.set(&a, "bucket", "x/../tenant-b/k", b"y").await.expect("odd key");
+    assert_eq!(store.get(&a, "bucket", "k2").await.expect("get"), None, "prefix collision across tenants");
+    assert_eq!(store.get(&b, "bucket", "k").await.expect("get b"), Some(b"b".to_vec()), "an odd key does not reach another tenant");
     store.delete(&a, "bucket", "k").await.expect("delete");
     store.delete(&a, "bucket", "k").await.expect("delete absent is fine");
     assert!(!store.exists(&a, "bucket", "k").await.expect("exists"));
@@ -193,6 +199,11 @@ pub async fn blobs(store: &dyn BlobStore) {
     }
     assert!(matches!(store.list(&a, "docs", "../").await, Err(PortError::Invalid(_))));
 
+    // A tenant whose id extends another's is still a different prefix.
+    let longer = TenantId::new("tenant-a-x").expect("valid");
+    store.put(&longer, "docs", "dir/mine.txt", b"x".to_vec(), None).await.expect("put longer");
+    assert!(store.list(&a, "docs", "").await.expect("list").iter().all(|m| m.name != "dir/mine.txt"), "prefix collision across tenants");
+    assert_eq!(store.get(&a, "docs", "dir/mine.txt", None).await.expect("get"), None);
     assert!(!store.delete(&b, "docs", "other.txt").await.expect("b delete"), "b cannot delete a's object");
     assert!(store.delete(&a, "docs", "other.txt").await.expect("delete"));
     assert!(!store.delete(&a, "docs", "other.txt").await.expect("delete again"));

@@ -107,3 +107,24 @@ async fn the_same_context_and_input_give_the_same_bytes() {
     let (_, body3) = create_order(&host, c.path(), 43).await;
     assert_ne!(body1, body3, "a different seed gives a different id");
 }
+
+async fn run_task(host: &Host, dir: &std::path::Path, input: &str) -> Result<String, String> {
+    let digest = runplane_cjson::sha256_hex(runplane_examples::ORDERS);
+    let cap = host.load("orders@1.0.0", &digest, runplane_examples::ORDERS).await.expect("load");
+    assert!(cap.exports.task && cap.exports.http && cap.exports.message_handler);
+    let inv = Invocation { context: context(9, &digest), ports: ports(dir).await, allow: AllowList::default() };
+    host.run_task(&cap, inv, input.to_string()).await.0.expect("invocation")
+}
+
+#[tokio::test]
+async fn task_exports_run_against_the_same_ports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = host(dir.path());
+    // Two orders with distinct seeds, so distinct ids.
+    create_order(&host, dir.path(), 1).await;
+    create_order(&host, dir.path(), 2).await;
+    assert_eq!(run_task(&host, dir.path(), r#"{"op":"total","item":"tea"}"#).await, Ok(r#"{"orders":2,"quantity":4}"#.to_string()));
+    assert_eq!(run_task(&host, dir.path(), r#"{"op":"total","item":"coffee"}"#).await, Ok(r#"{"orders":0,"quantity":0}"#.to_string()));
+    let refused = run_task(&host, dir.path(), r#"{"op":"explode"}"#).await.expect_err("invalid input");
+    assert!(refused.starts_with("invalid input"), "{refused}");
+}
