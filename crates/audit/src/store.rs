@@ -16,6 +16,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Most events one group commit writes.
 const MAX_BATCH: usize = 4096;
+/// Rows per INSERT statement (4 parameters each, under SQLite's parameter limit).
+const ROWS_PER_INSERT: usize = 200;
 
 /// Which log an event belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -222,14 +224,14 @@ async fn writer(pool: SqlitePool, mut heads: HashMap<LogId, u64>, mut rx: mpsc::
 
 async fn write_batch(pool: &SqlitePool, batch: &[Pending], receipts: &[Receipt]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    for (p, r) in batch.iter().zip(receipts) {
-        sqlx::query("INSERT INTO audit_events (log, idx, event_hash, event) VALUES (?1, ?2, ?3, ?4)")
-            .bind(r.log.as_str())
-            .bind(r.index as i64)
-            .bind(&p.hash)
-            .bind(&p.json)
-            .execute(&mut *tx)
-            .await?;
+    // Multi-row inserts: one statement per ROWS_PER_INSERT events, not one per event.
+    let rows: Vec<(&Pending, &Receipt)> = batch.iter().zip(receipts).collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO audit_events (log, idx, event_hash, event) ");
+        insert.push_values(chunk, |mut row, (p, r)| {
+            row.push_bind(r.log.as_str()).push_bind(r.index as i64).push_bind(&p.hash).push_bind(&p.json);
+        });
+        insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await
 }

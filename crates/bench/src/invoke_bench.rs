@@ -24,7 +24,12 @@ async fn main() -> anyhow::Result<()> {
     let iterations: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench/invoke.json".into());
     let dir = tempfile::tempdir()?;
-    let host = Host::new(SandboxConfig::default(), dir.path().join("cache"))?;
+    let mut sandbox = SandboxConfig::default();
+    // A small pool keeps the address-space reservation small (for valgrind and friends).
+    if let Some(n) = std::env::var("BENCH_MAX_INSTANCES").ok().and_then(|v| v.parse().ok()) {
+        sandbox.max_instances = n;
+    }
+    let host = Host::new(sandbox, dir.path().join("cache"))?;
     let digest = runplane_cjson::sha256_hex(runplane_examples::HELLO);
     let cap = host.load("hello@1.0.0", &digest, runplane_examples::HELLO).await?;
     let sql = Arc::new(SqliteStore::open(&dir.path().join("ports.db")).await?);

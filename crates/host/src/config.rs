@@ -37,7 +37,7 @@ impl Default for SandboxConfig {
             max_instances: 256,
             max_wasm_stack_bytes: 512 << 10,
             max_log_bytes: 64 << 10,
-            keep_resident_bytes: 2 << 20,
+            keep_resident_bytes: 8 << 20,
         }
     }
 }

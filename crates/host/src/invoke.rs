@@ -83,20 +83,19 @@ impl Host {
         };
 
         let limits = self.config.clone();
-        let guest = tokio::spawn(async move {
+        // The guest and the collection of its response run concurrently in this task:
+        // no spawn, no cross-thread hand-off on the hot path.
+        let guest = async move {
             let result = async {
                 let instance = proxy.instantiate_async(&mut store).await?;
                 instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             }
             .await;
             (result, store)
-        });
-        let abort = guest.abort_handle();
-        let deadline = limits.deadline() + HOST_GRACE;
-
+        };
         // The response head arrives through the outparam; the body streams while the
         // guest may still run, so collect it under the same deadline and size limit.
-        let collected = tokio::time::timeout(deadline, async {
+        let collect = async {
             let response = receiver.await.ok()?;
             Some(match response {
                 Ok(resp) => {
@@ -119,24 +118,42 @@ impl Host {
                 }
                 Err(code) => Err(InvokeError::Failed(format!("the capability answered with error {code:?}"))),
             })
-        })
-        .await;
-
-        let joined = tokio::time::timeout(deadline, guest).await;
-        let (guest_result, report) = match joined {
-            Ok(Ok((result, store))) => (result, report(&store)),
-            Ok(Err(join)) => (Err(wasmtime::Error::msg(format!("invocation task failed: {join}"))), InvocationReport::default()),
-            Err(_) => {
-                abort.abort();
-                return (Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }), InvocationReport::default());
-            }
         };
+        let deadline = limits.deadline() + HOST_GRACE;
+        let both = async {
+            tokio::pin!(guest, collect);
+            let (mut finished, mut collected) = (None, None);
+            loop {
+                tokio::select! {
+                    g = &mut guest, if finished.is_none() => {
+                        // A trapped guest never answers; its outparam lives on in the
+                        // store, so stop waiting for a response.
+                        let trapped = g.0.is_err();
+                        finished = Some(g);
+                        if trapped || collected.is_some() {
+                            break;
+                        }
+                    }
+                    c = &mut collect, if collected.is_none() => {
+                        collected = Some(c);
+                        if finished.is_some() {
+                            break;
+                        }
+                    }
+                }
+            }
+            (finished, collected.flatten())
+        };
+        let Ok((Some((guest_result, store)), collected)) = tokio::time::timeout(deadline, both).await else {
+            return (Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }), InvocationReport::default());
+        };
+        let report = report(&store);
+        drop(store);
         let outcome = match (collected, guest_result) {
             // A trap wins over a partial response: the invocation did not complete.
             (_, Err(e)) => Err(classify(e, &limits)),
-            (Ok(Some(r)), Ok(())) => r,
-            (Ok(None), Ok(())) => Err(InvokeError::Failed("the capability returned without setting a response".into())),
-            (Err(_), Ok(())) => Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }),
+            (Some(r), Ok(())) => r,
+            (None, Ok(())) => Err(InvokeError::Failed("the capability returned without setting a response".into())),
         };
         (outcome, report)
     }
@@ -201,18 +218,12 @@ impl Host {
     where
         T: Send + 'static,
         F: FnOnce(Store<InvocationState>) -> Fut,
-        Fut: Future<Output = (wasmtime::Result<T>, Store<InvocationState>)> + Send + 'static,
+        Fut: Future<Output = (wasmtime::Result<T>, Store<InvocationState>)> + Send,
     {
         let limits = self.config.clone();
-        let task = tokio::spawn(f(store));
-        let abort = task.abort_handle();
-        match tokio::time::timeout(limits.deadline() + HOST_GRACE, task).await {
-            Ok(Ok((result, store))) => (result.map_err(|e| classify(e, &limits)), report(&store)),
-            Ok(Err(join)) => (Err(InvokeError::Failed(format!("invocation task failed: {join}"))), InvocationReport::default()),
-            Err(_) => {
-                abort.abort();
-                (Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }), InvocationReport::default())
-            }
+        match tokio::time::timeout(limits.deadline() + HOST_GRACE, f(store)).await {
+            Ok((result, store)) => (result.map_err(|e| classify(e, &limits)), report(&store)),
+            Err(_) => (Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }), InvocationReport::default()),
         }
     }
 }
