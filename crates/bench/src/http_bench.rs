@@ -6,7 +6,7 @@
 //!
 //! Targets: Runplane (tenant key auth + durable audit on every request), a native
 //! hyper "hello" server (the ceiling), and `wasmtime serve` on the same `.wasm` when a
-//! `wasmtime` binary is on PATH.
+//! `wasmtime` binary is on PATH (extra flags from `WASMTIME_SERVE_FLAGS`).
 //!
 //! Usage: `cargo run --release -p runplane-bench --bin http-bench -- [SECONDS] [CONNECTIONS]`
 
@@ -57,8 +57,11 @@ async fn main() -> anyhow::Result<()> {
     let wasm_path = dir.path().join("hello.wasm");
     std::fs::write(&wasm_path, runplane_examples::HELLO)?;
     let wasmtime_addr: SocketAddr = "127.0.0.1:18799".parse()?;
+    // Extra `wasmtime serve` flags, e.g. WASMTIME_SERVE_FLAGS="-O pooling-allocator=y".
+    let extra: Vec<String> = std::env::var("WASMTIME_SERVE_FLAGS").unwrap_or_default().split_whitespace().map(str::to_owned).collect();
     let wasmtime = std::process::Command::new("wasmtime")
         .args(["serve", "--addr", &wasmtime_addr.to_string(), "-S", "cli"])
+        .args(&extra)
         .arg(&wasm_path)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
