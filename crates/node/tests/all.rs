@@ -363,6 +363,13 @@ async fn suspended_and_deleted_tenants_are_refused() {
     let (_, list) = node.admin(Method::GET, "/v1/tenants", None).await;
     let ids: Vec<&str> = list["items"].as_array().expect("items").iter().filter_map(|t| t["id"].as_str()).collect();
     assert_eq!(ids, vec!["globex", "initech"]);
+    // Cursor pagination.
+    let (_, first) = node.admin(Method::GET, "/v1/tenants?limit=1", None).await;
+    assert_eq!(first["items"][0]["id"], "globex");
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let (_, second) = node.admin(Method::GET, &format!("/v1/tenants?limit=1&cursor={cursor}"), None).await;
+    assert_eq!(second["items"][0]["id"], "initech");
+    assert!(second["next_cursor"].is_null());
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use runplane_ports::{SecretValue, TenantId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{JsonBody, versioned};
+use crate::api::{JsonBody, PageParams, paginate, versioned};
 use crate::auth::{KeyOwner, bearer, digests_equal, hash_secret, new_id, new_secret};
 use crate::config::Mode;
 use crate::control::{CapabilityVersion, Deployment, Tenant};
@@ -98,16 +98,16 @@ async fn issue_key(node: &Node, tenant: &str) -> Result<(String, String), ApiErr
 #[derive(Serialize, ToSchema)]
 pub struct TenantList {
     pub items: Vec<Tenant>,
-    /// Always absent: every tenant fits in one page.
+    /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
 
 /// List tenants.
-#[utoipa::path(get, path = "/v1/tenants", security(("admin_token" = [])), responses((status = 200, body = TenantList)))]
-pub async fn list_tenants(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/tenants", params(PageParams), security(("admin_token" = [])), responses((status = 200, body = TenantList)))]
+pub async fn list_tenants(State(node): State<Arc<Node>>, headers: HeaderMap, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
     require_admin(&node, &headers)?;
-    let items = node.control.tenants().await?;
-    Ok(versioned(TenantList { items, next_cursor: None }).into_response())
+    let (items, next_cursor) = paginate(node.control.tenants().await?, |t| t.id.clone(), &page);
+    Ok(versioned(TenantList { items, next_cursor }).into_response())
 }
 
 /// Show one tenant.
@@ -307,10 +307,13 @@ pub struct CapabilityList {
 }
 
 /// List pushed capability versions.
-#[utoipa::path(get, path = "/v1/capabilities", security(("admin_token" = [])), responses((status = 200, body = CapabilityList)))]
-pub async fn list_capabilities(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/capabilities", params(PageParams), security(("admin_token" = [])), responses((status = 200, body = CapabilityList)))]
+pub async fn list_capabilities(State(node): State<Arc<Node>>, headers: HeaderMap, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
     require_admin(&node, &headers)?;
-    Ok(versioned(CapabilityList { items: node.control.capabilities().await?, next_cursor: None }).into_response())
+    let mut all = node.control.capabilities().await?;
+    all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    let (items, next_cursor) = paginate(all, |c| format!("{}@{}", c.name, c.version), &page);
+    Ok(versioned(CapabilityList { items, next_cursor }).into_response())
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -372,10 +375,11 @@ pub struct DeploymentList {
 }
 
 /// List deployments.
-#[utoipa::path(get, path = "/v1/deployments", security(("admin_token" = [])), responses((status = 200, body = DeploymentList)))]
-pub async fn list_deployments(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/deployments", params(PageParams), security(("admin_token" = [])), responses((status = 200, body = DeploymentList)))]
+pub async fn list_deployments(State(node): State<Arc<Node>>, headers: HeaderMap, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
     require_admin(&node, &headers)?;
-    Ok(versioned(DeploymentList { items: node.control.deployments().await?, next_cursor: None }).into_response())
+    let (items, next_cursor) = paginate(node.control.deployments().await?, |d| d.route.clone(), &page);
+    Ok(versioned(DeploymentList { items, next_cursor }).into_response())
 }
 
 /// Take a route out of service.

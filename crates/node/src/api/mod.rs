@@ -93,3 +93,25 @@ where
         }
     }
 }
+
+/// `?cursor=…&limit=…` on list endpoints.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct PageParams {
+    /// Opaque: the `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1-1000, default 100.
+    pub limit: Option<u32>,
+}
+
+/// One page of `items` (already sorted by `key`), after the cursor.
+pub fn paginate<T>(items: Vec<T>, key: impl Fn(&T) -> String, params: &PageParams) -> (Vec<T>, Option<String>) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let limit = params.limit.unwrap_or(100).clamp(1, 1000) as usize;
+    let after = params.cursor.as_deref().and_then(|c| b64.decode(c).ok()).and_then(|b| String::from_utf8(b).ok());
+    let mut page: Vec<T> = items.into_iter().filter(|i| after.as_ref().is_none_or(|a| key(i) > *a)).collect();
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = if more { page.last().map(|i| b64.encode(key(i))) } else { None };
+    (page, next)
+}
