@@ -433,7 +433,9 @@ async fn the_cpu_budget_stops_a_loop_deterministically() {
 async fn outbound_http_reaches_only_allow_listed_hosts() {
     use axum::routing::post;
     // A local webhook receiver that records what it got.
-    let received: Arc<tokio::sync::Mutex<Vec<(Option<String>, String)>>> = Arc::default();
+    /// (x-signature header, body) of each webhook call.
+    type Received = Arc<tokio::sync::Mutex<Vec<(Option<String>, String)>>>;
+    let received: Received = Arc::default();
     let sink = received.clone();
     let app = axum::Router::new().route(
         "/hook",
