@@ -98,6 +98,25 @@ async fn up_starts_a_demo_node_with_credentials() {
     for path in ["/healthz", "/metrics", "/v1/openapi.json"] {
         assert!(http.get(format!("{base}{path}")).send().await.expect("get").status().is_success(), "{path}");
     }
+
+    // The admin subcommands find the token in the data directory.
+    let admin = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).args(["--node", &base, "--data-dir"]).arg(dir.path()).output().expect("run");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, out, err) = admin(&["tenant", "create", "hooli", "--tier", "pro"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"api_key\"") && out.contains("hooli"), "{out}");
+    let (ok, out, _) = admin(&["tenant", "list"]);
+    assert!(ok && out.contains("hooli") && out.contains("initech"), "{out}");
+    let (ok, out, _) = admin(&["deploy", "list"]);
+    assert!(ok && out.contains("orders"), "{out}");
+    let (ok, out, _) = admin(&["capability", "list"]);
+    assert!(ok && out.contains("\"digest\""), "{out}");
+    let (ok, _, err) = admin(&["tenant", "suspend", "nobody"]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let (ok, out, _) = admin(&["audit", "events", "admin"]);
+    assert!(ok && out.contains("tenant.create"), "{out}");
 }
 
 #[test]
