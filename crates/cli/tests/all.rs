@@ -131,3 +131,40 @@ fn serve_reports_every_config_problem() {
         assert!(err.contains(needle), "missing {needle}: {err}");
     }
 }
+
+#[tokio::test]
+async fn serve_starts_a_node_from_a_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let config = format!(
+        "[node]\nid = \"edge-7\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nadmin_token = \"${{TEST_ADMIN_TOKEN}}\"\n\n[sandbox]\ndeadline_ms = 2000\n\n[config.orders]\ncurrency = \"CHF\"\n",
+        dir.path().join("data").display().to_string()
+    );
+    let path = dir.path().join("runplane.toml");
+    std::fs::write(&path, config).expect("write");
+    let token = "serve-test-admin-token-0123456789";
+    let _child = Child(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("TEST_ADMIN_TOKEN", token)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn runplane serve"),
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let health = loop {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+            break r.json::<serde_json::Value>().await.expect("json");
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "runplane serve did not come up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(health["node_id"], "edge-7");
+    let resp = http.get(format!("{base}/v1/tenants")).bearer_auth(token).send().await.expect("list");
+    assert_eq!(resp.status(), 200, "the admin token came from the environment");
+    assert!(!dir.path().join("data/admin-token").exists(), "no token is generated when one is configured");
+}
