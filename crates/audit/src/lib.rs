@@ -12,6 +12,7 @@
 //! kept here.
 
 mod event;
+pub mod merkle;
 mod store;
 mod time;
 
