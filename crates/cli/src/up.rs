@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use crate::admin::Client;
 
 const DEMO_TENANTS: [(&str, Mode); 3] = [("acme", Mode::Shared), ("globex", Mode::Shared), ("initech", Mode::Dedicated)];
-const ORDERS_VERSION: &str = "1.0.0";
 
 pub async fn run(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
     let mut config = NodeConfig::embedded(listen, data_dir.clone());
@@ -51,12 +50,15 @@ pub async fn run(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
             .await?;
         keys.insert(id.to_string(), key);
     }
-    client.push("orders", ORDERS_VERSION, runplane_examples::ORDERS.to_vec()).await?;
+    // Build metadata from the digest: a rebuilt example gets a new immutable version
+    // instead of colliding with the one already in this data directory.
+    let orders_version = format!("1.0.0+{}", &runplane_cjson::sha256_hex(runplane_examples::ORDERS)[..12]);
+    client.push("orders", &orders_version, runplane_examples::ORDERS.to_vec()).await?;
     client
         .call(
             Method::POST,
             "/v1/deployments",
-            Some(json!({"capability": "orders", "version": ORDERS_VERSION, "subscriptions": ["order.created"], "allow_hosts": ["127.0.0.1"]})),
+            Some(json!({"capability": "orders", "version": orders_version, "subscriptions": ["order.created"], "allow_hosts": ["127.0.0.1"]})),
         )
         .await?;
 
@@ -70,7 +72,7 @@ pub async fn run(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
         "\nRunplane is up at {base}\n\
          \n  credentials   {creds}  (admin token and one API key per demo tenant; mode 0600)\
          \n  tenants       acme, globex (shared), initech (dedicated)\
-         \n  capability    orders@{ORDERS_VERSION} on /apps/orders/\
+         \n  capability    orders@{orders_version} on /apps/orders/\
          \n  admin API     {base}/v1/   (OpenAPI: {base}/v1/openapi.json)\
          \n  health        {base}/healthz   metrics: {base}/metrics\
          \n\nTry it:\

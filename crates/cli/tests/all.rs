@@ -168,3 +168,53 @@ async fn serve_starts_a_node_from_a_config_file() {
     assert_eq!(resp.status(), 200, "the admin token came from the environment");
     assert!(!dir.path().join("data/admin-token").exists(), "no token is generated when one is configured");
 }
+
+async fn up_once(dir: &std::path::Path) -> (Child, String, serde_json::Value) {
+    let creds_path = dir.join("demo-credentials.json");
+    let _ = std::fs::remove_file(&creds_path);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let child = Child(
+        Command::new(BIN)
+            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn runplane up"),
+    );
+    let started = Instant::now();
+    while !creds_path.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "runplane up wrote no credentials within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let creds = serde_json::from_str(&std::fs::read_to_string(&creds_path).expect("read")).expect("json");
+    (child, format!("http://127.0.0.1:{port}"), creds)
+}
+
+#[tokio::test]
+async fn up_again_on_the_same_data_dir_keeps_the_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = reqwest::Client::new();
+    let (first, base, creds) = up_once(dir.path()).await;
+    let old_key = creds["tenants"]["acme"].as_str().expect("key").to_owned();
+    let order: serde_json::Value = http
+        .post(format!("{base}/apps/orders/orders"))
+        .bearer_auth(&old_key)
+        .json(&serde_json::json!({"item": "tea", "quantity": 1}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    drop(first);
+
+    let (_second, base, creds) = up_once(dir.path()).await;
+    let new_key = creds["tenants"]["acme"].as_str().expect("key").to_owned();
+    assert_ne!(old_key, new_key, "a second start issues fresh demo keys");
+    for key in [&old_key, &new_key] {
+        let resp = http.get(format!("{base}/apps/orders/orders/{}", order["id"].as_str().expect("id"))).bearer_auth(key).send().await.expect("get");
+        assert_eq!(resp.status(), 200, "the order and both keys survive");
+    }
+}
