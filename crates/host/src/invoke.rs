@@ -6,13 +6,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use runplane_ports::{ExecutionContext, PortSet};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::ports_impl::bindings::exports::runplane::ports::task::TaskError;
 use crate::state::{InvocationState, MemoryLimitExceeded, PortCallLimitExceeded};
-use crate::{AllowList, Host, InvokeError, LoadedCapability, EPOCH_TICK};
+use crate::{AllowList, Host, InvokeError, LoadedCapability};
 
 /// Extra time past the wasm deadline allowed for host calls to unwind.
 const HOST_GRACE: Duration = Duration::from_millis(250);
@@ -48,9 +48,14 @@ impl Host {
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);
         let _ = store.set_fuel(self.config.fuel);
-        let ticks = (self.config.deadline_ms / EPOCH_TICK.as_millis() as u64).max(1);
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Every epoch tick the guest yields to the executor, so a CPU-bound capability
+        // never holds a worker thread for long and other tenants keep being served; at
+        // the wall-clock deadline the callback interrupts it instead.
+        let deadline = std::time::Instant::now() + self.config.deadline();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if std::time::Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
         store
     }
 
