@@ -88,6 +88,26 @@ pub async fn records(store: &dyn RecordStore) {
     assert_eq!(by_num.items[0].id, "id-012");
     assert!(store.query(&b, "paged", &[], 100, None).await.expect("query b").items.is_empty(), "no cross-tenant query results");
 
+    // Filters are type-strict and numbers compare numerically, on every adapter.
+    store.put(&a, "typed", "n1", r#"{"v":1}"#, None).await.expect("put");
+    store.put(&a, "typed", "n2", r#"{"v":1.0}"#, None).await.expect("put");
+    store.put(&a, "typed", "s1", r#"{"v":"1"}"#, None).await.expect("put");
+    store.put(&a, "typed", "t1", r#"{"v":true}"#, None).await.expect("put");
+    store.put(&a, "typed", "z0", r#"{"v":null}"#, None).await.expect("put");
+    store.put(&a, "typed", "zz", r#"{"w":1}"#, None).await.expect("put");
+    let ids = |p: runplane_ports::Page| p.items.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let by = |v: serde_json::Value| vec![Filter { field: "v".into(), value: v }];
+    assert_eq!(ids(store.query(&a, "typed", &by(serde_json::json!(1)), 10, None).await.expect("q")), ["n1", "n2"], "1 matches 1 and 1.0 only");
+    assert_eq!(ids(store.query(&a, "typed", &by(serde_json::json!("1")), 10, None).await.expect("q")), ["s1"], "a string never matches a number");
+    assert_eq!(ids(store.query(&a, "typed", &by(serde_json::json!(true)), 10, None).await.expect("q")), ["t1"], "true never matches 1");
+    assert_eq!(ids(store.query(&a, "typed", &by(serde_json::Value::Null), 10, None).await.expect("q")), ["z0"], "null matches JSON null, not a missing field");
+
+    // Ids order by bytes everywhere: upper case before lower case, a trailing space is a different id.
+    for id in ["b", "a ", "a", "B", "é"] {
+        store.put(&a, "bytes", id, "{}", Some(0)).await.expect("distinct ids");
+    }
+    assert_eq!(ids(store.query(&a, "bytes", &[], 10, None).await.expect("q")), ["B", "a", "a ", "b", "é"]);
+
     // Bad input is refused, not executed.
     for bad in ["", "../x", "a//b"] {
         assert!(matches!(store.put(&a, bad, "x", "{}", None).await, Err(PortError::Invalid(_))), "collection {bad:?} refused");
@@ -126,6 +146,14 @@ pub async fn key_value(store: &dyn KeyValueStore) {
     assert!(store.compare_and_swap(&a, "cas", "x", Some(b"1"), b"2").await.expect("cas"));
     assert_eq!(store.get(&a, "cas", "x").await.expect("get"), Some(b"2".to_vec()));
     assert!(!store.compare_and_swap(&b, "cas", "x", Some(b"2"), b"3").await.expect("cas b"), "b cannot swap a's value");
+
+    // Concurrent increments and CAS lose nothing and let exactly one swapper win.
+    let incs = futures::future::join_all((0..20).map(|_| store.increment(&a, "c", "race", 1))).await;
+    assert!(incs.iter().all(|r| r.is_ok()), "concurrent increments succeed: {incs:?}");
+    assert_eq!(store.get(&a, "c", "race").await.expect("get"), Some(b"20".to_vec()));
+    let values: Vec<[u8; 1]> = (0..10u8).map(|i| [i]).collect();
+    let swaps = futures::future::join_all(values.iter().map(|v| store.compare_and_swap(&a, "cas", "race", None, v))).await;
+    assert_eq!(swaps.iter().filter(|r| matches!(r, Ok(true))).count(), 1, "exactly one creator wins: {swaps:?}");
 
     for i in 0..1005 {
         store.set(&a, "many", &format!("key-{i:05}"), b"v").await.expect("set many");

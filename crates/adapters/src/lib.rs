@@ -18,9 +18,13 @@
 pub mod conformance;
 pub mod fs_blobs;
 pub mod memory_bus;
+pub mod mysql;
+pub mod postgres;
+mod sql;
 pub mod sqlite;
 pub mod static_config;
 pub mod telemetry;
+pub mod testing;
 
 use base64::Engine as _;
 

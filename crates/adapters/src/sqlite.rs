@@ -16,16 +16,10 @@ use runplane_ports::{
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row};
 
+use crate::sql::{FilterKind, KEY_PAGE, MAX_NAME, check_append, check_filters, check_key, check_limit, filter_number, revision};
 use crate::{decode_cursor, encode_cursor};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// Longest collection, stream, bucket or secret name.
-const MAX_NAME: usize = 128;
-/// Longest record id or key.
-const MAX_KEY: usize = 512;
-/// Keys returned per `list_keys` page.
-const KEY_PAGE: i64 = 1000;
 
 /// Records, key-value, events and secrets in one SQLite database file.
 #[derive(Clone)]
@@ -68,32 +62,6 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
-}
-
-fn check_key(what: &str, key: &str) -> PortResult<()> {
-    if key.is_empty() || key.len() > MAX_KEY || key.chars().any(char::is_control) {
-        return Err(PortError::Invalid(format!(
-            "{what} {key:?} must be 1-{MAX_KEY} bytes with no control characters"
-        )));
-    }
-    Ok(())
-}
-
-fn check_limit(limit: u32) -> PortResult<i64> {
-    if limit == 0 || limit > 1000 {
-        return Err(PortError::Invalid(format!("limit {limit} is out of range; use 1-1000")));
-    }
-    Ok(i64::from(limit))
-}
-
-fn field_ok(field: &str) -> bool {
-    !field.is_empty()
-        && field.len() <= 64
-        && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-fn revision(v: u64) -> PortResult<i64> {
-    i64::try_from(v).map_err(|_| PortError::Invalid(format!("revision {v} is out of range")))
 }
 
 #[async_trait]
@@ -234,38 +202,32 @@ impl RecordStore for SqliteStore {
         let limit = check_limit(limit)?;
         let after = cursor.map(decode_cursor).transpose()?;
         let mut sql = String::from("SELECT id, revision, body FROM records WHERE tenant_id = ? AND collection = ?");
-        for f in filters {
-            if !field_ok(&f.field) {
-                return Err(PortError::Invalid(format!(
-                    "filter field {:?} must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'",
-                    f.field
-                )));
-            }
-            match &f.value {
-                serde_json::Value::Null => sql.push_str(&format!(" AND json_type(body, '$.\"{}\"') = 'null'", f.field)),
-                serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
-                    return Err(PortError::Invalid(format!(
-                        "filter on {:?}: only strings, numbers, booleans and null can be compared",
-                        f.field
-                    )));
-                }
-                _ => sql.push_str(&format!(" AND json_extract(body, '$.\"{}\"') = ?", f.field)),
-            }
+        let kinds = check_filters(filters)?;
+        for (f, kind) in filters.iter().zip(&kinds) {
+            // Same JSON type and equal value, as on every adapter; the field name is
+            // restricted to [A-Za-z0-9_-] by check_filters, so it is safe in the path.
+            let path = format!("'$.\"{}\"'", f.field);
+            sql.push_str(&match kind {
+                FilterKind::Null => format!(" AND json_type(body, {path}) = 'null'"),
+                FilterKind::Bool(true) => format!(" AND json_type(body, {path}) = 'true'"),
+                FilterKind::Bool(false) => format!(" AND json_type(body, {path}) = 'false'"),
+                FilterKind::Number => format!(" AND json_type(body, {path}) IN ('integer', 'real') AND json_extract(body, {path}) = ?"),
+                FilterKind::String => format!(" AND json_type(body, {path}) = 'text' AND json_extract(body, {path}) = ?"),
+            });
         }
         if after.is_some() {
             sql.push_str(" AND id > ?");
         }
         sql.push_str(" ORDER BY id LIMIT ?");
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str()).bind(collection);
-        for f in filters {
-            q = match &f.value {
-                serde_json::Value::Bool(b) => q.bind(i64::from(*b)),
-                serde_json::Value::Number(n) => match n.as_i64() {
+        for (f, kind) in filters.iter().zip(&kinds) {
+            q = match kind {
+                FilterKind::Number => match f.value.as_i64() {
                     Some(i) => q.bind(i),
-                    None => q.bind(n.as_f64().unwrap_or(f64::NAN)),
+                    None => q.bind(filter_number(&f.value)),
                 },
-                serde_json::Value::String(s) => q.bind(s.clone()),
-                _ => q,
+                FilterKind::String => q.bind(f.value.as_str().unwrap_or_default().to_owned()),
+                FilterKind::Null | FilterKind::Bool(_) => q,
             };
         }
         if let Some(a) = &after {
@@ -444,12 +406,7 @@ impl EventStore for SqliteStore {
         expected_version: Option<u64>,
     ) -> PortResult<u64> {
         validate_name("stream", stream, MAX_NAME)?;
-        if events.is_empty() || events.len() > 1000 {
-            return Err(PortError::Invalid(format!("append takes 1-1000 events, got {}", events.len())));
-        }
-        for e in events {
-            validate_name("event type", &e.event_type, MAX_NAME)?;
-        }
+        check_append(events)?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE tenant_id = ?1 AND stream = ?2")
             .bind(tenant.as_str())

@@ -45,3 +45,97 @@ async fn filesystem_blobs() {
 async fn in_process_messaging() {
     conformance::messaging(&InProcessBus::new()).await;
 }
+
+mod postgres {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use runplane_adapters::postgres::{PgSettings, PgStore, provision};
+    use runplane_adapters::{conformance, testing};
+    use sqlx::postgres::PgConnectOptions;
+
+    /// A freshly provisioned database of its own (dropped by the next run's cleanup is
+    /// not needed: names are unique and small).
+    pub async fn fresh() -> Option<(PgSettings, PgStore)> {
+        let url = testing::postgres_url();
+        if !testing::service_up("PostgreSQL", &url).await {
+            return None;
+        }
+        let settings = PgSettings {
+            admin: PgConnectOptions::from_str(&url).expect("RUNPLANE_TEST_POSTGRES_URL is a PostgreSQL URL"),
+            database: testing::unique_name("rp_test"),
+            runtime_role: "runplane_test_runtime".into(),
+            runtime_password: None,
+            timeout: Duration::from_secs(5),
+            max_connections: 4,
+        };
+        provision(&settings).await.expect("provision a test database");
+        let store = PgStore::connect_lazy(&settings);
+        store.health().await.expect("the runtime role is fit for row-level security");
+        Some((settings, store))
+    }
+
+    pub async fn drop_db(settings: &PgSettings) {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = settings.admin.connect().await.expect("connect as owner");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", settings.database)))
+            .execute(&mut conn)
+            .await;
+        let _ = conn.close().await;
+    }
+
+    #[tokio::test]
+    async fn postgres_conformance() {
+        let Some((settings, s)) = fresh().await else { return };
+        conformance::records(&s).await;
+        conformance::key_value(&s).await;
+        conformance::events(&s).await;
+        conformance::secrets(&s).await;
+        s.pool().close().await;
+        drop_db(&settings).await;
+    }
+}
+
+mod mysql {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use runplane_adapters::mysql::{MySqlSettings, MySqlStore, provision};
+    use runplane_adapters::{conformance, testing};
+    use sqlx::mysql::MySqlConnectOptions;
+
+    pub async fn fresh() -> Option<(MySqlSettings, MySqlStore)> {
+        let url = testing::mysql_url();
+        if !testing::service_up("MariaDB/MySQL", &url).await {
+            return None;
+        }
+        let settings = MySqlSettings {
+            server: MySqlConnectOptions::from_str(&url).expect("RUNPLANE_TEST_MYSQL_URL is a MySQL URL"),
+            database: testing::unique_name("rp_test"),
+            timeout: Duration::from_secs(5),
+            max_connections: 4,
+        };
+        provision(&settings).await.expect("provision a test database");
+        let store = MySqlStore::connect_lazy(&settings);
+        store.health().await.expect("healthy");
+        Some((settings, store))
+    }
+
+    pub async fn drop_db(settings: &MySqlSettings) {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = settings.server.connect().await.expect("connect");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{}`", settings.database))).execute(&mut conn).await;
+        let _ = conn.close().await;
+    }
+
+    #[tokio::test]
+    async fn mysql_conformance() {
+        let Some((settings, s)) = fresh().await else { return };
+        conformance::records(&s).await;
+        conformance::key_value(&s).await;
+        conformance::events(&s).await;
+        conformance::secrets(&s).await;
+        s.pool().close().await;
+        drop_db(&settings).await;
+    }
+}
