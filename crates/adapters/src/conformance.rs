@@ -238,29 +238,78 @@ pub async fn blobs(store: &dyn BlobStore) {
     assert_eq!(store.get(&a, "docs", "other.txt", None).await.expect("get"), None);
 }
 
-/// Messaging: a subscription receives each publication once, tagged with its tenant.
+/// Messaging: a subscription receives each publication once, tagged with its tenant,
+/// with payload and headers unchanged; groups share or each get the messages.
 pub async fn messaging(bus: &dyn MessageBus) {
+    use std::time::Duration;
     let (a, b) = tenants();
-    let mut sub = bus.subscribe("order.created").await.expect("subscribe");
-    bus.publish(&a, "order.created", Message { payload: vec![0, 1, 2, 255], headers: vec![("k".into(), "v".into())] })
-        .await
-        .expect("publish a");
+    let wait = Duration::from_secs(10);
+    let mut sub = bus.subscribe("order.created", "conformance").await.expect("subscribe");
+    let headers = vec![("k".to_string(), "v".to_string()), ("ünï".to_string(), "a=b; c".to_string()), ("k".to_string(), "again".to_string())];
+    bus.publish(&a, "order.created", Message { payload: vec![0, 1, 2, 255], headers: headers.clone() }).await.expect("publish a");
     bus.publish(&b, "order.created", Message { payload: b"b".to_vec(), headers: vec![] }).await.expect("publish b");
     bus.publish(&a, "other.topic", Message { payload: b"x".to_vec(), headers: vec![] }).await.expect("publish other");
-    let first = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next()).await.expect("delivery").expect("open");
+    let first = tokio::time::timeout(wait, sub.next()).await.expect("delivery").expect("open");
+    sub.ack().await.expect("ack");
     assert_eq!(first.tenant, a);
-    assert_eq!(first.message.payload, vec![0, 1, 2, 255]);
-    assert_eq!(first.message.headers, vec![("k".to_string(), "v".to_string())]);
-    let second = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next()).await.expect("delivery").expect("open");
+    assert_eq!(first.topic, "order.created");
+    assert_eq!(first.message.payload, vec![0, 1, 2, 255], "binary payloads arrive unchanged");
+    assert_eq!(first.message.headers, headers, "headers arrive in order, repeats and unicode included");
+    let second = tokio::time::timeout(wait, sub.next()).await.expect("delivery").expect("open");
+    sub.ack().await.expect("ack");
     assert_eq!(second.tenant, b, "each delivery names the publishing tenant");
     assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(200), sub.next()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(500), sub.next()).await.is_err(),
         "no delivery from another topic"
     );
-    assert!(matches!(
-        bus.publish(&a, "bad topic*", Message { payload: vec![], headers: vec![] }).await,
-        Err(PortError::Invalid(_))
-    ));
+
+    // A large payload, and ordering of one publisher's messages.
+    let big: Vec<u8> = (0..512 * 1024u32).map(|i| (i % 253) as u8).collect();
+    bus.publish(&a, "order.created", Message { payload: big.clone(), headers: vec![] }).await.expect("publish big");
+    for i in 0..20u8 {
+        bus.publish(&a, "order.created", Message { payload: vec![i], headers: vec![] }).await.expect("publish seq");
+    }
+    let got = tokio::time::timeout(wait, sub.next()).await.expect("delivery").expect("open");
+    sub.ack().await.expect("ack");
+    assert_eq!(got.message.payload, big);
+    for i in 0..20u8 {
+        let d = tokio::time::timeout(wait, sub.next()).await.expect("delivery").expect("open");
+        sub.ack().await.expect("ack");
+        assert_eq!(d.message.payload, vec![i], "one publisher's messages arrive in order");
+    }
+
+    // Another group gets every message; two members of one group share them.
+    let mut other = bus.subscribe("group.topic", "other-group").await.expect("subscribe");
+    let mut member1 = bus.subscribe("group.topic", "shared-group").await.expect("subscribe");
+    let mut member2 = bus.subscribe("group.topic", "shared-group").await.expect("subscribe");
+    for i in 0..10u8 {
+        bus.publish(&a, "group.topic", Message { payload: vec![i], headers: vec![] }).await.expect("publish");
+    }
+    for _ in 0..10 {
+        tokio::time::timeout(wait, other.next()).await.expect("the other group gets every message").expect("open");
+        other.ack().await.expect("ack");
+    }
+    let mut shared = Vec::new();
+    while shared.len() < 10 {
+        let d = tokio::select! {
+            d = member1.next() => d.map(|d| (1, d)),
+            d = member2.next() => d.map(|d| (2, d)),
+            _ = tokio::time::sleep(wait) => None,
+        };
+        let (who, d) = d.expect("the shared group gets every message");
+        if who == 1 { member1.ack().await.expect("ack") } else { member2.ack().await.expect("ack") }
+        shared.push(d.message.payload[0]);
+    }
+    shared.sort();
+    assert_eq!(shared, (0..10u8).collect::<Vec<_>>(), "each message reaches the shared group exactly once");
+
+    for bad in ["bad topic", "a*", "a>", "a#", ""] {
+        assert!(
+            matches!(bus.publish(&a, bad, Message { payload: vec![], headers: vec![] }).await, Err(PortError::Invalid(_))),
+            "topic {bad:?} refused"
+        );
+    }
+    assert!(matches!(bus.subscribe("ok", "Bad.Group").await, Err(PortError::Invalid(_))));
 }
 
 /// Secrets: versions, not-found, listing without values, isolation.

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | records, key-value, events, secrets | [`sqlite`] |
 //! | messaging | [`memory_bus`] (in-process broker) |
-//! | blobs | [`fs_blobs`] (local filesystem through `object_store`) |
+//! | blobs | [`object_blobs`] (local filesystem through `object_store`) |
 //! | config | [`static_config`] (values from `runplane.toml`) |
 //! | telemetry | [`telemetry`] (`tracing` logs, Prometheus metrics) |
 //!
@@ -16,14 +16,17 @@
 //! capabilities; they get a tenant id with every call and keep tenants apart.
 
 pub mod conformance;
-pub mod fs_blobs;
+pub mod object_blobs;
 pub mod memory_bus;
 pub mod mysql;
+pub mod nats_bus;
+pub mod amqp_bus;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
 pub mod static_config;
 pub mod telemetry;
+mod topics;
 pub mod testing;
 
 use base64::Engine as _;

@@ -3,14 +3,17 @@
 //! Topics are keyed internally as `<tenant>.<topic>` (the shared-mode subject
 //! convention every broker adapter follows); a subscription to a topic receives each
 //! tenant's publications tagged with that tenant, so the node runs the handler in the
-//! publisher's scope and no delivery crosses tenants.
+//! publisher's scope and no delivery crosses tenants. Subscriptions of one group take
+//! turns (round robin); each group receives every message.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use runplane_ports::{Delivery, Message, MessageBus, PortError, PortResult, Subscription, TenantId, validate_name};
+use runplane_ports::{Delivery, Message, MessageBus, PortError, PortResult, Subscription, TenantId};
+
+use crate::topics::{check_group, check_topic};
 use tokio::sync::mpsc;
 
 /// Messages a subscription buffers before publishers wait.
@@ -21,7 +24,14 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// An in-process publish/subscribe bus.
 #[derive(Clone, Default)]
 pub struct InProcessBus {
-    topics: Arc<RwLock<HashMap<String, Vec<mpsc::Sender<Delivery>>>>>,
+    topics: Arc<RwLock<HashMap<String, HashMap<String, Group>>>>,
+}
+
+/// The members of one subscription group and whose turn it is.
+#[derive(Default)]
+struct Group {
+    members: Vec<mpsc::Sender<Delivery>>,
+    turn: usize,
 }
 
 impl InProcessBus {
@@ -30,21 +40,25 @@ impl InProcessBus {
     }
 }
 
-fn check_topic(topic: &str) -> PortResult<()> {
-    validate_name("topic", topic, 128)?;
-    if topic.contains(['*', '>', ' ']) {
-        return Err(PortError::Invalid(format!("topic {topic:?} must not contain '*', '>' or spaces")));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl MessageBus for InProcessBus {
     async fn publish(&self, tenant: &TenantId, topic: &str, message: Message) -> PortResult<()> {
         check_topic(topic)?;
+        // One live member of each group, in turn.
         let senders: Vec<mpsc::Sender<Delivery>> = {
-            let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
-            topics.get(topic).cloned().unwrap_or_default()
+            let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            let groups = topics.get_mut(topic).map(|g| g.values_mut().collect::<Vec<_>>()).unwrap_or_default();
+            groups
+                .into_iter()
+                .filter_map(|g| {
+                    g.members.retain(|s| !s.is_closed());
+                    if g.members.is_empty() {
+                        return None;
+                    }
+                    g.turn = (g.turn + 1) % g.members.len();
+                    Some(g.members[g.turn].clone())
+                })
+                .collect()
         };
         for tx in senders {
             let delivery = Delivery { tenant: tenant.clone(), topic: topic.to_owned(), message: message.clone() };
@@ -60,13 +74,14 @@ impl MessageBus for InProcessBus {
         Ok(())
     }
 
-    async fn subscribe(&self, topic: &str) -> PortResult<Box<dyn Subscription>> {
+    async fn subscribe(&self, topic: &str, group: &str) -> PortResult<Box<dyn Subscription>> {
         check_topic(topic)?;
+        check_group(group)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
-        let subs = topics.entry(topic.to_owned()).or_default();
-        subs.retain(|s| !s.is_closed());
-        subs.push(tx);
+        let group = topics.entry(topic.to_owned()).or_default().entry(group.to_owned()).or_default();
+        group.members.retain(|s| !s.is_closed());
+        group.members.push(tx);
         Ok(Box::new(InProcessSubscription { rx }))
     }
 }
@@ -79,5 +94,10 @@ struct InProcessSubscription {
 impl Subscription for InProcessSubscription {
     async fn next(&mut self) -> Option<Delivery> {
         self.rx.recv().await
+    }
+
+    /// Nothing persists in process, so there is nothing to acknowledge.
+    async fn ack(&mut self) -> PortResult<()> {
+        Ok(())
     }
 }

@@ -59,3 +59,13 @@ pub fn unique_name(prefix: &str) -> String {
     let suffix: String = bytes.iter().map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[usize::from(*b) % 36])).collect();
     format!("{prefix}_{suffix}")
 }
+
+/// Creates `bucket` on the S3-compatible test server (moto accepts unsigned requests).
+pub async fn create_s3_bucket(endpoint: &str, bucket: &str) {
+    let response = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("the S3 test server answers");
+    assert!(response.status().is_success(), "creating bucket {bucket}: {}", response.status());
+}

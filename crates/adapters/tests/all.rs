@@ -1,6 +1,6 @@
 //! The conformance suite run against the embedded adapters.
 
-use runplane_adapters::{conformance, fs_blobs::FsBlobStore, memory_bus::InProcessBus, sqlite::SqliteStore};
+use runplane_adapters::{conformance, object_blobs::ObjectBlobStore, memory_bus::InProcessBus, sqlite::SqliteStore};
 
 async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -35,7 +35,7 @@ async fn sqlite_secrets() {
 #[tokio::test]
 async fn filesystem_blobs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = FsBlobStore::open(dir.path()).expect("open");
+    let store = ObjectBlobStore::open(dir.path()).expect("open");
     conformance::blobs(&store).await;
     // Nothing was written outside the root.
     assert!(!dir.path().parent().expect("parent").join("etc").exists());
@@ -138,4 +138,67 @@ mod mysql {
         s.pool().close().await;
         drop_db(&settings).await;
     }
+}
+
+mod brokers {
+    use std::time::Duration;
+
+    use runplane_adapters::amqp_bus::{AmqpBus, AmqpSettings};
+    use runplane_adapters::nats_bus::{NatsBus, NatsSettings};
+    use runplane_adapters::{conformance, testing};
+
+    #[tokio::test]
+    async fn nats_jetstream_messaging() {
+        let url = testing::nats_url();
+        if !testing::service_up("NATS", &url).await {
+            return;
+        }
+        let bus = NatsBus::connect(NatsSettings {
+            url,
+            prefix: testing::unique_name("rpt"),
+            timeout: Duration::from_secs(5),
+            max_age: Duration::from_secs(600),
+            max_bytes: 64 << 20,
+        })
+        .await
+        .expect("connect");
+        bus.health().await.expect("stream created");
+        conformance::messaging(&bus).await;
+    }
+
+    #[tokio::test]
+    async fn rabbitmq_messaging() {
+        let url = testing::amqp_url();
+        if !testing::service_up("RabbitMQ", &url).await {
+            return;
+        }
+        let bus = AmqpBus::new(AmqpSettings { url, prefix: testing::unique_name("rpt"), timeout: Duration::from_secs(5) })
+            .expect("settings");
+        bus.health().await.expect("broker answers");
+        conformance::messaging(&bus).await;
+    }
+}
+
+#[tokio::test]
+async fn s3_blobs() {
+    use runplane_adapters::object_blobs::S3Settings;
+    use runplane_adapters::testing;
+    let endpoint = testing::s3_endpoint();
+    if !testing::service_up("S3-compatible server (moto)", &endpoint).await {
+        return;
+    }
+    let bucket = testing::unique_name("rpt").replace('_', "-");
+    testing::create_s3_bucket(&endpoint, &bucket).await;
+    let store = ObjectBlobStore::open_s3(&S3Settings {
+        bucket,
+        region: "us-east-1".into(),
+        endpoint: Some(endpoint),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        prefix: Some("instance-1".into()),
+        timeout: std::time::Duration::from_secs(5),
+    })
+    .expect("settings");
+    store.health().await.expect("reachable");
+    conformance::blobs(&store).await;
 }

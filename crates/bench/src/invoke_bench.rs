@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use runplane_adapters::{fs_blobs::FsBlobStore, memory_bus::InProcessBus, sqlite::SqliteStore, static_config::StaticConfig};
+use runplane_adapters::{object_blobs::ObjectBlobStore, memory_bus::InProcessBus, sqlite::SqliteStore, static_config::StaticConfig};
 use runplane_host::{AllowList, Host, Invocation, SandboxConfig};
 use runplane_ports::{ExecutionContext, Level, PortSet, Telemetry, TelemetryScope, TenantId};
 
@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
         events: sql.clone(),
         secrets: sql,
         messaging: Arc::new(InProcessBus::new()),
-        blobs: Arc::new(FsBlobStore::open(&dir.path().join("blobs"))?),
+        blobs: Arc::new(ObjectBlobStore::open(&dir.path().join("blobs"))?),
         config: Arc::new(StaticConfig::default()),
         telemetry: Arc::new(NoTelemetry),
     };

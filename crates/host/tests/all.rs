@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use runplane_adapters::{fs_blobs::FsBlobStore, memory_bus::InProcessBus, sqlite::SqliteStore, static_config::StaticConfig};
+use runplane_adapters::{object_blobs::ObjectBlobStore, memory_bus::InProcessBus, sqlite::SqliteStore, static_config::StaticConfig};
 use runplane_host::{AllowList, Host, HostError, Invocation, SandboxConfig};
 use runplane_ports::{ExecutionContext, Level, PortSet, Telemetry, TelemetryScope, TenantId};
 
@@ -22,7 +22,7 @@ async fn ports(dir: &std::path::Path) -> PortSet {
         events: sql.clone(),
         secrets: sql,
         messaging: Arc::new(InProcessBus::new()),
-        blobs: Arc::new(FsBlobStore::open(&dir.join("blobs")).expect("blobs")),
+        blobs: Arc::new(ObjectBlobStore::open(&dir.join("blobs")).expect("blobs")),
         config: Arc::new(StaticConfig::default()),
         telemetry: Arc::new(NoTelemetry),
     }

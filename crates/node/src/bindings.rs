@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use runplane_adapters::fs_blobs::FsBlobStore;
+use runplane_adapters::object_blobs::ObjectBlobStore;
 use runplane_adapters::memory_bus::InProcessBus;
 use runplane_adapters::sqlite::SqliteStore;
 use runplane_ports::{ConfigStore, PortSet, Telemetry};
@@ -92,7 +92,7 @@ impl BindingResolver {
         let sql = SqliteStore::open(&dir.join("ports.db"))
             .await
             .map_err(|e| ApiError::unavailable(format!("could not open the tenant's SQLite store: {e}")))?;
-        let blobs = FsBlobStore::open(&dir.join("blobs"))
+        let blobs = ObjectBlobStore::open(&dir.join("blobs"))
             .map_err(|e| ApiError::unavailable(format!("could not open the tenant's blob store: {e}")))?;
         let sql = Arc::new(sql);
         Ok(PortSet {

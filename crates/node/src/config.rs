@@ -45,15 +45,24 @@ pub struct NodeConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     pub sandbox: SandboxConfig,
-    /// Which adapter serves each port (only the embedded ones exist in this build).
+    /// Named infrastructure: the built-ins plus `[backends.*]`.
+    pub backends: BTreeMap<String, Backend>,
+    /// Which backend serves each port, for every tenant unless overridden.
     pub bindings: Bindings,
+    /// Per-tenant overrides (`[tenant_bindings.<tenant>]`): e.g. a premium tenant on its
+    /// own database. Messaging is bound per instance and cannot be overridden.
+    pub tenant_bindings: BTreeMap<String, Bindings>,
+    /// Upper bound on waiting for any backend (connect, acquire, statement, publish).
+    pub backend_timeout: std::time::Duration,
+    /// Seed data loaded into every newly provisioned tenant (`[provisioning] seed_file`).
+    pub seed_file: Option<PathBuf>,
     /// `wasi:config` values per capability name.
     pub capability_config: BTreeMap<String, BTreeMap<String, String>>,
     /// Per-tenant overrides: `tenant → capability → key → value`.
     pub tenant_config: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,
 }
 
-/// The adapter chosen for each port.
+/// The backend (by name, from `[backends.*]` or a built-in) serving each port.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Bindings {
     pub records: String,
@@ -77,6 +86,169 @@ impl Default for Bindings {
     }
 }
 
+impl Bindings {
+    /// The named backend serving `port`.
+    pub fn get(&self, port: Port) -> &str {
+        match port {
+            Port::Records => &self.records,
+            Port::Kv => &self.kv,
+            Port::Events => &self.events,
+            Port::Secrets => &self.secrets,
+            Port::Messaging => &self.messaging,
+            Port::Blobs => &self.blobs,
+        }
+    }
+
+    fn slot(&mut self, port: Port) -> &mut String {
+        match port {
+            Port::Records => &mut self.records,
+            Port::Kv => &mut self.kv,
+            Port::Events => &mut self.events,
+            Port::Secrets => &mut self.secrets,
+            Port::Messaging => &mut self.messaging,
+            Port::Blobs => &mut self.blobs,
+        }
+    }
+}
+
+/// A port that a binding names a backend for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Records,
+    Kv,
+    Events,
+    Secrets,
+    Messaging,
+    Blobs,
+}
+
+impl Port {
+    pub const ALL: [Port; 6] = [Port::Records, Port::Kv, Port::Events, Port::Secrets, Port::Messaging, Port::Blobs];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Port::Records => "records",
+            Port::Kv => "kv",
+            Port::Events => "events",
+            Port::Secrets => "secrets",
+            Port::Messaging => "messaging",
+            Port::Blobs => "blobs",
+        }
+    }
+
+    /// Which kind of backend can serve it.
+    fn family(self) -> Family {
+        match self {
+            Port::Records | Port::Kv | Port::Events | Port::Secrets => Family::Sql,
+            Port::Messaging => Family::Bus,
+            Port::Blobs => Family::Blobs,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Sql,
+    Bus,
+    Blobs,
+}
+
+/// A named piece of infrastructure (`[backends.<name>]`). Credentials live only here
+/// and are never logged, serialised or shown in an error.
+#[derive(Clone)]
+pub enum Backend {
+    /// SQLite files under the data dir (built in as `sqlite`).
+    Sqlite,
+    Postgres {
+        /// The owner's connection, used to provision.
+        url: String,
+        /// The shared database; a dedicated tenant gets `<database>_t_<tenant>`.
+        database: String,
+        runtime_role: String,
+        runtime_password: Option<String>,
+        max_connections: u32,
+    },
+    MySql {
+        url: String,
+        database: String,
+        max_connections: u32,
+    },
+    /// The in-process broker (built in as `in-process`).
+    InProcess,
+    Nats {
+        url: String,
+        prefix: String,
+        max_age_secs: u64,
+        max_bytes: i64,
+    },
+    RabbitMq {
+        url: String,
+        prefix: String,
+    },
+    /// Blobs under the data dir (built in as `filesystem`).
+    Filesystem,
+    S3 {
+        bucket: String,
+        region: String,
+        endpoint: Option<String>,
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        prefix: Option<String>,
+    },
+}
+
+impl Backend {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+            Backend::MySql { .. } => "mysql",
+            Backend::InProcess => "in-process",
+            Backend::Nats { .. } => "nats",
+            Backend::RabbitMq { .. } => "rabbitmq",
+            Backend::Filesystem => "filesystem",
+            Backend::S3 { .. } => "s3",
+        }
+    }
+
+    fn family(&self) -> Family {
+        match self {
+            Backend::Sqlite | Backend::Postgres { .. } | Backend::MySql { .. } => Family::Sql,
+            Backend::InProcess | Backend::Nats { .. } | Backend::RabbitMq { .. } => Family::Bus,
+            Backend::Filesystem | Backend::S3 { .. } => Family::Blobs,
+        }
+    }
+
+    /// What may be shown and hashed: the kind and where data lives, never URLs or credentials.
+    pub fn public(&self) -> serde_json::Value {
+        match self {
+            Backend::Postgres { database, runtime_role, .. } => {
+                serde_json::json!({"kind": "postgres", "database": database, "runtime_role": runtime_role})
+            }
+            Backend::MySql { database, .. } => serde_json::json!({"kind": "mysql", "database": database}),
+            Backend::Nats { prefix, .. } => serde_json::json!({"kind": "nats", "prefix": prefix}),
+            Backend::RabbitMq { prefix, .. } => serde_json::json!({"kind": "rabbitmq", "prefix": prefix}),
+            Backend::S3 { bucket, prefix, .. } => serde_json::json!({"kind": "s3", "bucket": bucket, "prefix": prefix}),
+            other => serde_json::json!({"kind": other.kind()}),
+        }
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Backend({})", self.public())
+    }
+}
+
+/// The built-in backends, always available by these names.
+pub fn builtin_backends() -> BTreeMap<String, Backend> {
+    BTreeMap::from([
+        ("sqlite".to_owned(), Backend::Sqlite),
+        ("in-process".to_owned(), Backend::InProcess),
+        ("filesystem".to_owned(), Backend::Filesystem),
+    ])
+}
+
 impl NodeConfig {
     /// The embedded defaults `runplane up` uses.
     pub fn embedded(listen: SocketAddr, data_dir: PathBuf) -> Self {
@@ -88,7 +260,11 @@ impl NodeConfig {
             admin_token: None,
             max_body_bytes: 1 << 20,
             sandbox: SandboxConfig::default(),
+            backends: builtin_backends(),
             bindings: Bindings::default(),
+            tenant_bindings: BTreeMap::new(),
+            backend_timeout: std::time::Duration::from_secs(3),
+            seed_file: None,
             capability_config: BTreeMap::new(),
             tenant_config: BTreeMap::new(),
         }
@@ -117,7 +293,11 @@ impl NodeConfig {
             "127.0.0.1:8080".parse().expect("a valid literal address"),
             PathBuf::from("./data"),
         );
-        c.only_keys(&table, "", &["node", "sandbox", "bindings", "config", "tenant_config"]);
+        c.only_keys(
+            &table,
+            "",
+            &["node", "sandbox", "backends", "bindings", "tenant_bindings", "provisioning", "config", "tenant_config"],
+        );
 
         if let Some(node) = c.table(&table, "node") {
             c.only_keys(node, "node", &["id", "listen", "data_dir", "mode", "admin_token", "max_body_bytes"]);
@@ -172,31 +352,57 @@ impl NodeConfig {
                 Err(e) => c.problem("sandbox", e.message()),
             }
         }
+        if let Some(backends) = c.table(&table, "backends") {
+            for (name, value) in backends {
+                let place = format!("backends.{name}");
+                if cfg.backends.contains_key(name) {
+                    c.problem(&place, "is a built-in backend name; choose another name");
+                    continue;
+                }
+                if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+                    c.problem(&place, "the name must be 1-64 characters of a-z, 0-9, '-' and '_'");
+                    continue;
+                }
+                let Some(t) = value.as_table() else {
+                    c.problem(&place, "must be a table with a `kind`");
+                    continue;
+                };
+                if let Some(backend) = parse_backend(&mut c, &place, t) {
+                    cfg.backends.insert(name.clone(), backend);
+                }
+            }
+        }
         if let Some(b) = c.table(&table, "bindings") {
-            let known: [(&str, &[&str]); 6] = [
-                ("records", &["sqlite"]),
-                ("kv", &["sqlite"]),
-                ("events", &["sqlite"]),
-                ("messaging", &["in-process"]),
-                ("blobs", &["filesystem"]),
-                ("secrets", &["sqlite"]),
-            ];
-            c.only_keys(b, "bindings", &known.map(|(k, _)| k));
-            for (port, adapters) in known {
-                if let Some(v) = c.get::<String>(b, "bindings", port) {
-                    if !adapters.contains(&v.as_str()) {
-                        c.problem(&format!("bindings.{port}"), &format!("adapter {v:?} is not available in this build; choose one of: {}", adapters.join(", ")));
-                    } else {
-                        let slot = match port {
-                            "records" => &mut cfg.bindings.records,
-                            "kv" => &mut cfg.bindings.kv,
-                            "events" => &mut cfg.bindings.events,
-                            "messaging" => &mut cfg.bindings.messaging,
-                            "blobs" => &mut cfg.bindings.blobs,
-                            _ => &mut cfg.bindings.secrets,
-                        };
-                        *slot = v;
-                    }
+            let mut bindings = Bindings::default();
+            parse_bindings(&mut c, "bindings", b, &cfg.backends, &mut bindings, true);
+            cfg.bindings = bindings;
+        }
+        if let Some(tb) = c.table(&table, "tenant_bindings") {
+            for (tenant, value) in tb {
+                let place = format!("tenant_bindings.{tenant}");
+                if runplane_ports::TenantId::new(tenant).is_err() {
+                    c.problem(&place, "is not a valid tenant id (a-z, 0-9, '-')");
+                    continue;
+                }
+                let Some(t) = value.as_table() else {
+                    c.problem(&place, "must be a table of port = backend name");
+                    continue;
+                };
+                let mut bindings = cfg.bindings.clone();
+                parse_bindings(&mut c, &place, t, &cfg.backends, &mut bindings, false);
+                cfg.tenant_bindings.insert(tenant.clone(), bindings);
+            }
+        }
+        if let Some(p) = c.table(&table, "provisioning") {
+            c.only_keys(p, "provisioning", &["seed_file", "backend_timeout_ms"]);
+            if let Some(v) = c.get::<String>(p, "provisioning", "seed_file") {
+                cfg.seed_file = Some(PathBuf::from(v));
+            }
+            if let Some(v) = c.get::<u64>(p, "provisioning", "backend_timeout_ms") {
+                if !(100..=60_000).contains(&v) {
+                    c.problem("provisioning.backend_timeout_ms", "must be between 100 and 60000");
+                } else {
+                    cfg.backend_timeout = std::time::Duration::from_millis(v);
                 }
             }
         }
@@ -220,6 +426,126 @@ impl NodeConfig {
             }
         }
         if c.problems.is_empty() { Ok(cfg) } else { Err(c.problems) }
+    }
+}
+
+fn parse_backend(c: &mut Checker, place: &str, t: &toml::Table) -> Option<Backend> {
+    let kind = c.get::<String>(t, place, "kind")?;
+    let ident = |c: &mut Checker, key: &str, default: &str| -> String {
+        let v = c.get::<String>(t, place, key).unwrap_or_else(|| default.to_owned());
+        if !runplane_adapters::postgres::valid_identifier(&v) {
+            c.problem(&format!("{place}.{key}"), "must be 1-63 characters of a-z, 0-9 and '_', not starting with a digit");
+        }
+        v
+    };
+    let required = |c: &mut Checker, key: &str| -> String {
+        match c.get::<String>(t, place, key) {
+            Some(v) if !v.is_empty() => v,
+            _ => {
+                c.problem(&format!("{place}.{key}"), "is required for this kind");
+                String::new()
+            }
+        }
+    };
+    let pool = |c: &mut Checker| -> u32 {
+        match c.get::<u32>(t, place, "max_connections") {
+            Some(n) if (1..=1000).contains(&n) => n,
+            Some(_) => {
+                c.problem(&format!("{place}.max_connections"), "must be between 1 and 1000");
+                16
+            }
+            None => 16,
+        }
+    };
+    // URLs are checked by scheme only: the text may hold a password and is never echoed.
+    let url = |c: &mut Checker, schemes: &[&str]| -> String {
+        let v = required(c, "url");
+        if !v.is_empty() && !schemes.iter().any(|s| v.starts_with(&format!("{s}://"))) {
+            c.problem(&format!("{place}.url"), &format!("must start with {}", schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or ")));
+        }
+        v
+    };
+    let backend = match kind.as_str() {
+        "postgres" => {
+            c.only_keys(t, place, &["kind", "url", "database", "runtime_role", "runtime_password", "max_connections"]);
+            Backend::Postgres {
+                url: url(c, &["postgres", "postgresql"]),
+                database: ident(c, "database", "runplane"),
+                runtime_role: ident(c, "runtime_role", "runplane_runtime"),
+                runtime_password: c.get::<String>(t, place, "runtime_password"),
+                max_connections: pool(c),
+            }
+        }
+        "mysql" => {
+            c.only_keys(t, place, &["kind", "url", "database", "max_connections"]);
+            Backend::MySql { url: url(c, &["mysql", "mariadb"]), database: ident(c, "database", "runplane"), max_connections: pool(c) }
+        }
+        "nats" => {
+            c.only_keys(t, place, &["kind", "url", "prefix", "max_age_secs", "max_bytes"]);
+            Backend::Nats {
+                url: url(c, &["nats", "tls"]),
+                prefix: ident(c, "prefix", "runplane"),
+                max_age_secs: c.get::<u64>(t, place, "max_age_secs").unwrap_or(7 * 24 * 3600),
+                max_bytes: c.get::<i64>(t, place, "max_bytes").unwrap_or(1 << 30),
+            }
+        }
+        "rabbitmq" => {
+            c.only_keys(t, place, &["kind", "url", "prefix"]);
+            Backend::RabbitMq { url: url(c, &["amqp", "amqps"]), prefix: ident(c, "prefix", "runplane") }
+        }
+        "s3" => {
+            c.only_keys(t, place, &["kind", "bucket", "region", "endpoint", "access_key_id", "secret_access_key", "prefix"]);
+            let endpoint = c.get::<String>(t, place, "endpoint");
+            if let Some(e) = &endpoint
+                && !e.starts_with("http://")
+                && !e.starts_with("https://")
+            {
+                c.problem(&format!("{place}.endpoint"), "must start with http:// or https://");
+            }
+            Backend::S3 {
+                bucket: required(c, "bucket"),
+                region: c.get::<String>(t, place, "region").unwrap_or_else(|| "us-east-1".into()),
+                endpoint,
+                access_key_id: c.get::<String>(t, place, "access_key_id"),
+                secret_access_key: c.get::<String>(t, place, "secret_access_key"),
+                prefix: c.get::<String>(t, place, "prefix"),
+            }
+        }
+        "sqlite" | "in-process" | "filesystem" => {
+            c.problem(&format!("{place}.kind"), &format!("{kind:?} is built in; bind the name {kind:?} directly instead of declaring it"));
+            return None;
+        }
+        other => {
+            c.problem(&format!("{place}.kind"), &format!("{other:?} is not a backend kind; use postgres, mysql, nats, rabbitmq or s3"));
+            return None;
+        }
+    };
+    Some(backend)
+}
+
+fn parse_bindings(
+    c: &mut Checker,
+    place: &str,
+    t: &toml::Table,
+    backends: &BTreeMap<String, Backend>,
+    into: &mut Bindings,
+    instance: bool,
+) {
+    c.only_keys(t, place, &Port::ALL.map(Port::key));
+    for port in Port::ALL {
+        let Some(name) = c.get::<String>(t, place, port.key()) else { continue };
+        let here = format!("{place}.{}", port.key());
+        if port == Port::Messaging && !instance {
+            c.problem(&here, "messaging is bound for the whole instance; set it under [bindings]");
+            continue;
+        }
+        match backends.get(&name) {
+            None => c.problem(&here, &format!("no backend is named {name:?}; declare [backends.{name}] or use a built-in (sqlite, in-process, filesystem)")),
+            Some(b) if b.family() != port.family() => {
+                c.problem(&here, &format!("backend {name:?} is a {} backend, which cannot serve {}", b.kind(), port.key()))
+            }
+            Some(_) => *into.slot(port) = name,
+        }
     }
 }
 
@@ -327,16 +653,35 @@ mod tests {
             mode = "sideways"
             colour = "blue"
             admin_token = "${MISSING_TOKEN}"
+            [backends.pg]
+            kind = "postgres"
+            url = "mysql://root:hunter2@db/x"
+            database = "Bad-Name"
             [bindings]
             records = "oracle"
+            blobs = "sqlite"
+            [tenant_bindings.acme]
+            messaging = "in-process"
             [sandbox]
             deadline_ms = 0
         "#;
         let problems = NodeConfig::parse(text, |_| None).expect_err("invalid");
         let all = problems.join("\n");
-        for needle in ["node.listen", "node.mode", "node.colour", "MISSING_TOKEN", "bindings.records", "sandbox.deadline_ms"] {
+        for needle in [
+            "node.listen",
+            "node.mode",
+            "node.colour",
+            "MISSING_TOKEN",
+            "bindings.records",
+            "bindings.blobs",
+            "backends.pg.url",
+            "backends.pg.database",
+            "tenant_bindings.acme.messaging",
+            "sandbox.deadline_ms",
+        ] {
             assert!(all.contains(needle), "missing {needle} in:\n{all}");
         }
+        assert!(!all.contains("hunter2"), "a problem never quotes a URL or password:\n{all}");
     }
 
     #[test]

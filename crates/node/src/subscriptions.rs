@@ -15,7 +15,9 @@ pub(crate) async fn restart(node: &Arc<Node>, active: &Arc<ActiveDeployment>) {
     let route = active.deployment.route.clone();
     let mut tasks = Vec::new();
     for topic in &active.deployment.subscriptions {
-        let mut sub = match node.bindings.bus().subscribe(topic).await {
+        // The route names the group: every node serving this route shares its messages.
+        let group = format!("route-{}", route.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+        let mut sub = match node.bindings.bus().subscribe(topic, &group).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(%route, %topic, error = %e, "could not subscribe");
@@ -29,6 +31,10 @@ pub(crate) async fn restart(node: &Arc<Node>, active: &Arc<ActiveDeployment>) {
                 // Each message is handled by the deployment live at that moment.
                 let Some(active) = node.deployment(&route) else { break };
                 deliver(&node, &active, delivery).await;
+                // Handled (or refused and audited): not to be delivered again.
+                if let Err(e) = sub.ack().await {
+                    tracing::warn!(%route, error = %e, "could not acknowledge a message; it may be delivered again");
+                }
             }
         }));
     }

@@ -1,6 +1,7 @@
-//! Blobs on the local filesystem through `object_store` (the embedded default).
+//! Blobs through `object_store`: on the local filesystem (the embedded default) or on
+//! S3-compatible storage (AWS S3, MinIO, Ceph, moto, …). One layout for both.
 //!
-//! Layout under the root: `data/<tenant>/<container>/<name>` holds the bytes and
+//! Layout under the root (a directory, or a bucket and optional key prefix): `data/<tenant>/<container>/<name>` holds the bytes and
 //! `meta/<tenant>/<container>/<name>` a small JSON document with the content type and
 //! digest. Every path is built here from a validated tenant id, container and name, so
 //! a capability cannot name anything outside its tenant's prefix.
@@ -19,9 +20,9 @@ use sha2::{Digest, Sha256};
 /// Largest single object.
 const MAX_OBJECT_BYTES: usize = 64 << 20;
 
-/// Blob containers in a directory.
+/// Blob containers in a directory or an S3 bucket.
 #[derive(Clone)]
-pub struct FsBlobStore {
+pub struct ObjectBlobStore {
     store: Arc<dyn ObjectStore>,
 }
 
@@ -32,21 +33,78 @@ struct Meta {
     size: u64,
 }
 
+/// Where an S3-compatible bucket is. Credentials, when absent, come from the usual
+/// AWS environment and instance metadata.
+#[derive(Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub region: String,
+    /// For S3-compatible servers (`http://127.0.0.1:9000`); `None` for AWS.
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// A key prefix inside the bucket (e.g. one per dedicated tenant).
+    pub prefix: Option<String>,
+    pub timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings").field("bucket", &self.bucket).field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
 fn store_err(e: object_store::Error) -> PortError {
+    // object_store's messages name paths and URLs but never credentials.
     PortError::unavailable("blob store", e)
 }
 
-impl FsBlobStore {
+impl ObjectBlobStore {
     /// Uses `root` (created if missing) as the store's root directory.
     pub fn open(root: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
         let store = LocalFileSystem::new_with_prefix(root).map_err(std::io::Error::other)?;
-        Ok(FsBlobStore { store: Arc::new(store) })
+        Ok(ObjectBlobStore { store: Arc::new(store) })
     }
 
-    /// Wraps any `object_store` backend (the S3 adapter reuses this layout).
+    /// Blobs in an S3-compatible bucket (which must exist), under `settings.prefix`.
+    pub fn open_s3(settings: &S3Settings) -> PortResult<Self> {
+        use object_store::aws::AmazonS3Builder;
+        use object_store::{ClientOptions, RetryConfig};
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(settings.timeout)
+                    .with_connect_timeout(settings.timeout)
+                    .with_allow_http(settings.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
+            )
+            .with_retry(RetryConfig { max_retries: 2, retry_timeout: settings.timeout, ..Default::default() });
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
+        }
+        if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+            builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        // Never the builder's error text: it can quote the configuration.
+        let s3 = builder.build().map_err(|_| PortError::Invalid("the S3 settings are incomplete or invalid (bucket, region, endpoint)".into()))?;
+        let store: Arc<dyn ObjectStore> = match settings.prefix.as_deref().filter(|p| !p.is_empty()) {
+            Some(prefix) => Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)),
+            None => Arc::new(s3),
+        };
+        Ok(ObjectBlobStore { store })
+    }
+
+    /// Checks the store answers (lists one page under `meta/`).
+    pub async fn health(&self) -> PortResult<()> {
+        let prefix = ObjectPath::from("meta");
+        self.store.list_with_delimiter(Some(&prefix)).await.map(|_| ()).map_err(store_err)
+    }
+
+    /// Wraps any `object_store` backend.
     pub fn with_store(store: Arc<dyn ObjectStore>) -> Self {
-        FsBlobStore { store }
+        ObjectBlobStore { store }
     }
 
     fn paths(&self, tenant: &TenantId, container: &str, name: &str) -> PortResult<(ObjectPath, ObjectPath)> {
@@ -81,7 +139,7 @@ fn check_container(container: &str) -> PortResult<()> {
 }
 
 #[async_trait]
-impl BlobStore for FsBlobStore {
+impl BlobStore for ObjectBlobStore {
     async fn put(
         &self,
         tenant: &TenantId,
