@@ -62,36 +62,41 @@ impl std::fmt::Debug for MySqlSettings {
 }
 
 /// Creates the database if missing and runs the migrations. Safe to run again.
-pub async fn provision(settings: &MySqlSettings) -> PortResult<()> {
-    if !crate::postgres::valid_identifier(&settings.database) {
-        return Err(PortError::Invalid(format!(
-            "database {:?} must be 1-63 characters of a-z, 0-9 and '_', not starting with a digit",
+pub fn provision(settings: &MySqlSettings) -> futures::future::BoxFuture<'_, PortResult<()>> {
+    // Boxed as Send here, where the lifetimes are concrete, so callers can spawn it.
+    Box::pin(async move {
+        if !crate::postgres::valid_identifier(&settings.database) {
+            return Err(PortError::Invalid(format!(
+                "database {:?} must be 1-63 characters of a-z, 0-9 and '_', not starting with a digit",
+                settings.database
+            )));
+        }
+        let server = settings.server.clone().disable_statement_logging();
+        let mut conn = tokio::time::timeout(settings.timeout, server.connect())
+            .await
+            .map_err(|_| PortError::unavailable(BACKEND, "connecting to the server timed out"))?
+            .map_err(db_err)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE DATABASE IF NOT EXISTS `{}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
             settings.database
-        )));
-    }
-    let server = settings.server.clone().disable_statement_logging();
-    let mut conn = tokio::time::timeout(settings.timeout, server.connect())
+        )))
+        .execute(&mut conn)
         .await
-        .map_err(|_| PortError::unavailable(BACKEND, "connecting to the server timed out"))?
         .map_err(db_err)?;
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE DATABASE IF NOT EXISTS `{}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
-        settings.database
-    )))
-    .execute(&mut conn)
-    .await
-    .map_err(db_err)?;
-    let _ = conn.close().await;
-    let mut conn = tokio::time::timeout(settings.timeout, server.database(&settings.database).connect())
-        .await
-        .map_err(|_| PortError::unavailable(BACKEND, "connecting to the server timed out"))?
-        .map_err(db_err)?;
-    MIGRATOR
-        .run(&mut conn)
-        .await
-        .map_err(|e| PortError::unavailable(BACKEND, format_args!("the migrations failed: {e}")))?;
-    let _ = conn.close().await;
-    Ok(())
+        let _ = conn.close().await;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.timeout)
+            .connect_with(server.database(&settings.database))
+            .await
+            .map_err(db_err)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| PortError::unavailable(BACKEND, format_args!("the migrations failed: {e}")))?;
+        pool.close().await;
+        Ok(())
+    })
 }
 
 /// Records, key-value, events and secrets in one MySQL / MariaDB database.
@@ -124,9 +129,8 @@ impl MySqlStore {
     }
 
     /// Checks the database answers.
-    pub async fn health(&self) -> PortResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
-        Ok(())
+    pub fn health(&self) -> futures::future::BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move { sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(db_err) })
     }
 }
 

@@ -91,89 +91,95 @@ impl PgSettings {
 
 /// Creates the database and the runtime role if missing, runs the migrations as the
 /// owner and grants the runtime role row access. Safe to run again at any point.
-pub async fn provision(settings: &PgSettings) -> PortResult<()> {
-    if !valid_identifier(&settings.database) || !valid_identifier(&settings.runtime_role) {
-        return Err(PortError::Invalid(format!(
-            "database {:?} and runtime role {:?} must be 1-63 characters of a-z, 0-9 and '_', not starting with a digit",
-            settings.database, settings.runtime_role
-        )));
-    }
-    // Statements here can carry a password: never log them.
-    let admin = settings.admin.clone().disable_statement_logging();
-    let mut conn = tokio::time::timeout(settings.timeout, admin.connect())
-        .await
-        .map_err(|_| PortError::unavailable(BACKEND, "connecting as the owner timed out"))?
-        .map_err(db_err)?;
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(&settings.database)
-        .fetch_optional(&mut conn)
-        .await
-        .map_err(db_err)?;
-    if exists.is_none() {
-        let r = sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{}\"", settings.database))).execute(&mut conn).await;
-        if let Err(e) = r
-            && db_code(&e).as_deref() != Some(DUPLICATE_DATABASE)
-        {
-            return Err(db_err(e));
+pub fn provision(settings: &PgSettings) -> futures::future::BoxFuture<'_, PortResult<()>> {
+    // Boxed as Send here, where the lifetimes are concrete, so callers can spawn it.
+    Box::pin(async move {
+        if !valid_identifier(&settings.database) || !valid_identifier(&settings.runtime_role) {
+            return Err(PortError::Invalid(format!(
+                "database {:?} and runtime role {:?} must be 1-63 characters of a-z, 0-9 and '_', not starting with a digit",
+                settings.database, settings.runtime_role
+            )));
         }
-    }
-    let role: Option<(bool, bool)> = sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
-        .bind(&settings.runtime_role)
-        .fetch_optional(&mut conn)
-        .await
-        .map_err(db_err)?;
-    let password = match &settings.runtime_password {
-        Some(p) => format!(" PASSWORD '{}'", p.replace('\'', "''")),
-        None => String::new(),
-    };
-    match role {
-        None => {
-            let r = sqlx::query(AssertSqlSafe(format!(
-                "CREATE ROLE \"{}\" LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE{password}",
-                settings.runtime_role
-            )))
-            .execute(&mut conn)
-            .await;
+        // Statements here can carry a password: never log them.
+        let admin = settings.admin.clone().disable_statement_logging();
+        let mut conn = tokio::time::timeout(settings.timeout, admin.connect())
+            .await
+            .map_err(|_| PortError::unavailable(BACKEND, "connecting as the owner timed out"))?
+            .map_err(db_err)?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(&settings.database)
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(db_err)?;
+        if exists.is_none() {
+            let r = sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{}\"", settings.database))).execute(&mut conn).await;
             if let Err(e) = r
-                && db_code(&e).as_deref() != Some(DUPLICATE_OBJECT)
+                && db_code(&e).as_deref() != Some(DUPLICATE_DATABASE)
             {
                 return Err(db_err(e));
             }
         }
-        Some((true, _)) | Some((_, true)) => {
-            return Err(PortError::Invalid(format!(
-                "runtime role {:?} is a superuser or has BYPASSRLS, so row-level security would not hold; choose another role",
-                settings.runtime_role
-            )));
-        }
-        Some(_) if !password.is_empty() => {
-            sqlx::query(AssertSqlSafe(format!("ALTER ROLE \"{}\"{password}", settings.runtime_role)))
+        let role: Option<(bool, bool)> = sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
+            .bind(&settings.runtime_role)
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(db_err)?;
+        let password = match &settings.runtime_password {
+            Some(p) => format!(" PASSWORD '{}'", p.replace('\'', "''")),
+            None => String::new(),
+        };
+        match role {
+            None => {
+                let r = sqlx::query(AssertSqlSafe(format!(
+                    "CREATE ROLE \"{}\" LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE{password}",
+                    settings.runtime_role
+                )))
                 .execute(&mut conn)
-                .await
-                .map_err(db_err)?;
+                .await;
+                if let Err(e) = r
+                    && db_code(&e).as_deref() != Some(DUPLICATE_OBJECT)
+                {
+                    return Err(db_err(e));
+                }
+            }
+            Some((true, _)) | Some((_, true)) => {
+                return Err(PortError::Invalid(format!(
+                    "runtime role {:?} is a superuser or has BYPASSRLS, so row-level security would not hold; choose another role",
+                    settings.runtime_role
+                )));
+            }
+            Some(_) if !password.is_empty() => {
+                sqlx::query(AssertSqlSafe(format!("ALTER ROLE \"{}\"{password}", settings.runtime_role)))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(db_err)?;
+            }
+            Some(_) => {}
         }
-        Some(_) => {}
-    }
-    let _ = conn.close().await;
+        let _ = conn.close().await;
 
-    let mut conn = tokio::time::timeout(settings.timeout, admin.clone().database(&settings.database).connect())
-        .await
-        .map_err(|_| PortError::unavailable(BACKEND, "connecting as the owner timed out"))?
-        .map_err(db_err)?;
-    MIGRATOR
-        .run(&mut conn)
-        .await
-        .map_err(|e| PortError::unavailable(BACKEND, format_args!("the migrations failed: {e}")))?;
-    let role = &settings.runtime_role;
-    for grant in [
-        format!("GRANT CONNECT ON DATABASE \"{}\" TO \"{role}\"", settings.database),
-        format!("GRANT USAGE ON SCHEMA public TO \"{role}\""),
-        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON records, kv, events, secrets TO \"{role}\""),
-    ] {
-        sqlx::query(AssertSqlSafe(grant)).execute(&mut conn).await.map_err(db_err)?;
-    }
-    let _ = conn.close().await;
-    Ok(())
+        // A one-connection pool: the migrator takes a pool.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.timeout)
+            .connect_with(admin.clone().database(&settings.database))
+            .await
+            .map_err(db_err)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| PortError::unavailable(BACKEND, format_args!("the migrations failed: {e}")))?;
+        let role = &settings.runtime_role;
+        for grant in [
+            format!("GRANT CONNECT ON DATABASE \"{}\" TO \"{role}\"", settings.database),
+            format!("GRANT USAGE ON SCHEMA public TO \"{role}\""),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON records, kv, events, secrets TO \"{role}\""),
+        ] {
+            sqlx::query(AssertSqlSafe(grant)).execute(&pool).await.map_err(db_err)?;
+        }
+        pool.close().await;
+        Ok(())
+    })
 }
 
 /// Records, key-value, events and secrets in one PostgreSQL database, reached as the
@@ -204,7 +210,11 @@ impl PgStore {
 
     /// Checks the database answers and that the runtime role is fit for row-level
     /// security: not a superuser, no BYPASSRLS, owner of none of the tables.
-    pub async fn health(&self) -> PortResult<()> {
+    pub fn health(&self) -> futures::future::BoxFuture<'_, PortResult<()>> {
+        Box::pin(self.check_role())
+    }
+
+    async fn check_role(&self) -> PortResult<()> {
         let (sup, bypass, owned): (bool, bool, i64) = sqlx::query_as(
             "SELECT r.rolsuper, r.rolbypassrls,
                     (SELECT count(*) FROM pg_tables t WHERE t.schemaname = 'public' AND t.tableowner = current_user

@@ -58,7 +58,12 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
-    /// The underlying pool (for health checks).
+    /// Checks the database answers.
+    pub fn health(&self) -> futures::future::BoxFuture<'_, PortResult<()>> {
+        Box::pin(async move { sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(db_err) })
+    }
+
+    /// The underlying pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }

@@ -6,7 +6,7 @@ use std::sync::RwLock;
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
-use rand::Rng;
+use crate::entropy::Entropy;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -50,16 +50,16 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// A new random credential with a recognisable prefix (`rpk_` tenant key, `rpa_` admin token).
-pub fn new_secret(prefix: &str) -> String {
+pub fn new_secret(entropy: &Entropy, prefix: &str) -> String {
     let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
+    entropy.fill(&mut bytes);
     format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// A short public id.
-pub fn new_id(prefix: &str) -> String {
+pub fn new_id(entropy: &Entropy, prefix: &str) -> String {
     let mut bytes = [0u8; 8];
-    rand::rng().fill_bytes(&mut bytes);
+    entropy.fill(&mut bytes);
     format!("{prefix}{}", hex::encode(bytes))
 }
 

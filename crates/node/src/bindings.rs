@@ -1,109 +1,378 @@
-//! Wiring bindings: which adapters serve each tenant (spec §4.2, §4.3).
+//! Wiring bindings: which adapters serve each tenant (spec §4.2-§4.4).
 //!
-//! Shared tenants use one SQLite file and one blob root, with the tenant id leading
-//! every key and path; dedicated tenants get their own file and root. The capability
-//! binary and the host code are identical in both; only the `PortSet` differs.
+//! `runplane.toml` names backends (`[backends.*]` plus the built-ins `sqlite`,
+//! `in-process`, `filesystem`), binds each port to one (`[bindings]`) and may override
+//! that per tenant (`[tenant_bindings.<tenant>]`). A tenant in `shared` mode uses the
+//! backend's shared database / prefix, where the adapter keeps tenants apart; a tenant in
+//! `dedicated` mode gets its own database (`<database>_t_<tenant>`) or prefix
+//! (`tenants/<tenant>`). Capability binaries and host code are identical either way: only
+//! the `PortSet` differs.
+//!
+//! Opening is cheap and lazy (pools connect on first use, so the node serves tenants
+//! whose backends are up while others are down); [`BindingResolver::provision`] does
+//! the work that needs the backend: create the database, run migrations, check health.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use runplane_adapters::object_blobs::ObjectBlobStore;
+use runplane_adapters::amqp_bus::{AmqpBus, AmqpSettings};
 use runplane_adapters::memory_bus::InProcessBus;
+use runplane_adapters::mysql::{self, MySqlSettings, MySqlStore};
+use runplane_adapters::nats_bus::{NatsBus, NatsSettings};
+use runplane_adapters::object_blobs::{ObjectBlobStore, S3Settings};
+use runplane_adapters::postgres::{self, PgSettings, PgStore};
 use runplane_adapters::sqlite::SqliteStore;
-use runplane_ports::{ConfigStore, PortSet, Telemetry};
+use runplane_ports::{
+    ConfigStore, EventStore, KeyValueStore, MessageBus, PortError, PortSet, RecordStore, SecretStore,
+    Telemetry,
+};
 use tokio::sync::Mutex;
 
-use crate::config::{Bindings, Mode};
+use crate::config::{Backend, Bindings, Mode, NodeConfig, Port};
 use crate::error::ApiError;
+
+/// Where a tenant's data lives inside a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    /// The backend's shared database or prefix, tenants kept apart by the adapter.
+    Shared,
+    /// The tenant's own database or prefix.
+    Tenant(String),
+}
+
+impl Scope {
+    fn of(tenant: &str, mode: Mode) -> Self {
+        match mode {
+            Mode::Shared => Scope::Shared,
+            Mode::Dedicated => Scope::Tenant(tenant.to_owned()),
+        }
+    }
+}
+
+/// One opened SQL store, serving records, key-value, events and secrets.
+#[derive(Clone)]
+enum SqlStore {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PgStore>, PgSettings),
+    MySql(Arc<MySqlStore>, MySqlSettings),
+}
+
+impl SqlStore {
+    fn records(&self) -> Arc<dyn RecordStore> {
+        match self {
+            SqlStore::Sqlite(s) => s.clone(),
+            SqlStore::Postgres(s, _) => s.clone(),
+            SqlStore::MySql(s, _) => s.clone(),
+        }
+    }
+    fn kv(&self) -> Arc<dyn KeyValueStore> {
+        match self {
+            SqlStore::Sqlite(s) => s.clone(),
+            SqlStore::Postgres(s, _) => s.clone(),
+            SqlStore::MySql(s, _) => s.clone(),
+        }
+    }
+    fn events(&self) -> Arc<dyn EventStore> {
+        match self {
+            SqlStore::Sqlite(s) => s.clone(),
+            SqlStore::Postgres(s, _) => s.clone(),
+            SqlStore::MySql(s, _) => s.clone(),
+        }
+    }
+    fn secrets(&self) -> Arc<dyn SecretStore> {
+        match self {
+            SqlStore::Sqlite(s) => s.clone(),
+            SqlStore::Postgres(s, _) => s.clone(),
+            SqlStore::MySql(s, _) => s.clone(),
+        }
+    }
+
+    /// Creates the database and schema if needed, then checks the store answers.
+    async fn provision(&self) -> Result<(), PortError> {
+        match self {
+            // Opening ran the migrations.
+            SqlStore::Sqlite(s) => s.health().await,
+            SqlStore::Postgres(s, settings) => {
+                postgres::provision(settings).await?;
+                s.health().await
+            }
+            SqlStore::MySql(s, settings) => {
+                mysql::provision(settings).await?;
+                s.health().await
+            }
+        }
+    }
+}
 
 /// Resolves and caches each tenant's `PortSet`.
 pub struct BindingResolver {
     data_dir: PathBuf,
+    backends: std::collections::BTreeMap<String, Backend>,
     bindings: Bindings,
-    bus: Arc<InProcessBus>,
+    tenant_bindings: std::collections::BTreeMap<String, Bindings>,
+    timeout: Duration,
+    bus: Arc<dyn MessageBus>,
+    bus_health: BusHealth,
     config: Arc<dyn ConfigStore>,
     telemetry: Arc<dyn Telemetry>,
-    shared: tokio::sync::OnceCell<PortSet>,
-    dedicated: Mutex<HashMap<String, PortSet>>,
-    /// Identifies the binding set in audit events.
-    version: String,
+    sql: Mutex<HashMap<(String, Scope), SqlStore>>,
+    blobs: Mutex<HashMap<(String, Scope), Arc<ObjectBlobStore>>>,
+    ports: Mutex<HashMap<String, PortSet>>,
+}
+
+/// How to check the instance's bus answers.
+enum BusHealth {
+    None,
+    Nats(Arc<NatsBus>),
+    Amqp(Arc<AmqpBus>),
+}
+
+/// A digest of what serves each port (kinds, databases, buckets; never credentials):
+/// identifies a binding set.
+pub fn binding_digest(config: &NodeConfig) -> String {
+    let used = |b: &Bindings| -> serde_json::Value {
+        Port::ALL
+            .iter()
+            .map(|p| {
+                let name = b.get(*p);
+                let public = config.backends.get(name).map(Backend::public).unwrap_or_default();
+                (p.key().to_owned(), serde_json::json!({"backend": name, "is": public}))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let doc = serde_json::json!({
+        "default": used(&config.bindings),
+        "tenants": config.tenant_bindings.iter().map(|(t, b)| (t.clone(), used(b))).collect::<serde_json::Map<_, _>>(),
+    });
+    runplane_cjson::hash(&doc).unwrap_or_default()
 }
 
 impl BindingResolver {
-    pub fn new(
-        data_dir: PathBuf,
-        bindings: Bindings,
-        bus: Arc<InProcessBus>,
-        config: Arc<dyn ConfigStore>,
-        telemetry: Arc<dyn Telemetry>,
-    ) -> Self {
-        let version = runplane_cjson::hash_serialize(&bindings)
-            .map(|h| format!("sha256:{}", &h[..16]))
-            .unwrap_or_else(|_| "unknown".into());
-        BindingResolver {
-            data_dir,
-            bindings,
+    /// Builds the resolver and the instance's message bus (connected in the background).
+    pub async fn new(config: &NodeConfig, config_store: Arc<dyn ConfigStore>, telemetry: Arc<dyn Telemetry>) -> anyhow::Result<Self> {
+        let timeout = config.backend_timeout;
+        let (bus, bus_health): (Arc<dyn MessageBus>, BusHealth) = match config.backends.get(&config.bindings.messaging) {
+            Some(Backend::Nats { url, prefix, max_age_secs, max_bytes }) => {
+                let bus = Arc::new(
+                    NatsBus::connect(NatsSettings {
+                        url: url.clone(),
+                        prefix: prefix.clone(),
+                        timeout,
+                        max_age: Duration::from_secs(*max_age_secs),
+                        max_bytes: *max_bytes,
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("messaging backend {:?}: {e}", config.bindings.messaging))?,
+                );
+                (bus.clone(), BusHealth::Nats(bus))
+            }
+            Some(Backend::RabbitMq { url, prefix }) => {
+                let bus = Arc::new(
+                    AmqpBus::new(AmqpSettings { url: url.clone(), prefix: prefix.clone(), timeout })
+                        .map_err(|e| anyhow::anyhow!("messaging backend {:?}: {e}", config.bindings.messaging))?,
+                );
+                (bus.clone(), BusHealth::Amqp(bus))
+            }
+            _ => (Arc::new(InProcessBus::new()), BusHealth::None),
+        };
+        Ok(BindingResolver {
+            data_dir: config.data_dir.clone(),
+            backends: config.backends.clone(),
+            bindings: config.bindings.clone(),
+            tenant_bindings: config.tenant_bindings.clone(),
+            timeout,
             bus,
-            config,
+            bus_health,
+            config: config_store,
             telemetry,
-            shared: tokio::sync::OnceCell::new(),
-            dedicated: Mutex::new(HashMap::new()),
-            version,
-        }
+            sql: Mutex::new(HashMap::new()),
+            blobs: Mutex::new(HashMap::new()),
+            ports: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// The binding set's version (a digest of which adapter serves which port).
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-
-    pub fn bus(&self) -> Arc<InProcessBus> {
+    /// The instance's message bus.
+    pub fn bus(&self) -> Arc<dyn MessageBus> {
         self.bus.clone()
     }
 
-    /// Opens (and provisions on first use) the stores of `tenant` in `mode`.
+    fn bindings_of(&self, tenant: &str) -> &Bindings {
+        self.tenant_bindings.get(tenant).unwrap_or(&self.bindings)
+    }
+
+    /// The stores of `tenant` in `mode` (opened on first use; no backend I/O for the
+    /// network backends, whose pools connect lazily).
     pub async fn ports(&self, tenant: &str, mode: Mode) -> Result<PortSet, ApiError> {
-        match mode {
-            Mode::Shared => self
-                .shared
-                .get_or_try_init(|| self.open(self.data_dir.join("shared")))
-                .await
-                .cloned(),
-            Mode::Dedicated => {
-                let mut map = self.dedicated.lock().await;
-                if let Some(p) = map.get(tenant) {
-                    return Ok(p.clone());
-                }
-                let ports = self.open(self.data_dir.join("tenants").join(tenant)).await?;
-                map.insert(tenant.to_owned(), ports.clone());
-                Ok(ports)
-            }
+        if let Some(p) = self.ports.lock().await.get(tenant) {
+            return Ok(p.clone());
         }
-    }
-
-    /// Forgets a dedicated tenant's stores (after deletion).
-    pub async fn forget(&self, tenant: &str) {
-        self.dedicated.lock().await.remove(tenant);
-    }
-
-    async fn open(&self, dir: PathBuf) -> Result<PortSet, ApiError> {
-        debug_assert_eq!(self.bindings, Bindings::default(), "only the embedded adapters exist in this build");
-        let sql = SqliteStore::open(&dir.join("ports.db"))
-            .await
-            .map_err(|e| ApiError::unavailable(format!("could not open the tenant's SQLite store: {e}")))?;
-        let blobs = ObjectBlobStore::open(&dir.join("blobs"))
-            .map_err(|e| ApiError::unavailable(format!("could not open the tenant's blob store: {e}")))?;
-        let sql = Arc::new(sql);
-        Ok(PortSet {
-            records: sql.clone(),
-            kv: sql.clone(),
-            events: sql.clone(),
-            secrets: sql,
+        let scope = Scope::of(tenant, mode);
+        let b = self.bindings_of(tenant).clone();
+        let ports = PortSet {
+            records: self.sql(&b.records, &scope).await?.records(),
+            kv: self.sql(&b.kv, &scope).await?.kv(),
+            events: self.sql(&b.events, &scope).await?.events(),
+            secrets: self.sql(&b.secrets, &scope).await?.secrets(),
             messaging: self.bus.clone(),
-            blobs: Arc::new(blobs),
+            blobs: self.blob_store(&b.blobs, &scope).await?,
             config: self.config.clone(),
             telemetry: self.telemetry.clone(),
-        })
+        };
+        self.ports.lock().await.insert(tenant.to_owned(), ports.clone());
+        Ok(ports)
+    }
+
+    /// Makes everything `tenant` needs exist and answer: databases, schemas and
+    /// migrations, blob roots, the bus. Idempotent; safe to re-run after a failure.
+    pub async fn provision(&self, tenant: &str, mode: Mode) -> Result<(), ApiError> {
+        let scope = Scope::of(tenant, mode);
+        let b = self.bindings_of(tenant).clone();
+        let mut done = Vec::new();
+        for port in [Port::Records, Port::Kv, Port::Events, Port::Secrets] {
+            let name = b.get(port).to_owned();
+            if done.contains(&name) {
+                continue;
+            }
+            let store = self.sql(&name, &scope).await?;
+            store
+                .provision()
+                .await
+                .map_err(|e| ApiError::unavailable(format!("provisioning backend {name:?} for {}: {e}", port.key())))?;
+            done.push(name);
+        }
+        self.blob_store(&b.blobs, &scope)
+            .await?
+            .health()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("provisioning blob backend {:?}: {e}", b.blobs)))?;
+        let bus = match &self.bus_health {
+            BusHealth::None => Ok(()),
+            BusHealth::Nats(n) => n.health().await,
+            BusHealth::Amqp(a) => a.health().await,
+        };
+        bus.map_err(|e| ApiError::unavailable(format!("provisioning messaging backend {:?}: {e}", b.messaging)))?;
+        Ok(())
+    }
+
+    /// Forgets a tenant's stores (after deletion).
+    pub async fn forget(&self, tenant: &str) {
+        self.ports.lock().await.remove(tenant);
+        let scope = Scope::Tenant(tenant.to_owned());
+        self.sql.lock().await.retain(|(_, s), _| *s != scope);
+        self.blobs.lock().await.retain(|(_, s), _| *s != scope);
+    }
+
+    async fn sql(&self, name: &str, scope: &Scope) -> Result<SqlStore, ApiError> {
+        let key = (name.to_owned(), scope.clone());
+        let mut open = self.sql.lock().await;
+        if let Some(s) = open.get(&key) {
+            return Ok(s.clone());
+        }
+        let backend = self
+            .backends
+            .get(name)
+            .ok_or_else(|| ApiError::unavailable(format!("backend {name:?} is not configured")))?;
+        let store = match backend {
+            Backend::Sqlite => {
+                let dir = match scope {
+                    Scope::Shared => self.data_dir.join("shared"),
+                    Scope::Tenant(t) => self.data_dir.join("tenants").join(t),
+                };
+                let s = SqliteStore::open(&dir.join("ports.db"))
+                    .await
+                    .map_err(|e| ApiError::unavailable(format!("could not open the tenant's SQLite store: {e}")))?;
+                SqlStore::Sqlite(Arc::new(s))
+            }
+            Backend::Postgres { url, database, runtime_role, runtime_password, max_connections } => {
+                let admin = sqlx::postgres::PgConnectOptions::from_str(url)
+                    .map_err(|_| ApiError::unavailable(format!("backend {name:?}: the url is not a valid PostgreSQL URL")))?;
+                let settings = PgSettings {
+                    admin,
+                    database: scoped_database(database, scope),
+                    runtime_role: runtime_role.clone(),
+                    runtime_password: runtime_password.clone(),
+                    timeout: self.timeout,
+                    max_connections: *max_connections,
+                };
+                SqlStore::Postgres(Arc::new(PgStore::connect_lazy(&settings)), settings)
+            }
+            Backend::MySql { url, database, max_connections } => {
+                let server = sqlx::mysql::MySqlConnectOptions::from_str(url)
+                    .map_err(|_| ApiError::unavailable(format!("backend {name:?}: the url is not a valid MySQL URL")))?;
+                let settings = MySqlSettings {
+                    server,
+                    database: scoped_database(database, scope),
+                    timeout: self.timeout,
+                    max_connections: *max_connections,
+                };
+                SqlStore::MySql(Arc::new(MySqlStore::connect_lazy(&settings)), settings)
+            }
+            other => return Err(ApiError::unavailable(format!("backend {name:?} ({}) cannot serve SQL ports", other.kind()))),
+        };
+        open.insert(key, store.clone());
+        Ok(store)
+    }
+
+    async fn blob_store(&self, name: &str, scope: &Scope) -> Result<Arc<ObjectBlobStore>, ApiError> {
+        let key = (name.to_owned(), scope.clone());
+        let mut open = self.blobs.lock().await;
+        if let Some(s) = open.get(&key) {
+            return Ok(s.clone());
+        }
+        let sub = match scope {
+            Scope::Shared => "shared".to_owned(),
+            Scope::Tenant(t) => format!("tenants/{t}"),
+        };
+        let store = match self.backends.get(name) {
+            Some(Backend::Filesystem) => {
+                let dir = match scope {
+                    Scope::Shared => self.data_dir.join("shared").join("blobs"),
+                    Scope::Tenant(t) => self.data_dir.join("tenants").join(t).join("blobs"),
+                };
+                ObjectBlobStore::open(&dir)
+                    .map_err(|e| ApiError::unavailable(format!("could not open the tenant's blob store: {e}")))?
+            }
+            Some(Backend::S3 { bucket, region, endpoint, access_key_id, secret_access_key, prefix }) => {
+                let prefix = match prefix {
+                    Some(p) if !p.is_empty() => format!("{}/{sub}", p.trim_end_matches('/')),
+                    _ => sub,
+                };
+                ObjectBlobStore::open_s3(&S3Settings {
+                    bucket: bucket.clone(),
+                    region: region.clone(),
+                    endpoint: endpoint.clone(),
+                    access_key_id: access_key_id.clone(),
+                    secret_access_key: secret_access_key.clone(),
+                    prefix: Some(prefix),
+                    timeout: self.timeout,
+                })
+                .map_err(|e| ApiError::unavailable(format!("blob backend {name:?}: {e}")))?
+            }
+            _ => return Err(ApiError::unavailable(format!("backend {name:?} cannot serve blobs"))),
+        };
+        let store = Arc::new(store);
+        open.insert(key, store.clone());
+        Ok(store)
+    }
+}
+
+/// The database of a scope: the shared one, or `<database>_t_<tenant>` (shortened with
+/// a digest when it would pass PostgreSQL's 63-byte limit).
+fn scoped_database(database: &str, scope: &Scope) -> String {
+    match scope {
+        Scope::Shared => database.to_owned(),
+        Scope::Tenant(t) => {
+            let name = format!("{database}_t_{}", t.replace('-', "_"));
+            if name.len() <= 63 {
+                name
+            } else {
+                let digest = runplane_cjson::sha256_hex(name.as_bytes());
+                format!("{}_{}", &name[..46], &digest[..16])
+            }
+        }
     }
 }

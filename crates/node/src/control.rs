@@ -26,6 +26,11 @@ pub struct Tenant {
     pub status: String,
     pub tier: String,
     pub created_at: String,
+    /// `pending`, `ready` or `failed` (spec §4.4): traffic is served only when `ready`.
+    pub provisioning: String,
+    /// Why provisioning stopped, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_error: Option<String>,
 }
 
 /// A pushed capability version.
@@ -96,7 +101,7 @@ impl ControlStore {
     }
 
     pub async fn tenants(&self) -> Result<Vec<Tenant>, ApiError> {
-        let rows = sqlx::query("SELECT id, mode, status, tier, created_at FROM tenants ORDER BY id")
+        let rows = sqlx::query("SELECT id, mode, status, tier, created_at, provisioning, provisioning_error FROM tenants ORDER BY id")
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
@@ -108,18 +113,21 @@ impl ControlStore {
                 status: r.get(2),
                 tier: r.get(3),
                 created_at: r.get(4),
+                provisioning: r.get(5),
+                provisioning_error: r.get(6),
             })
             .collect())
     }
 
     /// Inserts a tenant; `Ok(false)` if the id is taken.
     pub async fn insert_tenant(&self, t: &Tenant) -> Result<bool, ApiError> {
-        let r = sqlx::query("INSERT INTO tenants (id, mode, status, tier, created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING")
+        let r = sqlx::query("INSERT INTO tenants (id, mode, status, tier, created_at, provisioning) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING")
             .bind(&t.id)
             .bind(t.mode.as_str())
             .bind(&t.status)
             .bind(&t.tier)
             .bind(&t.created_at)
+            .bind(&t.provisioning)
             .execute(&self.pool)
             .await
             .map_err(db)?;
@@ -134,6 +142,17 @@ impl ControlStore {
             .await
             .map_err(db)?;
         Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn set_provisioning(&self, id: &str, state: &str, error: Option<&str>) -> Result<(), ApiError> {
+        sqlx::query("UPDATE tenants SET provisioning = ?2, provisioning_error = ?3 WHERE id = ?1")
+            .bind(id)
+            .bind(state)
+            .bind(error)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     pub async fn delete_tenant(&self, id: &str) -> Result<bool, ApiError> {

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod bindings;
+pub mod entropy;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -2,7 +2,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use runplane_adapters::memory_bus::InProcessBus;
 use runplane_adapters::static_config::StaticConfig;
 use runplane_adapters::telemetry::PrometheusTelemetry;
 use runplane_audit::{AuditEvent, AuditStore, LogId, Outcome, Receipt};
@@ -12,7 +11,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::auth::{KeyIndex, hash_secret, new_secret};
-use crate::bindings::BindingResolver;
+use crate::bindings::{BindingResolver, binding_digest};
+use crate::entropy::Entropy;
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
 use crate::control::{ControlStore, Deployment, Tenant};
@@ -42,6 +42,9 @@ pub struct Node {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) subscriptions: tokio::sync::Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
+    pub(crate) entropy: Entropy,
+    /// The binding set's version number (bumped whenever what serves a port changes).
+    pub(crate) binding_version: String,
 }
 
 /// A node serving on a socket.
@@ -61,6 +64,11 @@ impl Node {
 
     /// [`Node::start`] with an injected clock.
     pub async fn start_with_clock(config: NodeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningNode> {
+        Self::start_with(config, clock, Entropy::Os).await
+    }
+
+    /// [`Node::start`] with an injected clock and source of ids and seeds.
+    pub async fn start_with(config: NodeConfig, clock: Arc<dyn Clock>, entropy: Entropy) -> anyhow::Result<RunningNode> {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
@@ -76,15 +84,10 @@ impl Node {
             .flat_map(|(t, caps)| caps.iter().map(move |(c, kv)| ((t.clone(), c.clone()), kv.clone())))
             .collect();
         let config_store: Arc<dyn ConfigStore> = Arc::new(StaticConfig::new(config.capability_config.clone(), tenant_config));
-        let bindings = BindingResolver::new(
-            data_dir.clone(),
-            config.bindings.clone(),
-            Arc::new(InProcessBus::new()),
-            config_store.clone(),
-            telemetry,
-        );
+        let bindings = BindingResolver::new(&config, config_store.clone(), telemetry).await?;
+        let binding_version = binding_version(&control, &binding_digest(&config)).await?;
 
-        let (admin_token_hash, generated_admin_token) = admin_token(&config, &control).await?;
+        let (admin_token_hash, generated_admin_token) = admin_token(&config, &control, &entropy).await?;
         let keys = KeyIndex::default();
         keys.replace_all(control.keys().await?);
         let tenants = control.tenants().await?.into_iter().map(|t| (t.id.clone(), t)).collect();
@@ -104,7 +107,27 @@ impl Node {
             metrics,
             clock,
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
+            entropy,
+            binding_version,
         });
+        // Resume provisioning that a crash or an outage interrupted (in the background:
+        // the node serves every other tenant meanwhile).
+        let unfinished: Vec<String> = node
+            .tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|t| t.provisioning != "ready")
+            .map(|t| t.id.clone())
+            .collect();
+        for id in unfinished {
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = node.provision(&id).await {
+                    tracing::warn!(tenant = %id, error = %e.message, "provisioning is still failing; resume with POST /v1/tenants/{id}/provision");
+                }
+            });
+        }
         for d in node.control.deployments().await? {
             let route = d.route.clone();
             if let Err(e) = node.activate(d).await {
@@ -175,7 +198,7 @@ impl Node {
     pub(crate) fn event(&self, actor: &str, tenant: Option<&str>, action: &str, target: &str, outcome: Outcome) -> AuditEvent {
         AuditEvent {
             protocol_version: PROTOCOL_VERSION.into(),
-            event_id: uuid::Uuid::new_v4().to_string(),
+            event_id: self.entropy.uuid().to_string(),
             time: runplane_audit::rfc3339_utc(self.now()),
             actor: actor.into(),
             tenant: tenant.map(str::to_owned),
@@ -186,11 +209,63 @@ impl Node {
             request_digest: None,
             response_digest: None,
             capability_digest: None,
-            binding_set_version: Some(self.bindings.version().to_owned()),
+            binding_set_version: Some(self.binding_version.clone()),
             config_version: Some(self.config_store.version()),
             usage: None,
             details: BTreeMap::new(),
         }
+    }
+
+    /// Provisions a tenant's stores (spec §4.4) and records the result: `ready`, or
+    /// `failed` with the reason. Idempotent: every step checks what exists first.
+    pub(crate) async fn provision(&self, id: &str) -> Result<(), ApiError> {
+        let tenant = self.tenant(id).ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))?;
+        let result = async {
+            self.bindings.provision(id, tenant.mode).await?;
+            self.seed(id, tenant.mode).await
+        }
+        .await;
+        let (state, error) = match &result {
+            Ok(()) => ("ready", None),
+            Err(e) => ("failed", Some(e.message.clone())),
+        };
+        self.control.set_provisioning(id, state, error.as_deref()).await?;
+        if let Some(t) = self.tenants.write().unwrap_or_else(|p| p.into_inner()).get_mut(id) {
+            t.provisioning = state.to_owned();
+            t.provisioning_error = error;
+        }
+        match &result {
+            Ok(()) => tracing::info!(tenant = %id, "tenant provisioned"),
+            Err(e) => tracing::warn!(tenant = %id, error = %e.message, "tenant provisioning failed"),
+        }
+        result
+    }
+
+    /// Loads `[provisioning] seed_file` into a tenant's stores. Records are created only
+    /// when absent, so re-running never overwrites what the tenant changed since.
+    async fn seed(&self, id: &str, mode: crate::config::Mode) -> Result<(), ApiError> {
+        let Some(path) = &self.config.seed_file else { return Ok(()) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ApiError::unavailable(format!("cannot read the seed file {}: {e}", path.display())))?;
+        let seed: Seed = serde_json::from_str(&text)
+            .map_err(|e| ApiError::unavailable(format!("the seed file {} is not valid: {e}", path.display())))?;
+        let ports = self.bindings.ports(id, mode).await?;
+        let tenant = runplane_ports::TenantId::new(id).map_err(ApiError::from)?;
+        for r in seed.records {
+            let body = runplane_cjson::to_string(&r.body).map_err(|e| ApiError::unavailable(format!("seed record {}/{}: {e}", r.collection, r.id)))?;
+            match ports.records.put(&tenant, &r.collection, &r.id, &body, Some(0)).await {
+                Ok(_) | Err(runplane_ports::PortError::Conflict(_)) => {}
+                Err(e) => return Err(ApiError::unavailable(format!("seeding record {}/{}: {e}", r.collection, r.id))),
+            }
+        }
+        for kv in seed.kv {
+            ports
+                .kv
+                .compare_and_swap(&tenant, &kv.bucket, &kv.key, None, kv.value.as_bytes())
+                .await
+                .map_err(|e| ApiError::unavailable(format!("seeding key {}/{}: {e}", kv.bucket, kv.key)))?;
+        }
+        Ok(())
     }
 
     /// Appends an admin event to the instance's admin log (fail closed).
@@ -207,19 +282,59 @@ impl Node {
 }
 
 /// Resolves the admin token: configured, previously generated, or generated now.
-async fn admin_token(config: &NodeConfig, control: &ControlStore) -> anyhow::Result<(String, Option<String>)> {
+async fn admin_token(config: &NodeConfig, control: &ControlStore, entropy: &Entropy) -> anyhow::Result<(String, Option<String>)> {
     if let Some(token) = &config.admin_token {
         return Ok((hash_secret(token), None));
     }
     if let Some(hash) = control.setting("admin_token_hash").await? {
         return Ok((hash, None));
     }
-    let token = new_secret("rpa_");
+    let token = new_secret(entropy, "rpa_");
     let path = config.data_dir.join("admin-token");
     write_private(&path, token.as_bytes())?;
     control.set_setting("admin_token_hash", &hash_secret(&token)).await?;
     tracing::info!(path = %path.display(), "generated an admin token");
     Ok((hash_secret(&token), Some(token)))
+}
+
+/// The version number of the binding set with `digest`: the same set keeps its number
+/// across restarts; a changed set gets the next one.
+async fn binding_version(control: &ControlStore, digest: &str) -> anyhow::Result<String> {
+    let key = format!("binding_set.{digest}");
+    if let Some(v) = control.setting(&key).await? {
+        return Ok(v);
+    }
+    let latest: u64 = control.setting("binding_set.latest").await?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    let version = (latest + 1).to_string();
+    control.set_setting(&key, &version).await?;
+    control.set_setting("binding_set.latest", &version).await?;
+    Ok(version)
+}
+
+/// `[provisioning] seed_file`: data every new tenant starts with.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Seed {
+    #[serde(default)]
+    records: Vec<SeedRecord>,
+    #[serde(default)]
+    kv: Vec<SeedKey>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedRecord {
+    collection: String,
+    id: String,
+    body: serde_json::Value,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedKey {
+    bucket: String,
+    key: String,
+    value: String,
 }
 
 /// Writes a file readable only by its owner.

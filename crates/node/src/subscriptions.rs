@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use runplane_audit::{LogId, Outcome, Usage};
 use runplane_host::Invocation;
-use runplane_ports::{Delivery, MessageBus, TenantId};
+use runplane_ports::{Delivery, TenantId};
 
 use crate::node::{ActiveDeployment, Node};
 
@@ -16,7 +16,10 @@ pub(crate) async fn restart(node: &Arc<Node>, active: &Arc<ActiveDeployment>) {
     let mut tasks = Vec::new();
     for topic in &active.deployment.subscriptions {
         // The route names the group: every node serving this route shares its messages.
-        let group = format!("route-{}", route.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+        let group: String = format!("route-{}", route.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"))
+            .chars()
+            .take(64)
+            .collect();
         let mut sub = match node.bindings.bus().subscribe(topic, &group).await {
             Ok(s) => s,
             Err(e) => {
@@ -48,13 +51,13 @@ pub(crate) async fn restart(node: &Arc<Node>, active: &Arc<ActiveDeployment>) {
 
 async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, delivery: Delivery) {
     let Some(tenant) = node.tenant(delivery.tenant.as_str()) else { return };
-    if tenant.status != "active" {
-        tracing::info!(tenant = %tenant.id, topic = %delivery.topic, "dropping a message for a suspended tenant");
+    if tenant.status != "active" || tenant.provisioning != "ready" {
+        tracing::info!(tenant = %tenant.id, topic = %delivery.topic, "dropping a message for a suspended or unprovisioned tenant");
         return;
     }
     let Ok(tenant_id) = TenantId::new(&tenant.id) else { return };
     let cap = &active.capability;
-    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let trace = node.entropy.uuid().simple().to_string();
     let context = Arc::new(crate::api::apps::new_context(node, &tenant_id, "bus", None, trace, &cap.name, &cap.digest));
     let ports = match node.bindings.ports(&tenant.id, tenant.mode).await {
         Ok(p) => p,

@@ -71,24 +71,65 @@ pub async fn create_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Js
     if !["free", "pro", "enterprise", "custom"].contains(&tier.as_str()) {
         return Err(ApiError::bad_request("invalid_tier", format!("tier {tier:?} is not one of free, pro, enterprise, custom")));
     }
-    let tenant = Tenant { id: req.id.clone(), mode, status: "active".into(), tier, created_at: runplane_audit::rfc3339_utc(node.now()) };
-    // Provision first: a tenant whose stores cannot be opened is never created.
-    node.bindings.ports(&tenant.id, mode).await?;
+    let tenant = Tenant {
+        id: req.id.clone(),
+        mode,
+        status: "active".into(),
+        tier,
+        created_at: runplane_audit::rfc3339_utc(node.now()),
+        provisioning: "pending".into(),
+        provisioning_error: None,
+    };
+    // The tenant is recorded first (pending), so a provisioning interrupted by a crash
+    // is resumed at the next start; it serves no traffic until provisioning is ready.
     if !node.control.insert_tenant(&tenant).await? {
         return Err(ApiError::conflict(format!("tenant {} already exists", tenant.id)));
     }
     let (api_key, key_id) = issue_key(&node, &tenant.id).await?;
     node.tenants.write().unwrap_or_else(|p| p.into_inner()).insert(tenant.id.clone(), tenant.clone());
+    let provisioned = node.provision(&tenant.id).await;
+    let tenant = known_tenant(&node, &tenant.id)?;
     let mut ev = node.event("admin", Some(&tenant.id), "tenant.create", &tenant.id, Outcome::ok(Some(201)));
     ev.details.insert("after".into(), serde_json::to_value(&tenant).unwrap_or_default());
     ev.details.insert("key_id".into(), key_id.clone().into());
+    if let Err(e) = &provisioned {
+        ev.outcome = Outcome::error("provisioning_failed", Some(503));
+        ev.details.insert("provisioning_error".into(), e.message.clone().into());
+    }
     node.audit_admin(ev).await?;
-    Ok((StatusCode::CREATED, versioned(TenantCreated { tenant, api_key, key_id })).into_response())
+    match provisioned {
+        Ok(()) => Ok((StatusCode::CREATED, versioned(TenantCreated { tenant, api_key, key_id })).into_response()),
+        Err(e) => Err(ApiError::unavailable(format!(
+            "tenant {} was created but provisioning its stores failed: {}; fix the backend and POST /v1/tenants/{}/provision to resume (its key: {key_id})",
+            tenant.id,
+            e.message.clone(),
+            tenant.id
+        ))),
+    }
+}
+
+/// Provision (or resume provisioning) a tenant's stores.
+#[utoipa::path(post, path = "/v1/tenants/{id}/provision", security(("admin_token" = [])), responses((status = 200, body = Tenant), (status = 503, body = crate::error::ErrorResponse)))]
+pub async fn provision_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let before = known_tenant(&node, &id)?;
+    let result = node.provision(&id).await;
+    let after = known_tenant(&node, &id)?;
+    let outcome = match &result {
+        Ok(()) => Outcome::ok(Some(200)),
+        Err(_) => Outcome::error("provisioning_failed", Some(503)),
+    };
+    let mut ev = node.event("admin", Some(&id), "tenant.provision", &id, outcome);
+    ev.details.insert("before".into(), serde_json::to_value(&before).unwrap_or_default());
+    ev.details.insert("after".into(), serde_json::to_value(&after).unwrap_or_default());
+    node.audit_admin(ev).await?;
+    result?;
+    Ok(versioned(after).into_response())
 }
 
 async fn issue_key(node: &Node, tenant: &str) -> Result<(String, String), ApiError> {
-    let key = new_secret("rpk_");
-    let key_id = new_id("key_");
+    let key = new_secret(&node.entropy, "rpk_");
+    let key_id = new_id(&node.entropy, "key_");
     let hash = hash_secret(&key);
     node.control.insert_key(&hash, &key_id, tenant, &runplane_audit::rfc3339_utc(node.now())).await?;
     node.keys.insert(hash, KeyOwner { tenant: tenant.to_owned(), key_id: key_id.clone() });

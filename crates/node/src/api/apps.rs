@@ -7,7 +7,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
 use runplane_audit::{LogId, Outcome, Usage};
 use runplane_host::Invocation;
 use runplane_ports::{ExecutionContext, PROTOCOL_VERSION, TenantId};
@@ -46,7 +45,7 @@ async fn handle(State(node): State<Arc<Node>>, route: String, rest: String, req:
 }
 
 /// A W3C trace id from `traceparent`, or a fresh one.
-fn trace_id(headers: &axum::http::HeaderMap) -> String {
+fn trace_id(node: &Node, headers: &axum::http::HeaderMap) -> String {
     headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -55,21 +54,21 @@ fn trace_id(headers: &axum::http::HeaderMap) -> String {
         .map(str::to_owned)
         .unwrap_or_else(|| {
             let mut b = [0u8; 16];
-            rand::rng().fill_bytes(&mut b);
+            node.entropy.fill(&mut b);
             hex::encode(b)
         })
 }
 
 /// Builds the execution context at the boundary (spec §6.2).
 pub(crate) fn new_context(node: &Node, tenant: &TenantId, agent_id: &str, session: Option<&str>, trace_id: String, capability: &str, digest: &str) -> ExecutionContext {
-    let invocation_id = uuid::Uuid::new_v4().to_string();
+    let invocation_id = node.entropy.uuid().to_string();
     ExecutionContext {
         protocol_version: PROTOCOL_VERSION.into(),
         session_id: session.map(str::to_owned).unwrap_or_else(|| invocation_id.clone()),
         invocation_id,
         agent_id: agent_id.to_owned(),
         trace_id,
-        execution_seed: rand::rng().next_u64(),
+        execution_seed: node.entropy.next_u64(),
         tenant: tenant.clone(),
         node_id: node.config.node_id.clone(),
         capability: capability.to_owned(),
@@ -89,6 +88,12 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
     if tenant.status != "active" {
         return Err(ApiError::forbidden(format!("tenant {} is suspended; contact your administrator", tenant.id)));
     }
+    if tenant.provisioning != "ready" {
+        return Err(ApiError::unavailable(format!(
+            "tenant {}'s stores are not provisioned yet ({}); retry shortly or ask your administrator",
+            tenant.id, tenant.provisioning
+        )));
+    }
     let deployment = node
         .deployment(route)
         .ok_or_else(|| ApiError::not_found(format!("no capability is deployed on route {route}")))?;
@@ -103,7 +108,7 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()));
     let cap = &deployment.capability;
-    let context = Arc::new(new_context(node, &tenant_id, &owner.key_id, session, trace_id(&parts.headers), &cap.name, &cap.digest));
+    let context = Arc::new(new_context(node, &tenant_id, &owner.key_id, session, trace_id(node, &parts.headers), &cap.name, &cap.digest));
 
     // What the capability sees: its own path, the caller's headers minus credentials.
     let path_and_query = match parts.uri.query() {

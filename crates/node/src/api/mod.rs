@@ -37,6 +37,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/v1/tenants", post(admin::create_tenant).get(admin::list_tenants))
         .route("/v1/tenants/{id}", delete(admin::delete_tenant).get(admin::get_tenant))
+        .route("/v1/tenants/{id}/provision", post(admin::provision_tenant))
         .route("/v1/tenants/{id}/suspend", post(admin::suspend_tenant))
         .route("/v1/tenants/{id}/resume", post(admin::resume_tenant))
         .route("/v1/tenants/{id}/keys", post(admin::create_key))

@@ -57,7 +57,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
     info(title = "Runplane node API", version = "1.0", description = "Admin API (Bearer admin token) and tenant traffic (Bearer tenant API key). Every JSON response carries protocol_version."),
     paths(
         healthz, metrics, openapi,
-        crate::api::admin::create_tenant, crate::api::admin::list_tenants, crate::api::admin::get_tenant,
+        crate::api::admin::create_tenant, crate::api::admin::list_tenants, crate::api::admin::get_tenant, crate::api::admin::provision_tenant,
         crate::api::admin::delete_tenant, crate::api::admin::suspend_tenant, crate::api::admin::resume_tenant,
         crate::api::admin::create_key, crate::api::admin::list_secrets, crate::api::admin::put_secret,
         crate::api::admin::push_capability, crate::api::admin::list_capabilities,
