@@ -17,12 +17,23 @@ struct TestNode {
 
 impl TestNode {
     async fn start(tune: impl FnOnce(&mut NodeConfig)) -> Self {
+        Self::start_with(tune, None).await
+    }
+
+    /// With `seed`, the node's clock steps 1 ms per read from a fixed instant and its ids
+    /// and seeds come from that seed: the same workload gives the same bytes.
+    async fn start_with(tune: impl FnOnce(&mut NodeConfig), seed: Option<u64>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = NodeConfig::embedded("127.0.0.1:0".parse().expect("addr"), dir.path().to_path_buf());
         config.admin_token = Some(ADMIN.into());
         config.capability_config.insert("orders".into(), [("currency".to_string(), "EUR".to_string())].into());
         tune(&mut config);
-        let running = Node::start(config).await.expect("node starts");
+        let running = match seed {
+            None => Node::start(config).await.expect("node starts"),
+            Some(seed) => Node::start_with(config, Arc::new(SteppingClock::default()), runplane_node::entropy::Entropy::seeded(seed))
+                .await
+                .expect("node starts"),
+        };
         TestNode { running, _dir: dir, http: Client::new() }
     }
 
@@ -81,6 +92,20 @@ impl TestNode {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 }
+
+/// A clock that starts at 2026-01-01T00:00:00Z and advances 1 ms per read.
+#[derive(Default)]
+struct SteppingClock(std::sync::atomic::AtomicU64);
+
+impl runplane_node::Clock for SteppingClock {
+    fn now_unix_nanos(&self) -> u128 {
+        let step = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        1_767_225_600_000_000_000u128 + u128::from(step) * 1_000_000
+    }
+}
+
+#[path = "support/backends.rs"]
+mod backends;
 
 /// A node with acme and globex (shared), initech (dedicated) and orders deployed.
 async fn orders_node() -> (TestNode, String, String, String) {
@@ -494,7 +519,9 @@ fn captured_logs() -> &'static Arc<std::sync::Mutex<Vec<u8>>> {
         let buf: Arc<std::sync::Mutex<Vec<u8>>> = Arc::default();
         let writer = buf.clone();
         let make = move || LogWriter(writer.clone());
-        let filter = tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,sqlx=warn");
+        // sqlx at debug: every statement it runs is captured, so a statement carrying
+        // a password (CREATE ROLE … PASSWORD) would be caught by the tests.
+        let filter = tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn,sqlx=debug");
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(make).try_init();
         buf
     })
