@@ -84,6 +84,83 @@ mod postgres {
         let _ = conn.close().await;
     }
 
+    /// Row-level security holds for the runtime role on its own: no tenant set sees and
+    /// writes nothing; tenant A set reaches no row of tenant B; a pooled connection
+    /// reused across tenants carries no setting over.
+    #[tokio::test]
+    async fn postgres_row_level_security_holds_for_the_runtime_role() {
+        use runplane_ports::{RecordStore, TenantId};
+        use sqlx::postgres::PgPoolOptions;
+        let Some((settings, store)) = fresh().await else { return };
+        let (a, b) = (TenantId::new("tenant-a").expect("id"), TenantId::new("tenant-b").expect("id"));
+        store.put(&a, "c", "a1", r#"{"v":1}"#, None).await.expect("put a");
+        store.put(&b, "c", "b1", r#"{"v":2}"#, None).await.expect("put b");
+
+        // The role the node connects as: not superuser, no BYPASSRLS, owns nothing.
+        let runtime = settings.admin.clone().database(&settings.database).username(&settings.runtime_role);
+        let pool = PgPoolOptions::new().max_connections(1).connect_with(runtime).await.expect("connect as runtime role");
+        let (sup, bypass): (bool, bool) = sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&pool)
+            .await
+            .expect("role");
+        assert!(!sup && !bypass, "the runtime role must not bypass row-level security");
+        let owned: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = current_user")
+            .fetch_one(&pool)
+            .await
+            .expect("owner");
+        assert_eq!(owned, 0, "the runtime role owns no table");
+
+        // No tenant set: nothing is visible or writable.
+        for table in ["records", "kv", "events", "secrets"] {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&pool).await.expect("count");
+            assert_eq!(n, 0, "{table}: rows visible with no tenant set");
+        }
+        let insert = "INSERT INTO records (tenant_id, collection, id, revision, body) VALUES ($1, 'c', 'x', 1, '{}')";
+        assert!(sqlx::query(insert).bind("tenant-b").execute(&pool).await.is_err(), "an insert with no tenant set is refused");
+
+        // Tenant A set: tenant B's rows cannot be read, changed, deleted or added to.
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("SELECT set_config('runplane.tenant', 'tenant-a', true)").execute(&mut *tx).await.expect("set tenant");
+        let seen: Vec<String> = sqlx::query_scalar("SELECT id FROM records").fetch_all(&mut *tx).await.expect("select");
+        assert_eq!(seen, ["a1"], "tenant a sees only its own rows");
+        let b_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE tenant_id = 'tenant-b'").fetch_one(&mut *tx).await.expect("count");
+        assert_eq!(b_rows, 0);
+        let updated = sqlx::query("UPDATE records SET body = '{\"pwned\":true}' WHERE tenant_id = 'tenant-b'").execute(&mut *tx).await.expect("update");
+        assert_eq!(updated.rows_affected(), 0, "tenant a cannot change b's rows");
+        let deleted = sqlx::query("DELETE FROM records WHERE tenant_id = 'tenant-b'").execute(&mut *tx).await.expect("delete");
+        assert_eq!(deleted.rows_affected(), 0, "tenant a cannot delete b's rows");
+        tx.commit().await.expect("commit");
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("SELECT set_config('runplane.tenant', 'tenant-a', true)").execute(&mut *tx).await.expect("set tenant");
+        assert!(sqlx::query(insert).bind("tenant-b").execute(&mut *tx).await.is_err(), "tenant a cannot write a row of tenant b");
+        drop(tx);
+
+        // The same (only) pooled connection, after tenant a's transaction: no setting left.
+        let left: Option<String> = sqlx::query_scalar("SELECT NULLIF(current_setting('runplane.tenant', true), '')").fetch_one(&pool).await.expect("setting");
+        assert_eq!(left, None, "a pooled connection carries no tenant into the next transaction");
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM records").fetch_one(&pool).await.expect("count");
+        assert_eq!(n, 0);
+
+        // Through the store with a single pooled connection, alternating tenants.
+        let one = PgStore::connect_lazy(&PgSettings { max_connections: 1, ..settings.clone() });
+        for _ in 0..3 {
+            assert!(one.get(&a, "c", "b1").await.expect("get").is_none());
+            assert!(one.get(&b, "c", "b1").await.expect("get").is_some());
+            assert!(one.get(&b, "c", "a1").await.expect("get").is_none());
+        }
+        b_is_intact(&store, &b).await;
+        pool.close().await;
+        store.pool().close().await;
+        one.pool().close().await;
+        drop_db(&settings).await;
+    }
+
+    async fn b_is_intact(store: &PgStore, b: &runplane_ports::TenantId) {
+        use runplane_ports::RecordStore;
+        let r = store.get(b, "c", "b1").await.expect("get").expect("b's record exists");
+        assert_eq!(r.body, r#"{"v":2}"#, "b's record is unchanged");
+    }
+
     #[tokio::test]
     async fn postgres_conformance() {
         let Some((settings, s)) = fresh().await else { return };
