@@ -174,6 +174,7 @@ pub fn provision(settings: &PgSettings) -> futures::future::BoxFuture<'_, PortRe
             format!("GRANT CONNECT ON DATABASE \"{}\" TO \"{role}\"", settings.database),
             format!("GRANT USAGE ON SCHEMA public TO \"{role}\""),
             format!("GRANT SELECT, INSERT, UPDATE, DELETE ON records, kv, events, secrets TO \"{role}\""),
+            format!("GRANT EXECUTE ON FUNCTION runplane_get_record(TEXT, TEXT, TEXT) TO \"{role}\""),
         ] {
             sqlx::query(AssertSqlSafe(grant)).execute(&pool).await.map_err(db_err)?;
         }
@@ -317,15 +318,15 @@ impl RecordStore for PgStore {
     async fn get(&self, tenant: &TenantId, collection: &str, id: &str) -> PortResult<Option<Record>> {
         validate_name("collection", collection, MAX_NAME)?;
         check_key("record id", id)?;
-        let mut tx = self.begin(tenant).await?;
-        let row = sqlx::query("SELECT revision, body FROM records WHERE tenant_id = $1 AND collection = $2 AND id = $3")
+        // One round trip: the function sets the tenant for this statement's own
+        // transaction, then reads under row-level security (migrations/postgres/0002).
+        let row = sqlx::query("SELECT revision, body FROM runplane_get_record($1, $2, $3)")
             .bind(tenant.as_str())
             .bind(collection)
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
         Ok(row.map(|r| Record {
             collection: collection.to_owned(),
             id: id.to_owned(),

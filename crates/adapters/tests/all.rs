@@ -147,6 +147,11 @@ mod postgres {
             assert!(one.get(&a, "c", "b1").await.expect("get").is_none());
             assert!(one.get(&b, "c", "b1").await.expect("get").is_some());
             assert!(one.get(&b, "c", "a1").await.expect("get").is_none());
+            let left: Option<String> = sqlx::query_scalar("SELECT NULLIF(current_setting('runplane.tenant', true), '')")
+                .fetch_one(one.pool())
+                .await
+                .expect("setting");
+            assert_eq!(left, None, "a read leaves no tenant on its pooled connection");
         }
         b_is_intact(&store, &b).await;
         pool.close().await;
