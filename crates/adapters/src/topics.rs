@@ -80,6 +80,12 @@ pub(crate) fn decode_headers(text: &str) -> Vec<(String, String)> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
+/// Lowercase hex SHA-256 of `s` (names broker objects derived from a topic).
+pub(crate) fn digest(s: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,10 +105,4 @@ mod tests {
         assert_eq!(unique.len(), encoded.len());
         assert_eq!(split_subject("rp", "rp.acme.order.created"), Some(("acme", "order.created")));
     }
-}
-
-/// Lowercase hex SHA-256 of `s` (names broker objects derived from a topic).
-pub(crate) fn digest(s: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }

@@ -15,12 +15,12 @@ pub enum Entropy {
     /// The operating system's CSPRNG.
     Os,
     /// A ChaCha20 stream from a fixed seed (never for production credentials).
-    Seeded(Mutex<ChaCha20Rng>),
+    Seeded(Box<Mutex<ChaCha20Rng>>),
 }
 
 impl Entropy {
     pub fn seeded(seed: u64) -> Self {
-        Entropy::Seeded(Mutex::new(ChaCha20Rng::seed_from_u64(seed)))
+        Entropy::Seeded(Box::new(Mutex::new(ChaCha20Rng::seed_from_u64(seed))))
     }
 
     pub fn fill(&self, bytes: &mut [u8]) {
