@@ -175,6 +175,7 @@ pub fn provision(settings: &PgSettings) -> futures::future::BoxFuture<'_, PortRe
             format!("GRANT USAGE ON SCHEMA public TO \"{role}\""),
             format!("GRANT SELECT, INSERT, UPDATE, DELETE ON records, kv, events, secrets TO \"{role}\""),
             format!("GRANT EXECUTE ON FUNCTION runplane_get_record(TEXT, TEXT, TEXT) TO \"{role}\""),
+            format!("GRANT EXECUTE ON FUNCTION runplane_put_record(TEXT, TEXT, TEXT, TEXT) TO \"{role}\""),
         ] {
             sqlx::query(AssertSqlSafe(grant)).execute(&pool).await.map_err(db_err)?;
         }
@@ -261,20 +262,21 @@ impl RecordStore for PgStore {
         validate_name("collection", collection, MAX_NAME)?;
         check_key("record id", id)?;
         let t = tenant.as_str();
+        if expected_revision.is_none() {
+            // One round trip, like reads (migrations/postgres/0003).
+            let revision: i64 = sqlx::query_scalar("SELECT runplane_put_record($1, $2, $3, $4)")
+                .bind(t)
+                .bind(collection)
+                .bind(id)
+                .bind(body)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+            return Ok(Record { collection: collection.to_owned(), id: id.to_owned(), revision: revision as u64, body: body.to_owned() });
+        }
         let mut tx = self.begin(tenant).await?;
         let row = match expected_revision {
-            None => sqlx::query(
-                "INSERT INTO records (tenant_id, collection, id, revision, body) VALUES ($1, $2, $3, 1, $4)
-                 ON CONFLICT (tenant_id, collection, id) DO UPDATE SET revision = records.revision + 1, body = EXCLUDED.body
-                 RETURNING revision",
-            )
-            .bind(t)
-            .bind(collection)
-            .bind(id)
-            .bind(body)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?,
+            None => None,
             Some(0) => sqlx::query(
                 "INSERT INTO records (tenant_id, collection, id, revision, body) VALUES ($1, $2, $3, 1, $4)
                  ON CONFLICT (tenant_id, collection, id) DO NOTHING RETURNING revision",
