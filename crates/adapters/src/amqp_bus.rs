@@ -77,15 +77,7 @@ pub struct AmqpBus {
 impl AmqpBus {
     /// Checks the settings; the connection is made on first use.
     pub fn new(settings: AmqpSettings) -> PortResult<Self> {
-        let prefix_ok = !settings.prefix.is_empty()
-            && settings.prefix.len() <= 32
-            && settings.prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !prefix_ok {
-            return Err(PortError::Invalid(format!(
-                "RabbitMQ prefix {:?} must be 1-32 characters of a-z, 0-9 and '_'",
-                settings.prefix
-            )));
-        }
+        crate::topics::check_prefix("RabbitMQ", &settings.prefix)?;
         Ok(AmqpBus { settings, publisher: Mutex::new(None) })
     }
 

@@ -406,7 +406,7 @@ impl KeyValueStore for MySqlStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?;
-        let now = crate::sqlite::parse_counter(bucket, key, Some(&current))?
+        let now = crate::sql::parse_counter(bucket, key, Some(&current))?
             .checked_add(delta)
             .ok_or_else(|| PortError::Invalid(format!("incrementing {bucket}/{key} by {delta} overflows a 64-bit integer")))?;
         sqlx::query("UPDATE kv SET value = ? WHERE tenant_id = ? AND bucket = ? AND `key` = ?")

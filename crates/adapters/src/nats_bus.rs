@@ -55,15 +55,7 @@ fn err(what: &str, e: impl std::fmt::Display) -> PortError {
 impl NatsBus {
     /// Connects in the background (the node starts while NATS is down).
     pub async fn connect(settings: NatsSettings) -> PortResult<Self> {
-        let prefix_ok = !settings.prefix.is_empty()
-            && settings.prefix.len() <= 32
-            && settings.prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !prefix_ok {
-            return Err(PortError::Invalid(format!(
-                "NATS prefix {:?} must be 1-32 characters of a-z, 0-9 and '_'",
-                settings.prefix
-            )));
-        }
+        crate::topics::check_prefix("NATS", &settings.prefix)?;
         let client = async_nats::ConnectOptions::new()
             .name("runplane")
             .connection_timeout(settings.timeout)

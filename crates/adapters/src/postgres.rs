@@ -523,7 +523,7 @@ impl KeyValueStore for PgStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?;
-        let now = crate::sqlite::parse_counter(bucket, key, Some(&current))?
+        let now = crate::sql::parse_counter(bucket, key, Some(&current))?
             .checked_add(delta)
             .ok_or_else(|| PortError::Invalid(format!("incrementing {bucket}/{key} by {delta} overflows a 64-bit integer")))?;
         sqlx::query("UPDATE kv SET value = $4 WHERE tenant_id = $1 AND bucket = $2 AND key = $3")

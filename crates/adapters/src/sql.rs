@@ -116,3 +116,13 @@ pub(crate) fn db_code(e: &sqlx::Error) -> Option<String> {
         _ => None,
     }
 }
+
+/// Reads a counter value: absent is 0, otherwise decimal ASCII.
+pub(crate) fn parse_counter(bucket: &str, key: &str, value: Option<&[u8]>) -> PortResult<i64> {
+    match value {
+        None => Ok(0),
+        Some(bytes) => std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+            PortError::Invalid(format!("{bucket}/{key} holds a value that is not a decimal integer, so it cannot be incremented"))
+        }),
+    }
+}

@@ -16,7 +16,7 @@ use runplane_ports::{
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::sql::{FilterKind, KEY_PAGE, MAX_NAME, check_append, check_filters, check_key, check_limit, filter_number, revision};
+use crate::sql::{FilterKind, KEY_PAGE, MAX_NAME, check_append, check_filters, check_key, check_limit, filter_number, parse_counter, revision};
 use crate::{decode_cursor, encode_cursor};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -388,16 +388,6 @@ impl KeyValueStore for SqliteStore {
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(true)
-    }
-}
-
-/// Reads a counter value: absent is 0, otherwise decimal ASCII.
-pub(crate) fn parse_counter(bucket: &str, key: &str, value: Option<&[u8]>) -> PortResult<i64> {
-    match value {
-        None => Ok(0),
-        Some(bytes) => std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
-            PortError::Invalid(format!("{bucket}/{key} holds a value that is not a decimal integer, so it cannot be incremented"))
-        }),
     }
 }
 

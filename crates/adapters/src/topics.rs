@@ -16,6 +16,16 @@ pub(crate) fn check_topic(topic: &str) -> PortResult<()> {
     Ok(())
 }
 
+/// Checks a broker prefix (subject prefix, stream, exchange and queue names).
+pub(crate) fn check_prefix(broker: &str, prefix: &str) -> PortResult<()> {
+    let ok = !prefix.is_empty() && prefix.len() <= 32 && prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(PortError::Invalid(format!("{broker} prefix {prefix:?} must be 1-32 characters of a-z, 0-9 and '_'")))
+    }
+}
+
 /// Checks a subscription group name.
 pub(crate) fn check_group(group: &str) -> PortResult<()> {
     let ok = !group.is_empty()
