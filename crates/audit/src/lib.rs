@@ -11,11 +11,15 @@
 //! The Merkle tree, checkpoints and proofs build on the `(log, index, event)` rows
 //! kept here.
 
+pub mod bundle;
+pub mod checkpoint;
 mod event;
 pub mod merkle;
 mod store;
 mod time;
+pub mod tree;
 
+pub use checkpoint::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
 pub use event::{AuditEvent, Outcome, Usage};
-pub use store::{AuditError, AuditStore, LogId, Receipt, StoredEvent};
+pub use store::{AuditError, AuditStore, LogId, Receipt, SignedCheckpoint, StoredEvent};
 pub use time::rfc3339_utc;

@@ -123,6 +123,54 @@ pub enum AuditCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Print the instance's public audit key (pin it for `audit verify --key`).
+    Key,
+    /// Print a log's latest signed checkpoint (signing one if the log grew).
+    Checkpoint {
+        log: String,
+        /// Also write the signed note to this file (to pass to `audit verify --since` later).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print an RFC 9162 inclusion or consistency proof.
+    Proof {
+        #[command(subcommand)]
+        cmd: ProofCmd,
+    },
+    /// Write a log's entries, latest checkpoint and public key to a bundle file.
+    Export {
+        log: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an exported bundle offline: root, signature, and consistency with an
+    /// earlier checkpoint. Needs no node.
+    Verify {
+        bundle: PathBuf,
+        /// A signed checkpoint saved earlier (`audit checkpoint --out`); the log must extend it.
+        #[arg(long)]
+        since: Option<PathBuf>,
+        /// The verifier key to trust (default: the one in the bundle).
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ProofCmd {
+    /// That entry INDEX is in the log at SIZE (default: now).
+    Inclusion {
+        log: String,
+        index: u64,
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// That the log at SECOND (default: now) extends the log at FIRST.
+    Consistency {
+        log: String,
+        first: u64,
+        second: Option<u64>,
+    },
 }
 
 /// An authenticated admin API client.
@@ -245,6 +293,8 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             Client::from_target(&target)?.call(Method::DELETE, &format!("/v1/deployments/{route}"), None).await?;
             println!("route {route} undeployed");
         }
+        AdminCommand::Audit { cmd: AuditCmd::Verify { bundle, since, key }, .. } => verify_bundle(&bundle, since.as_deref(), key.as_deref())?,
+        AdminCommand::Audit { cmd: AuditCmd::Export { log, out }, target } => export_bundle(&Client::from_target(&target)?, &log, &out).await?,
         AdminCommand::Audit { cmd, target } => {
             let c = Client::from_target(&target)?;
             let v = match cmd {
@@ -252,9 +302,83 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 AuditCmd::Events { log, from, limit } => {
                     c.call(Method::GET, &format!("/v1/audit/events?log={log}&cursor={from}&limit={limit}"), None).await?
                 }
+                AuditCmd::Key => c.call(Method::GET, "/v1/audit/key", None).await?,
+                AuditCmd::Checkpoint { log, out } => {
+                    let v = c.call(Method::GET, &format!("/v1/audit/logs/{log}/checkpoint"), None).await?;
+                    if let Some(out) = out {
+                        let note = v["note"].as_str().ok_or_else(|| anyhow!("the node's checkpoint answer has no note"))?;
+                        std::fs::write(&out, note).with_context(|| format!("cannot write {}", out.display()))?;
+                    }
+                    v
+                }
+                AuditCmd::Proof { cmd: ProofCmd::Inclusion { log, index, size } } => {
+                    let size = size.map(|s| format!("&size={s}")).unwrap_or_default();
+                    c.call(Method::GET, &format!("/v1/audit/logs/{log}/proof/inclusion?index={index}{size}"), None).await?
+                }
+                AuditCmd::Proof { cmd: ProofCmd::Consistency { log, first, second } } => {
+                    let second = second.map(|s| format!("&second={s}")).unwrap_or_default();
+                    c.call(Method::GET, &format!("/v1/audit/logs/{log}/proof/consistency?first={first}{second}"), None).await?
+                }
+                AuditCmd::Export { .. } | AuditCmd::Verify { .. } => unreachable!("handled above"),
             };
             print(&v);
         }
     }
     Ok(())
+}
+
+/// Fetches the latest checkpoint, then every entry up to its size, and writes a bundle.
+async fn export_bundle(c: &Client, log: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let key = c.call(Method::GET, "/v1/audit/key", None).await?;
+    let cp = c.call(Method::GET, &format!("/v1/audit/logs/{log}/checkpoint"), None).await?;
+    let size = cp["size"].as_u64().ok_or_else(|| anyhow!("the node's checkpoint answer has no size"))?;
+    let (mut entries, mut leaf_hashes) = (Vec::new(), Vec::new());
+    while (entries.len() as u64) < size {
+        let page = c.call(Method::GET, &format!("/v1/audit/logs/{log}/entries?cursor={}&limit=1000", entries.len()), None).await?;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            bail!("the node returned {} entries of log {log} but its checkpoint has {size}; the log may be damaged", entries.len());
+        }
+        for item in items.into_iter().take(size as usize - entries.len()) {
+            entries.push(item["entry"].as_str().unwrap_or_default().to_owned());
+            leaf_hashes.push(item["leaf_hash"].as_str().unwrap_or_default().to_owned());
+        }
+        eprint!("\rexported {}/{size} entries", entries.len());
+    }
+    eprintln!();
+    let bundle = runplane_audit::bundle::Bundle {
+        format: runplane_audit::bundle::BUNDLE_FORMAT.into(),
+        protocol_version: "1.0".into(),
+        log: log.to_owned(),
+        verifier_key: key["verifier_key"].as_str().unwrap_or_default().to_owned(),
+        checkpoint: cp["note"].as_str().unwrap_or_default().to_owned(),
+        entries,
+        leaf_hashes,
+    };
+    std::fs::write(out, serde_json::to_vec(&bundle)?).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {} ({size} entries of {log}, checkpoint root {})", out.display(), cp["root"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+/// `audit verify`: offline, from the bundle alone.
+fn verify_bundle(path: &std::path::Path, since: Option<&std::path::Path>, key: Option<&str>) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bundle: runplane_audit::bundle::Bundle =
+        serde_json::from_str(&text).with_context(|| format!("{} is not an audit bundle (write one with `runplane audit export`)", path.display()))?;
+    let earlier = since.map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read the checkpoint {}", p.display()))).transpose()?;
+    match runplane_audit::bundle::verify(&bundle, earlier.as_deref(), key) {
+        Ok(r) => {
+            println!("OK: log {} — {} entries, root {}, signature by {} valid", r.log, r.size, hex_of(&r.root), bundle.verifier_key.split('+').next().unwrap_or(""));
+            if let Some((size, root)) = r.consistent_with {
+                println!("OK: consistent with the earlier checkpoint of size {size} (root {})", hex_of(&root));
+            }
+            Ok(())
+        }
+        Err(e) => bail!("verification FAILED for {}: {e}", path.display()),
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

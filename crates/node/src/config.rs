@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub backend_timeout: std::time::Duration,
     /// Seed data loaded into every newly provisioned tenant (`[provisioning] seed_file`).
     pub seed_file: Option<PathBuf>,
+    /// The instance's audit signing key (`[audit] key_file`; default
+    /// `<data_dir>/instance.key`, created at first start). Nodes of one instance share it.
+    pub audit_key_file: Option<PathBuf>,
     /// `wasi:config` values per capability name.
     pub capability_config: BTreeMap<String, BTreeMap<String, String>>,
     /// Per-tenant overrides: `tenant → capability → key → value`.
@@ -265,6 +268,7 @@ impl NodeConfig {
             tenant_bindings: BTreeMap::new(),
             backend_timeout: std::time::Duration::from_secs(3),
             seed_file: None,
+            audit_key_file: None,
             capability_config: BTreeMap::new(),
             tenant_config: BTreeMap::new(),
         }
@@ -296,7 +300,7 @@ impl NodeConfig {
         c.only_keys(
             &table,
             "",
-            &["node", "sandbox", "backends", "bindings", "tenant_bindings", "provisioning", "config", "tenant_config"],
+            &["node", "sandbox", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "config", "tenant_config"],
         );
 
         if let Some(node) = c.table(&table, "node") {
@@ -404,6 +408,12 @@ impl NodeConfig {
                 } else {
                     cfg.backend_timeout = std::time::Duration::from_millis(v);
                 }
+            }
+        }
+        if let Some(a) = c.table(&table, "audit") {
+            c.only_keys(a, "audit", &["key_file"]);
+            if let Some(v) = c.get::<String>(a, "audit", "key_file") {
+                cfg.audit_key_file = Some(PathBuf::from(v));
             }
         }
         if let Some(conf) = table.get("config") {

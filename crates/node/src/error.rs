@@ -111,7 +111,14 @@ impl From<runplane_host::HostError> for ApiError {
 
 impl From<runplane_audit::AuditError> for ApiError {
     fn from(e: runplane_audit::AuditError) -> Self {
-        ApiError::unavailable(format!("{e}; the action was not performed because it could not be audited"))
+        use runplane_audit::AuditError as A;
+        match e {
+            A::Invalid(m) => ApiError::bad_request("invalid_audit_request", m),
+            A::NoSuchLog(_) => ApiError::not_found(e.to_string()),
+            A::Unavailable(_) | A::Canonical(_) | A::Corrupt { .. } | A::Refused { .. } => {
+                ApiError::unavailable(format!("{e}; the action was not performed because it could not be audited"))
+            }
+        }
     }
 }
 

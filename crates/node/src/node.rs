@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 
 use runplane_adapters::static_config::StaticConfig;
 use runplane_adapters::telemetry::PrometheusTelemetry;
-use runplane_audit::{AuditEvent, AuditStore, LogId, Outcome, Receipt};
+use runplane_audit::{AuditEvent, AuditStore, LogId, NoteSigner, Outcome, Receipt};
 use runplane_host::{AllowList, Host, LoadedCapability};
 use runplane_ports::{ConfigStore, PROTOCOL_VERSION};
 use tokio::sync::Semaphore;
@@ -73,7 +73,11 @@ impl Node {
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
         let control = ControlStore::open(&data_dir).await?;
-        let audit = AuditStore::open(&data_dir.join("audit.db")).await?;
+        let signer = instance_signer(&config, &entropy)?;
+        let audit = AuditStore::open(&data_dir.join("audit.db"), signer).await?;
+        for (log, why) in audit.refused() {
+            tracing::error!(%log, problem = %why, "audit log failed its start-up integrity check: its tenant's invocations answer 503 until it is restored");
+        }
         let host = Host::new(config.sandbox.clone(), data_dir.join("cache"))?;
         let metrics = Metrics::new();
         let telemetry = Arc::new(PrometheusTelemetry::new(&metrics.registry));
@@ -295,6 +299,28 @@ async fn admin_token(config: &NodeConfig, control: &ControlStore, entropy: &Entr
     control.set_setting("admin_token_hash", &hash_secret(&token)).await?;
     tracing::info!(path = %path.display(), "generated an admin token");
     Ok((hash_secret(&token), Some(token)))
+}
+
+/// The instance's audit signing key: read from `[audit] key_file` (default
+/// `<data_dir>/instance.key`), or created there at first start (mode 0600) with a new
+/// instance id. The key's name, `runplane/<instance id>`, names every checkpoint.
+fn instance_signer(config: &NodeConfig, entropy: &Entropy) -> anyhow::Result<NoteSigner> {
+    let path = config.audit_key_file.clone().unwrap_or_else(|| config.data_dir.join("instance.key"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => NoteSigner::parse(&text).map_err(|e| {
+            anyhow::anyhow!("the instance key {} is unusable ({e}); restore it from a backup — a new key would sign checkpoints no verifier trusts", path.display())
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            entropy.fill(&mut seed);
+            let signer = NoteSigner::new(&format!("runplane/{}", entropy.uuid()), seed)?;
+            write_private(&path, format!("{}\n", signer.key_string()).as_bytes())
+                .map_err(|e| anyhow::anyhow!("cannot write the instance key {}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), key = %signer.verifier().key_string(), "created the instance's audit signing key");
+            Ok(signer)
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot read the instance key {}: {e}", path.display())),
+    }
 }
 
 /// The version number of the binding set with `digest`: the same set keeps its number

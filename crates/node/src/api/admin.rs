@@ -443,6 +443,9 @@ pub struct AuditLogInfo {
     /// `admin` or `tenant:<id>`.
     pub log: String,
     pub size: u64,
+    /// Why the log failed the node's start-up integrity check (it is then not
+    /// extended, and its tenant's invocations answer 503); absent when intact.
+    pub refused: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -454,7 +457,14 @@ pub struct AuditLogList {
 #[utoipa::path(get, path = "/v1/audit/logs", security(("admin_token" = [])), responses((status = 200, body = AuditLogList)))]
 pub async fn audit_logs(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
     require_admin(&node, &headers)?;
-    let items = node.audit.logs().await?.into_iter().map(|(l, size)| AuditLogInfo { log: l.as_str().to_owned(), size }).collect();
+    let refused = node.audit.refused();
+    let items = node
+        .audit
+        .logs()
+        .await?
+        .into_iter()
+        .map(|(l, size)| AuditLogInfo { refused: refused.get(&l).cloned(), log: l.to_string(), size })
+        .collect();
     Ok(versioned(AuditLogList { items }).into_response())
 }
 
@@ -479,10 +489,180 @@ pub struct AuditEventPage {
 #[utoipa::path(get, path = "/v1/audit/events", params(EventsParams), security(("admin_token" = [])), responses((status = 200, body = AuditEventPage), (status = 400, body = crate::error::ErrorResponse)))]
 pub async fn audit_events(State(node): State<Arc<Node>>, headers: HeaderMap, Query(p): Query<EventsParams>) -> Result<Response, ApiError> {
     require_admin(&node, &headers)?;
-    let log = LogId::parse(&p.log).ok_or_else(|| ApiError::bad_request("invalid_log", format!("log {:?} must be 'admin' or 'tenant:<id>'", p.log)))?;
+    let log = parse_log(&p.log)?;
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let from = p.cursor.unwrap_or(0);
     let items = node.audit.read(&log, from, limit).await?;
     let next_cursor = (items.len() as u32 == limit).then(|| from + u64::from(limit));
     Ok(versioned(AuditEventPage { items, next_cursor }).into_response())
+}
+
+fn parse_log(log: &str) -> Result<LogId, ApiError> {
+    LogId::parse(log).ok_or_else(|| ApiError::bad_request("invalid_log", format!("log {log:?} must be 'admin' or 'tenant:<id>'")))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditKey {
+    /// The note verifier key checkpoints are signed with: `<name>+<key id>+<base64 key>`.
+    pub verifier_key: String,
+    /// The key's name, `runplane/<instance id>`; a log's checkpoint origin is `<name>/<log>`.
+    pub key_name: String,
+}
+
+/// The instance's public audit key (pin it to verify exports offline).
+#[utoipa::path(get, path = "/v1/audit/key", security(("admin_token" = [])), responses((status = 200, body = AuditKey)))]
+pub async fn audit_key(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let v = node.audit.verifier();
+    Ok(versioned(AuditKey { verifier_key: v.key_string(), key_name: v.name().to_owned() }).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CheckpointInfo {
+    pub log: String,
+    pub size: u64,
+    /// Lowercase hex RFC 9162 root.
+    pub root: String,
+    /// The C2SP signed note.
+    pub note: String,
+}
+
+impl From<runplane_audit::SignedCheckpoint> for CheckpointInfo {
+    fn from(c: runplane_audit::SignedCheckpoint) -> Self {
+        CheckpointInfo { log: c.log.to_string(), size: c.size, root: c.root, note: c.note }
+    }
+}
+
+/// The latest signed checkpoint of a log (signed now if the log grew since the last).
+#[utoipa::path(get, path = "/v1/audit/logs/{log}/checkpoint", params(("log" = String, Path, description = "`admin` or `tenant:<id>`")), security(("admin_token" = [])), responses((status = 200, body = CheckpointInfo), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn audit_checkpoint(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let cp = node.audit.checkpoint(&parse_log(&log)?).await?;
+    Ok(versioned(CheckpointInfo::from(cp)).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CheckpointList {
+    pub items: Vec<CheckpointInfo>,
+}
+
+/// Every checkpoint signed for a log, oldest first.
+#[utoipa::path(get, path = "/v1/audit/logs/{log}/checkpoints", params(("log" = String, Path, description = "`admin` or `tenant:<id>`")), security(("admin_token" = [])), responses((status = 200, body = CheckpointList)))]
+pub async fn audit_checkpoints(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let items = node.audit.checkpoints(&parse_log(&log)?).await?.into_iter().map(CheckpointInfo::from).collect();
+    Ok(versioned(CheckpointList { items }).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct EntriesParams {
+    /// Cursor: the index to start from (default 0).
+    pub cursor: Option<u64>,
+    /// 1-1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub index: u64,
+    /// The event's canonical JSON, exactly the Merkle leaf's bytes.
+    pub entry: String,
+    /// Lowercase hex `SHA-256(0x00 ‖ entry)`.
+    pub leaf_hash: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntryPage {
+    pub items: Vec<AuditEntry>,
+    pub next_cursor: Option<u64>,
+}
+
+/// A log's entries as stored (the exact leaf bytes), for export and verification.
+#[utoipa::path(get, path = "/v1/audit/logs/{log}/entries", params(("log" = String, Path, description = "`admin` or `tenant:<id>`"), EntriesParams), security(("admin_token" = [])), responses((status = 200, body = AuditEntryPage)))]
+pub async fn audit_entries(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>, Query(p): Query<EntriesParams>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let log = parse_log(&log)?;
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let from = p.cursor.unwrap_or(0);
+    let items: Vec<AuditEntry> =
+        node.audit.read_raw(&log, from, limit).await?.into_iter().map(|(index, entry, leaf_hash)| AuditEntry { index, entry, leaf_hash }).collect();
+    let next_cursor = (items.len() as u32 == limit).then(|| from + u64::from(limit));
+    Ok(versioned(AuditEntryPage { items, next_cursor }).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct InclusionParams {
+    pub index: u64,
+    /// The tree size to prove against (default: the log's current size).
+    pub size: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InclusionProof {
+    pub log: String,
+    pub index: u64,
+    pub size: u64,
+    /// Lowercase hex leaf hash of the entry.
+    pub leaf_hash: String,
+    /// Lowercase hex root of the tree of `size` entries.
+    pub root: String,
+    /// RFC 9162 §2.1.3 audit path, lowercase hex, leaf to root.
+    pub proof: Vec<String>,
+}
+
+/// An RFC 9162 inclusion proof of one entry.
+#[utoipa::path(get, path = "/v1/audit/logs/{log}/proof/inclusion", params(("log" = String, Path, description = "`admin` or `tenant:<id>`"), InclusionParams), security(("admin_token" = [])), responses((status = 200, body = InclusionProof), (status = 400, body = crate::error::ErrorResponse)))]
+pub async fn audit_inclusion(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>, Query(p): Query<InclusionParams>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let log = parse_log(&log)?;
+    let size = match p.size {
+        Some(s) => s,
+        None => node.audit.tree_head(&log).await?.0,
+    };
+    let proof = node.audit.inclusion_proof(&log, p.index, size).await?;
+    let root = node.audit.root_at(&log, size).await?;
+    let leaf_hash = node.audit.read_raw(&log, p.index, 1).await?.pop().map(|(_, _, l)| l).unwrap_or_default();
+    Ok(versioned(InclusionProof { log: log.to_string(), index: p.index, size, leaf_hash, root: hex::encode(root), proof: proof.iter().map(hex::encode).collect() })
+        .into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ConsistencyParams {
+    /// The older size.
+    pub first: u64,
+    /// The newer size (default: the log's current size).
+    pub second: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsistencyProof {
+    pub log: String,
+    pub first: u64,
+    pub second: u64,
+    pub first_root: String,
+    pub second_root: String,
+    /// RFC 9162 §2.1.4 consistency proof, lowercase hex.
+    pub proof: Vec<String>,
+}
+
+/// An RFC 9162 consistency proof between two sizes of a log.
+#[utoipa::path(get, path = "/v1/audit/logs/{log}/proof/consistency", params(("log" = String, Path, description = "`admin` or `tenant:<id>`"), ConsistencyParams), security(("admin_token" = [])), responses((status = 200, body = ConsistencyProof), (status = 400, body = crate::error::ErrorResponse)))]
+pub async fn audit_consistency(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>, Query(p): Query<ConsistencyParams>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let log = parse_log(&log)?;
+    let second = match p.second {
+        Some(s) => s,
+        None => node.audit.tree_head(&log).await?.0,
+    };
+    let proof = node.audit.consistency_proof(&log, p.first, second).await?;
+    let (first_root, second_root) = (node.audit.root_at(&log, p.first).await?, node.audit.root_at(&log, second).await?);
+    Ok(versioned(ConsistencyProof {
+        log: log.to_string(),
+        first: p.first,
+        second,
+        first_root: hex::encode(first_root),
+        second_root: hex::encode(second_root),
+        proof: proof.iter().map(hex::encode).collect(),
+    })
+    .into_response())
 }

@@ -98,6 +98,8 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
         .deployment(route)
         .ok_or_else(|| ApiError::not_found(format!("no capability is deployed on route {route}")))?;
     let tenant_id = TenantId::new(&tenant.id)?;
+    // An invocation that cannot be audited must not run (fail closed before any effect).
+    node.audit.writable(&LogId::tenant(&tenant.id))?;
 
     let (parts, body) = req.into_parts();
     let limit = node.config.max_body_bytes;

@@ -1,0 +1,181 @@
+//! Audit logs on PostgreSQL, shared by every node of an instance. A batch first makes
+//! sure its logs have a head row, then locks those rows (`FOR UPDATE`, in log order
+//! so two nodes never deadlock); another node's batch on the same log waits, so
+//! indexes stay dense and the tree never forks.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+
+use super::{AuditError, EntryRow, LogBackend, LogId, NewEntry, plan};
+use crate::merkle::Hash;
+use crate::tree::{Frontier, Node, Stored};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Rows per INSERT statement (5 parameters each, under PostgreSQL's 65,535).
+const ROWS_PER_INSERT: usize = 6000;
+
+pub struct PostgresLog {
+    pool: PgPool,
+}
+
+fn hash_of(bytes: &[u8]) -> Result<Hash, AuditError> {
+    bytes.try_into().map_err(|_| AuditError::Unavailable(format!("a stored hash has {} bytes, not 32", bytes.len())))
+}
+
+fn frontier_of(log: &str, size: i64, bytes: &[u8]) -> Result<Frontier, AuditError> {
+    Frontier::from_bytes(size as u64, bytes)
+        .ok_or_else(|| AuditError::Corrupt { log: log.into(), index: size as u64, problem: "the stored head has the wrong number of hashes for its size".into() })
+}
+
+fn entry_row(r: &PgRow) -> Result<EntryRow, AuditError> {
+    Ok(EntryRow { index: r.get::<i64, _>(0) as u64, event_hash: r.get(1), leaf: hash_of(r.get::<&[u8], _>(2))?, json: r.get(3) })
+}
+
+/// A connection error without the URL (sqlx errors can carry it).
+fn pg_unavailable(e: sqlx::Error) -> AuditError {
+    match e {
+        sqlx::Error::Database(d) => AuditError::Unavailable(format!("PostgreSQL: {}", d.message())),
+        sqlx::Error::PoolTimedOut => AuditError::Unavailable("PostgreSQL did not answer in time".into()),
+        other => AuditError::Unavailable(format!("PostgreSQL: {}", other.to_string().split(" (").next().unwrap_or("connection failed"))),
+    }
+}
+
+impl PostgresLog {
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, AuditError> {
+        let options: PgConnectOptions = url.parse().map_err(|_| AuditError::Unavailable("the audit store's PostgreSQL URL is malformed".into()))?;
+        let options = options.options([("statement_timeout", format!("{}", timeout.as_millis().max(1000)))]);
+        let pool = PgPoolOptions::new().max_connections(4).acquire_timeout(timeout).connect_with(options).await.map_err(pg_unavailable)?;
+        MIGRATOR.run(&pool).await.map_err(|e| AuditError::Unavailable(format!("migrating the PostgreSQL audit store: {e}")))?;
+        Ok(PostgresLog { pool })
+    }
+}
+
+#[async_trait::async_trait]
+impl LogBackend for PostgresLog {
+    async fn commit(&self, batch: &[NewEntry]) -> Result<Vec<u64>, AuditError> {
+        let mut logs: Vec<&str> = batch.iter().map(|e| e.log.as_str()).collect();
+        logs.sort_unstable();
+        logs.dedup();
+        let mut tx = self.pool.begin().await.map_err(pg_unavailable)?;
+        sqlx::query("INSERT INTO audit_heads (log, size, frontier) SELECT l, 0, ''::bytea FROM UNNEST($1::text[]) AS l ORDER BY l ON CONFLICT (log) DO NOTHING")
+            .bind(&logs)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_unavailable)?;
+        let rows = sqlx::query("SELECT log, size, frontier FROM audit_heads WHERE log = ANY($1) ORDER BY log FOR UPDATE")
+            .bind(&logs)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg_unavailable)?;
+        let mut heads = HashMap::new();
+        for r in &rows {
+            let log: &str = r.get(0);
+            heads.insert(LogId(log.to_owned()), frontier_of(log, r.get(1), r.get::<&[u8], _>(2))?);
+        }
+        let plan = plan(heads, batch);
+
+        let rows: Vec<(&NewEntry, u64)> = batch.iter().zip(plan.indexes.iter().copied()).collect();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new("INSERT INTO audit_entries (log, idx, event_hash, leaf_hash, event) ");
+            insert.push_values(chunk, |mut row, (e, index)| {
+                row.push_bind(e.log.as_str()).push_bind(*index as i64).push_bind(&e.event_hash).push_bind(&e.leaf[..]).push_bind(&e.json);
+            });
+            insert.build().execute(&mut *tx).await.map_err(pg_unavailable)?;
+        }
+        for chunk in plan.nodes.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new("INSERT INTO audit_nodes (log, level, idx, hash) ");
+            insert.push_values(chunk, |mut row, (log, node, hash)| {
+                row.push_bind(log.as_str()).push_bind(node.level as i32).push_bind(node.index as i64).push_bind(&hash[..]);
+            });
+            insert.build().execute(&mut *tx).await.map_err(pg_unavailable)?;
+        }
+        for (log, f) in &plan.heads {
+            sqlx::query("UPDATE audit_heads SET size = $2, frontier = $3 WHERE log = $1")
+                .bind(log.as_str())
+                .bind(f.size() as i64)
+                .bind(f.to_bytes())
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_unavailable)?;
+        }
+        tx.commit().await.map_err(pg_unavailable)?;
+        Ok(plan.indexes)
+    }
+
+    async fn heads(&self) -> Result<Vec<(LogId, Frontier)>, AuditError> {
+        let rows = sqlx::query("SELECT log, size, frontier FROM audit_heads WHERE size > 0 ORDER BY log").fetch_all(&self.pool).await.map_err(pg_unavailable)?;
+        rows.iter()
+            .filter_map(|r| LogId::parse(r.get::<&str, _>(0)).map(|l| (l, r)))
+            .map(|(l, r)| Ok((l.clone(), frontier_of(l.as_str(), r.get(1), r.get::<&[u8], _>(2))?)))
+            .collect()
+    }
+
+    async fn head(&self, log: &LogId) -> Result<Option<Frontier>, AuditError> {
+        let row = sqlx::query("SELECT size, frontier FROM audit_heads WHERE log = $1 AND size > 0").bind(log.as_str()).fetch_optional(&self.pool).await.map_err(pg_unavailable)?;
+        row.map(|r| frontier_of(log.as_str(), r.get(0), r.get::<&[u8], _>(1))).transpose()
+    }
+
+    async fn entries(&self, log: &LogId, from: u64, limit: u32) -> Result<Vec<EntryRow>, AuditError> {
+        let rows = sqlx::query("SELECT idx, event_hash, leaf_hash, event FROM audit_entries WHERE log = $1 AND idx >= $2 ORDER BY idx LIMIT $3")
+            .bind(log.as_str())
+            .bind(from as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_unavailable)?;
+        rows.iter().map(entry_row).collect()
+    }
+
+    async fn stored(&self, log: &LogId, ranges: &[(u32, u64, u64)]) -> Result<Stored, AuditError> {
+        let mut out = Stored::new();
+        for &(level, first, end) in ranges {
+            let rows = if level == 0 {
+                sqlx::query("SELECT idx, leaf_hash FROM audit_entries WHERE log = $1 AND idx >= $2 AND idx < $3")
+                    .bind(log.as_str())
+                    .bind(first as i64)
+                    .bind(end as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            } else {
+                sqlx::query("SELECT idx, hash FROM audit_nodes WHERE log = $1 AND level = $2 AND idx >= $3 AND idx < $4")
+                    .bind(log.as_str())
+                    .bind(level as i32)
+                    .bind(first as i64)
+                    .bind(end as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            .map_err(pg_unavailable)?;
+            for r in rows {
+                out.insert(Node { level, index: r.get::<i64, _>(0) as u64 }, hash_of(r.get::<&[u8], _>(1))?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn interior(&self, log: &LogId) -> Result<Stored, AuditError> {
+        let rows = sqlx::query("SELECT level, idx, hash FROM audit_nodes WHERE log = $1").bind(log.as_str()).fetch_all(&self.pool).await.map_err(pg_unavailable)?;
+        rows.iter().map(|r| Ok((Node { level: r.get::<i32, _>(0) as u32, index: r.get::<i64, _>(1) as u64 }, hash_of(r.get::<&[u8], _>(2))?))).collect()
+    }
+
+    async fn checkpoints(&self, log: &LogId) -> Result<Vec<(u64, Hash, String)>, AuditError> {
+        let rows = sqlx::query("SELECT size, root, note FROM audit_checkpoints WHERE log = $1 ORDER BY size").bind(log.as_str()).fetch_all(&self.pool).await.map_err(pg_unavailable)?;
+        rows.iter().map(|r| Ok((r.get::<i64, _>(0) as u64, hash_of(r.get::<&[u8], _>(1))?, r.get(2)))).collect()
+    }
+
+    async fn save_checkpoint(&self, log: &LogId, size: u64, root: &Hash, note: &str) -> Result<(), AuditError> {
+        sqlx::query("INSERT INTO audit_checkpoints (log, size, root, note) VALUES ($1, $2, $3, $4) ON CONFLICT (log, size) DO NOTHING")
+            .bind(log.as_str())
+            .bind(size as i64)
+            .bind(&root[..])
+            .bind(note)
+            .execute(&self.pool)
+            .await
+            .map_err(pg_unavailable)?;
+        Ok(())
+    }
+}

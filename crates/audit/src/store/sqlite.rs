@@ -1,0 +1,201 @@
+//! Audit logs in a SQLite file under the data dir (the embedded default).
+//! `BEGIN IMMEDIATE` takes SQLite's write lock, which serialises batches the way the
+//! head lock does on PostgreSQL; `synchronous=FULL` makes a commit durable before
+//! any caller of the batch hears back.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+
+use super::{AuditError, EntryRow, LogBackend, LogId, NewEntry, plan, unavailable};
+use crate::merkle::{self, Hash};
+use crate::tree::{Frontier, Node, Stored};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows per INSERT statement (5 parameters each, under SQLite's parameter limit).
+const ROWS_PER_INSERT: usize = 6000;
+
+pub struct SqliteLog {
+    pool: SqlitePool,
+}
+
+fn hash_of(bytes: &[u8]) -> Result<Hash, AuditError> {
+    bytes.try_into().map_err(|_| AuditError::Unavailable(format!("a stored hash has {} bytes, not 32", bytes.len())))
+}
+
+fn frontier_of(log: &str, size: i64, bytes: &[u8]) -> Result<Frontier, AuditError> {
+    Frontier::from_bytes(size as u64, bytes)
+        .ok_or_else(|| AuditError::Corrupt { log: log.into(), index: size as u64, problem: "the stored head has the wrong number of hashes for its size".into() })
+}
+
+fn entry_row(r: &SqliteRow) -> Result<EntryRow, AuditError> {
+    Ok(EntryRow { index: r.get::<i64, _>(0) as u64, event_hash: r.get(1), leaf: hash_of(r.get::<&[u8], _>(2))?, json: r.get(3) })
+}
+
+impl SqliteLog {
+    pub async fn open(path: &Path) -> Result<Self, AuditError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(unavailable)?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(unavailable)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed group is on disk before any of its callers hear back.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(unavailable)?;
+        MIGRATOR.run(&pool).await.map_err(unavailable)?;
+        let log = SqliteLog { pool };
+        log.import_legacy().await?;
+        Ok(log)
+    }
+
+    /// Moves events written before the Merkle layout (table `audit_events_legacy`)
+    /// into it, once, keeping their order and indexes.
+    async fn import_legacy(&self) -> Result<(), AuditError> {
+        let imported: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_entries").fetch_one(&self.pool).await.map_err(unavailable)?;
+        if imported > 0 {
+            return Ok(());
+        }
+        let rows = sqlx::query("SELECT log, event FROM audit_events_legacy ORDER BY log, idx").fetch_all(&self.pool).await.map_err(unavailable)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<NewEntry> = rows
+            .iter()
+            .filter_map(|r| {
+                let log = LogId::parse(r.get::<&str, _>(0))?;
+                let json: String = r.get(1);
+                Some(NewEntry { log, event_hash: runplane_cjson::sha256_hex(json.as_bytes()), leaf: merkle::leaf_hash(json.as_bytes()), json })
+            })
+            .collect();
+        tracing::info!(events = batch.len(), "moving audit events into the verifiable-log layout");
+        self.commit(&batch).await.map(|_| ())
+    }
+}
+
+#[async_trait::async_trait]
+impl LogBackend for SqliteLog {
+    async fn commit(&self, batch: &[NewEntry]) -> Result<Vec<u64>, AuditError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
+        let mut logs: Vec<&str> = batch.iter().map(|e| e.log.as_str()).collect();
+        logs.sort_unstable();
+        logs.dedup();
+        let mut heads = HashMap::new();
+        for log in logs {
+            if let Some(r) = sqlx::query("SELECT size, frontier FROM audit_heads WHERE log = ?1").bind(log).fetch_optional(&mut *tx).await.map_err(unavailable)? {
+                let f = frontier_of(log, r.get(0), r.get::<&[u8], _>(1))?;
+                heads.insert(LogId(log.to_owned()), f);
+            }
+        }
+        let plan = plan(heads, batch);
+
+        // Multi-row inserts: one statement per ROWS_PER_INSERT rows, not one per row.
+        let rows: Vec<(&NewEntry, u64)> = batch.iter().zip(plan.indexes.iter().copied()).collect();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO audit_entries (log, idx, event_hash, leaf_hash, event) ");
+            insert.push_values(chunk, |mut row, (e, index)| {
+                row.push_bind(e.log.as_str()).push_bind(*index as i64).push_bind(&e.event_hash).push_bind(&e.leaf[..]).push_bind(&e.json);
+            });
+            insert.build().execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        for chunk in plan.nodes.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO audit_nodes (log, level, idx, hash) ");
+            insert.push_values(chunk, |mut row, (log, node, hash)| {
+                row.push_bind(log.as_str()).push_bind(node.level as i64).push_bind(node.index as i64).push_bind(&hash[..]);
+            });
+            insert.build().execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        for (log, f) in &plan.heads {
+            sqlx::query("INSERT INTO audit_heads (log, size, frontier) VALUES (?1, ?2, ?3) ON CONFLICT (log) DO UPDATE SET size = excluded.size, frontier = excluded.frontier")
+                .bind(log.as_str())
+                .bind(f.size() as i64)
+                .bind(f.to_bytes())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(plan.indexes)
+    }
+
+    async fn heads(&self) -> Result<Vec<(LogId, Frontier)>, AuditError> {
+        let rows = sqlx::query("SELECT log, size, frontier FROM audit_heads ORDER BY log").fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter()
+            .filter_map(|r| LogId::parse(r.get::<&str, _>(0)).map(|l| (l, r)))
+            .map(|(l, r)| Ok((l.clone(), frontier_of(l.as_str(), r.get(1), r.get::<&[u8], _>(2))?)))
+            .collect()
+    }
+
+    async fn head(&self, log: &LogId) -> Result<Option<Frontier>, AuditError> {
+        let row = sqlx::query("SELECT size, frontier FROM audit_heads WHERE log = ?1").bind(log.as_str()).fetch_optional(&self.pool).await.map_err(unavailable)?;
+        row.map(|r| frontier_of(log.as_str(), r.get(0), r.get::<&[u8], _>(1))).transpose()
+    }
+
+    async fn entries(&self, log: &LogId, from: u64, limit: u32) -> Result<Vec<EntryRow>, AuditError> {
+        let rows = sqlx::query("SELECT idx, event_hash, leaf_hash, event FROM audit_entries WHERE log = ?1 AND idx >= ?2 ORDER BY idx LIMIT ?3")
+            .bind(log.as_str())
+            .bind(from as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(entry_row).collect()
+    }
+
+    async fn stored(&self, log: &LogId, ranges: &[(u32, u64, u64)]) -> Result<Stored, AuditError> {
+        let mut out = Stored::new();
+        for &(level, first, end) in ranges {
+            let rows = if level == 0 {
+                sqlx::query("SELECT idx, leaf_hash FROM audit_entries WHERE log = ?1 AND idx >= ?2 AND idx < ?3")
+                    .bind(log.as_str())
+                    .bind(first as i64)
+                    .bind(end as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            } else {
+                sqlx::query("SELECT idx, hash FROM audit_nodes WHERE log = ?1 AND level = ?2 AND idx >= ?3 AND idx < ?4")
+                    .bind(log.as_str())
+                    .bind(level as i64)
+                    .bind(first as i64)
+                    .bind(end as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            .map_err(unavailable)?;
+            for r in rows {
+                out.insert(Node { level, index: r.get::<i64, _>(0) as u64 }, hash_of(r.get::<&[u8], _>(1))?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn interior(&self, log: &LogId) -> Result<Stored, AuditError> {
+        let rows = sqlx::query("SELECT level, idx, hash FROM audit_nodes WHERE log = ?1").bind(log.as_str()).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter().map(|r| Ok((Node { level: r.get::<i64, _>(0) as u32, index: r.get::<i64, _>(1) as u64 }, hash_of(r.get::<&[u8], _>(2))?))).collect()
+    }
+
+    async fn checkpoints(&self, log: &LogId) -> Result<Vec<(u64, Hash, String)>, AuditError> {
+        let rows = sqlx::query("SELECT size, root, note FROM audit_checkpoints WHERE log = ?1 ORDER BY size").bind(log.as_str()).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter().map(|r| Ok((r.get::<i64, _>(0) as u64, hash_of(r.get::<&[u8], _>(1))?, r.get(2)))).collect()
+    }
+
+    async fn save_checkpoint(&self, log: &LogId, size: u64, root: &Hash, note: &str) -> Result<(), AuditError> {
+        sqlx::query("INSERT INTO audit_checkpoints (log, size, root, note) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (log, size) DO NOTHING")
+            .bind(log.as_str())
+            .bind(size as i64)
+            .bind(&root[..])
+            .bind(note)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
