@@ -5,8 +5,10 @@
 //! that per tenant (`[tenant_bindings.<tenant>]`). A tenant in `shared` mode uses the
 //! backend's shared database / prefix, where the adapter keeps tenants apart; a tenant in
 //! `dedicated` mode gets its own database (`<database>_t_<tenant>`) or prefix
-//! (`tenants/<tenant>`). Capability binaries and host code are identical either way: only
-//! the `PortSet` differs.
+//! (`tenants/<tenant>`). Messaging is kept apart by the adapter's `<prefix>.<tenant>.`
+//! subjects; a tenant that needs its own broker, account, vhost or prefix is bound to a
+//! messaging backend of its own. Capability binaries and host code are identical either
+//! way: only the `PortSet` differs.
 //!
 //! Opening is cheap and lazy (pools connect on first use, so the node serves tenants
 //! whose backends are up while others are down); [`BindingResolver::provision`] does
@@ -114,20 +116,41 @@ pub struct BindingResolver {
     bindings: Bindings,
     tenant_bindings: std::collections::BTreeMap<String, Bindings>,
     timeout: Duration,
-    bus: Arc<dyn MessageBus>,
-    bus_health: BusHealth,
     config: Arc<dyn ConfigStore>,
     telemetry: Arc<dyn Telemetry>,
     sql: Mutex<HashMap<(String, Scope), SqlStore>>,
     blobs: Mutex<HashMap<(String, Scope), Arc<ObjectBlobStore>>>,
+    /// One bus per messaging backend name, whatever the tenants' modes: a backend's
+    /// prefix (or account, vhost) is the place, and tenants bound to it share it.
+    buses: Mutex<HashMap<String, Bus>>,
     ports: Mutex<HashMap<String, PortSet>>,
 }
 
-/// How to check the instance's bus answers.
-enum BusHealth {
-    None,
+/// One opened message bus.
+#[derive(Clone)]
+enum Bus {
+    InProcess(Arc<InProcessBus>),
     Nats(Arc<NatsBus>),
     Amqp(Arc<AmqpBus>),
+}
+
+impl Bus {
+    fn port(&self) -> Arc<dyn MessageBus> {
+        match self {
+            Bus::InProcess(b) => b.clone(),
+            Bus::Nats(b) => b.clone(),
+            Bus::Amqp(b) => b.clone(),
+        }
+    }
+
+    /// Checks the broker answers (and, on NATS, that the stream exists).
+    async fn health(&self) -> Result<(), PortError> {
+        match self {
+            Bus::InProcess(_) => Ok(()),
+            Bus::Nats(b) => b.health().await,
+            Bus::Amqp(b) => b.health().await,
+        }
+    }
 }
 
 /// A digest of what serves each port (kinds, databases, buckets; never credentials):
@@ -152,56 +175,79 @@ pub fn binding_digest(config: &NodeConfig) -> String {
 }
 
 impl BindingResolver {
-    /// Builds the resolver and the instance's message bus (connected in the background).
+    /// Builds the resolver and opens the instance's message bus (connected in the
+    /// background), so that bad settings for it stop the start. Tenants' own buses are
+    /// opened on first use.
     pub async fn new(config: &NodeConfig, config_store: Arc<dyn ConfigStore>, telemetry: Arc<dyn Telemetry>) -> anyhow::Result<Self> {
-        let timeout = config.backend_timeout;
-        let (bus, bus_health): (Arc<dyn MessageBus>, BusHealth) = match config.backends.get(&config.bindings.messaging) {
-            Some(Backend::Nats { url, prefix, max_age_secs, max_bytes }) => {
-                let bus = Arc::new(
-                    NatsBus::connect(NatsSettings {
-                        url: url.clone(),
-                        prefix: prefix.clone(),
-                        timeout,
-                        max_age: Duration::from_secs(*max_age_secs),
-                        max_bytes: *max_bytes,
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("messaging backend {:?}: {e}", config.bindings.messaging))?,
-                );
-                (bus.clone(), BusHealth::Nats(bus))
-            }
-            Some(Backend::RabbitMq { url, prefix }) => {
-                let bus = Arc::new(
-                    AmqpBus::new(AmqpSettings { url: url.clone(), prefix: prefix.clone(), timeout })
-                        .map_err(|e| anyhow::anyhow!("messaging backend {:?}: {e}", config.bindings.messaging))?,
-                );
-                (bus.clone(), BusHealth::Amqp(bus))
-            }
-            _ => (Arc::new(InProcessBus::new()), BusHealth::None),
-        };
-        Ok(BindingResolver {
+        let resolver = BindingResolver {
             data_dir: config.data_dir.clone(),
             backends: config.backends.clone(),
             bindings: config.bindings.clone(),
             tenant_bindings: config.tenant_bindings.clone(),
-            timeout,
-            bus,
-            bus_health,
+            timeout: config.backend_timeout,
             config: config_store,
             telemetry,
             sql: Mutex::new(HashMap::new()),
             blobs: Mutex::new(HashMap::new()),
+            buses: Mutex::new(HashMap::new()),
             ports: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// The instance's message bus.
-    pub fn bus(&self) -> Arc<dyn MessageBus> {
-        self.bus.clone()
+        };
+        resolver.bus(&config.bindings.messaging).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        Ok(resolver)
     }
 
     fn bindings_of(&self, tenant: &str) -> &Bindings {
         self.tenant_bindings.get(tenant).unwrap_or(&self.bindings)
+    }
+
+    /// The name of the messaging backend `tenant` is bound to.
+    pub fn messaging_backend_of(&self, tenant: &str) -> &str {
+        &self.bindings_of(tenant).messaging
+    }
+
+    /// Every messaging backend some tenant is bound to (the instance's and the
+    /// overrides'), each once: where subscriptions must listen.
+    pub fn messaging_backends(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> =
+            std::iter::once(&self.bindings.messaging).chain(self.tenant_bindings.values().map(|b| &b.messaging)).collect();
+        names.into_iter().cloned().collect()
+    }
+
+    /// The message bus of the messaging backend `name` (opened on first use; network
+    /// buses connect in the background).
+    pub async fn bus_named(&self, name: &str) -> Result<Arc<dyn MessageBus>, ApiError> {
+        Ok(self.bus(name).await?.port())
+    }
+
+    async fn bus(&self, name: &str) -> Result<Bus, ApiError> {
+        let mut open = self.buses.lock().await;
+        if let Some(b) = open.get(name) {
+            return Ok(b.clone());
+        }
+        let unusable = |e: PortError| ApiError::unavailable(format!("messaging backend {name:?}: {e}"));
+        let bus = match self.backends.get(name) {
+            Some(Backend::InProcess) => Bus::InProcess(Arc::new(InProcessBus::new())),
+            Some(Backend::Nats { url, prefix, max_age_secs, max_bytes }) => Bus::Nats(Arc::new(
+                NatsBus::connect(NatsSettings {
+                    url: url.clone(),
+                    prefix: prefix.clone(),
+                    timeout: self.timeout,
+                    max_age: Duration::from_secs(*max_age_secs),
+                    max_bytes: *max_bytes,
+                })
+                .await
+                .map_err(unusable)?,
+            )),
+            Some(Backend::RabbitMq { url, prefix }) => Bus::Amqp(Arc::new(
+                AmqpBus::new(AmqpSettings { url: url.clone(), prefix: prefix.clone(), timeout: self.timeout }).map_err(unusable)?,
+            )),
+            Some(other) => {
+                return Err(ApiError::unavailable(format!("backend {name:?} ({}) cannot serve messaging", other.kind())));
+            }
+            None => return Err(ApiError::unavailable(format!("backend {name:?} is not configured"))),
+        };
+        open.insert(name.to_owned(), bus.clone());
+        Ok(bus)
     }
 
     /// The stores of `tenant` in `mode` (opened on first use; no backend I/O for the
@@ -217,7 +263,7 @@ impl BindingResolver {
             kv: self.sql(&b.kv, &scope).await?.kv(),
             events: self.sql(&b.events, &scope).await?.events(),
             secrets: self.sql(&b.secrets, &scope).await?.secrets(),
-            messaging: self.bus.clone(),
+            messaging: self.bus(&b.messaging).await?.port(),
             blobs: self.blob_store(&b.blobs, &scope).await?,
             config: self.config.clone(),
             telemetry: self.telemetry.clone(),
@@ -227,7 +273,7 @@ impl BindingResolver {
     }
 
     /// Makes everything `tenant` needs exist and answer: databases, schemas and
-    /// migrations, blob roots, the bus. Idempotent; safe to re-run after a failure.
+    /// migrations, blob roots, the tenant's bus. Idempotent; safe to re-run after a failure.
     pub async fn provision(&self, tenant: &str, mode: Mode) -> Result<(), ApiError> {
         let scope = Scope::of(tenant, mode);
         let b = self.bindings_of(tenant).clone();
@@ -249,12 +295,11 @@ impl BindingResolver {
             .health()
             .await
             .map_err(|e| ApiError::unavailable(format!("provisioning blob backend {:?}: {e}", b.blobs)))?;
-        let bus = match &self.bus_health {
-            BusHealth::None => Ok(()),
-            BusHealth::Nats(n) => n.health().await,
-            BusHealth::Amqp(a) => a.health().await,
-        };
-        bus.map_err(|e| ApiError::unavailable(format!("provisioning messaging backend {:?}: {e}", b.messaging)))?;
+        self.bus(&b.messaging)
+            .await?
+            .health()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("provisioning messaging backend {:?}: {e}", b.messaging)))?;
         Ok(())
     }
 
@@ -374,5 +419,29 @@ fn scoped_database(database: &str, scope: &Scope) -> String {
                 format!("{}_{}", &name[..46], &digest[..16])
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_binding_digest_covers_each_tenants_messaging_binding() {
+        let mut config = NodeConfig::embedded("127.0.0.1:0".parse().expect("a valid literal address"), PathBuf::from("./data"));
+        for (name, prefix) in [("premium", "premium"), ("premium_b", "premium_b")] {
+            config.backends.insert(name.into(), Backend::RabbitMq { url: "amqp://guest:hunter2@127.0.0.1:5672/%2f".into(), prefix: prefix.into() });
+        }
+        let shared = binding_digest(&config);
+        config.tenant_bindings.insert("bigcorp".into(), Bindings { messaging: "premium".into(), ..Bindings::default() });
+        let own = binding_digest(&config);
+        assert_ne!(shared, own, "binding a tenant's messaging elsewhere is a new binding set");
+        if let Some(b) = config.tenant_bindings.get_mut("bigcorp") {
+            b.messaging = "premium_b".into();
+        }
+        let other = binding_digest(&config);
+        assert_ne!(own, other, "another messaging backend for the tenant is a new binding set");
+        config.backends.insert("premium_b".into(), Backend::RabbitMq { url: "amqp://guest:hunter2@127.0.0.1:5672/%2f".into(), prefix: "moved".into() });
+        assert_ne!(other, binding_digest(&config), "a new prefix for the tenant's backend is a new binding set");
     }
 }

@@ -50,7 +50,7 @@ pub struct NodeConfig {
     /// Which backend serves each port, for every tenant unless overridden.
     pub bindings: Bindings,
     /// Per-tenant overrides (`[tenant_bindings.<tenant>]`): e.g. a premium tenant on its
-    /// own database. Messaging is bound per instance and cannot be overridden.
+    /// own database, or on its own broker (or broker prefix) for messaging.
     pub tenant_bindings: BTreeMap<String, Bindings>,
     /// Upper bound on waiting for any backend (connect, acquire, statement, publish).
     pub backend_timeout: std::time::Duration,
@@ -378,7 +378,7 @@ impl NodeConfig {
         }
         if let Some(b) = c.table(&table, "bindings") {
             let mut bindings = Bindings::default();
-            parse_bindings(&mut c, "bindings", b, &cfg.backends, &mut bindings, true);
+            parse_bindings(&mut c, "bindings", b, &cfg.backends, &mut bindings);
             cfg.bindings = bindings;
         }
         if let Some(tb) = c.table(&table, "tenant_bindings") {
@@ -393,9 +393,10 @@ impl NodeConfig {
                     continue;
                 };
                 let mut bindings = cfg.bindings.clone();
-                parse_bindings(&mut c, &place, t, &cfg.backends, &mut bindings, false);
+                parse_bindings(&mut c, &place, t, &cfg.backends, &mut bindings);
                 cfg.tenant_bindings.insert(tenant.clone(), bindings);
             }
+            check_distinct_brokers(&mut c, &cfg);
         }
         if let Some(p) = c.table(&table, "provisioning") {
             c.only_keys(p, "provisioning", &["seed_file", "backend_timeout_ms"]);
@@ -539,22 +540,44 @@ fn parse_bindings(
     t: &toml::Table,
     backends: &BTreeMap<String, Backend>,
     into: &mut Bindings,
-    instance: bool,
 ) {
     c.only_keys(t, place, &Port::ALL.map(Port::key));
     for port in Port::ALL {
         let Some(name) = c.get::<String>(t, place, port.key()) else { continue };
         let here = format!("{place}.{}", port.key());
-        if port == Port::Messaging && !instance {
-            c.problem(&here, "messaging is bound for the whole instance; set it under [bindings]");
-            continue;
-        }
         match backends.get(&name) {
             None => c.problem(&here, &format!("no backend is named {name:?}; declare [backends.{name}] or use a built-in (sqlite, in-process, filesystem)")),
             Some(b) if b.family() != port.family() => {
                 c.problem(&here, &format!("backend {name:?} is a {} backend, which cannot serve {}", b.kind(), port.key()))
             }
             Some(_) => *into.slot(port) = name,
+        }
+    }
+}
+
+/// Refuses two bound messaging backends that name the same broker (kind, URL) with the
+/// same prefix: their subscriptions would share one consumer, and each would drop the
+/// other's tenants' messages as not coming from their bus.
+fn check_distinct_brokers(c: &mut Checker, cfg: &NodeConfig) {
+    let mut seen: BTreeMap<(&str, &str, &str), &str> = BTreeMap::new();
+    let bound = std::iter::once(("bindings".to_owned(), &cfg.bindings))
+        .chain(cfg.tenant_bindings.iter().map(|(t, b)| (format!("tenant_bindings.{t}"), b)));
+    for (place, bindings) in bound {
+        let name = bindings.messaging.as_str();
+        let broker = match cfg.backends.get(name) {
+            Some(Backend::Nats { url, prefix, .. }) => ("nats", url.as_str(), prefix.as_str()),
+            Some(Backend::RabbitMq { url, prefix }) => ("rabbitmq", url.as_str(), prefix.as_str()),
+            _ => continue,
+        };
+        match seen.get(&broker) {
+            Some(other) if *other != name => c.problem(
+                &format!("{place}.messaging"),
+                &format!("backend {name:?} reaches the same {} broker with the same prefix {:?} as backend {other:?}; give [backends.{name}] its own prefix, or bind {other:?} instead", broker.0, broker.2),
+            ),
+            Some(_) => {}
+            None => {
+                seen.insert(broker, name);
+            }
         }
     }
 }
@@ -671,7 +694,9 @@ mod tests {
             records = "oracle"
             blobs = "sqlite"
             [tenant_bindings.acme]
-            messaging = "in-process"
+            messaging = "pg"
+            [tenant_bindings.globex]
+            messaging = "nowhere"
             [sandbox]
             deadline_ms = 0
         "#;
@@ -686,12 +711,64 @@ mod tests {
             "bindings.blobs",
             "backends.pg.url",
             "backends.pg.database",
-            "tenant_bindings.acme.messaging",
+            "tenant_bindings.acme.messaging: backend \"pg\" is a postgres backend, which cannot serve messaging",
+            "tenant_bindings.globex.messaging: no backend is named \"nowhere\"",
             "sandbox.deadline_ms",
         ] {
             assert!(all.contains(needle), "missing {needle} in:\n{all}");
         }
         assert!(!all.contains("hunter2"), "a problem never quotes a URL or password:\n{all}");
+    }
+
+    #[test]
+    fn messaging_can_be_bound_per_tenant() {
+        let text = r#"
+            [backends.bus]
+            kind = "nats"
+            url = "nats://127.0.0.1:4222"
+            [backends.premium]
+            kind = "rabbitmq"
+            url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+            prefix = "premium"
+            [bindings]
+            messaging = "bus"
+            [tenant_bindings.bigcorp]
+            messaging = "premium"
+            [tenant_bindings.smallco]
+            records = "sqlite"
+        "#;
+        let cfg = NodeConfig::parse(text, |_| None).expect("valid");
+        assert_eq!(cfg.bindings.messaging, "bus");
+        assert_eq!(cfg.tenant_bindings["bigcorp"].messaging, "premium");
+        assert_eq!(cfg.tenant_bindings["smallco"].messaging, "bus", "a tenant without an override keeps the instance's bus");
+    }
+
+    #[test]
+    fn two_names_for_one_broker_prefix_are_refused() {
+        let text = r#"
+            [backends.bus]
+            kind = "nats"
+            url = "nats://user:hunter2@127.0.0.1:4222"
+            [backends.alias]
+            kind = "nats"
+            url = "nats://user:hunter2@127.0.0.1:4222"
+            [backends.own]
+            kind = "nats"
+            url = "nats://user:hunter2@127.0.0.1:4222"
+            prefix = "bigcorp"
+            [bindings]
+            messaging = "bus"
+            [tenant_bindings.acme]
+            messaging = "alias"
+            [tenant_bindings.bigcorp]
+            messaging = "own"
+            [tenant_bindings.globex]
+            messaging = "bus"
+        "#;
+        let problems = NodeConfig::parse(text, |_| None).expect_err("invalid");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("tenant_bindings.acme.messaging: backend \"alias\" reaches the same nats broker"), "{problems:?}");
+        assert!(!problems[0].contains("hunter2"), "{problems:?}");
     }
 
     #[test]

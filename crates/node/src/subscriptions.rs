@@ -1,45 +1,37 @@
 //! Delivering messages to capabilities' message handlers (spec §3.1): each deployment's
-//! subscriptions become one task per topic, running the handler in the publishing
-//! tenant's scope.
+//! subscriptions become one task per topic and messaging backend (the instance's and
+//! every tenant's own), running the handler in the publishing tenant's scope. A message
+//! is handled only when it came from the bus its tenant is bound to, so a tenant on a
+//! broker of its own is never reached through the shared one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use runplane_audit::{LogId, Outcome, Usage};
 use runplane_host::Invocation;
-use runplane_ports::{Delivery, TenantId};
+use runplane_ports::{Delivery, Subscription, TenantId};
 
 use crate::node::{ActiveDeployment, Node};
+
+/// Longest pause between attempts to subscribe on a bus that is away.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 
 /// (Re)starts the subscription tasks of a deployment's route.
 pub(crate) async fn restart(node: &Arc<Node>, active: &Arc<ActiveDeployment>) {
     let route = active.deployment.route.clone();
+    // The route names the group: every node serving this route shares its messages.
+    let group: String = format!("route-{}", route.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"))
+        .chars()
+        .take(64)
+        .collect();
     let mut tasks = Vec::new();
     for topic in &active.deployment.subscriptions {
-        // The route names the group: every node serving this route shares its messages.
-        let group: String = format!("route-{}", route.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"))
-            .chars()
-            .take(64)
-            .collect();
-        let mut sub = match node.bindings.bus().subscribe(topic, &group).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(%route, %topic, error = %e, "could not subscribe");
-                continue;
-            }
-        };
-        let node = node.clone();
-        let route = route.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(delivery) = sub.next().await {
-                // Each message is handled by the deployment live at that moment.
-                let Some(active) = node.deployment(&route) else { break };
-                deliver(&node, &active, delivery).await;
-                // Handled (or refused and audited): not to be delivered again.
-                if let Err(e) = sub.ack().await {
-                    tracing::warn!(%route, error = %e, "could not acknowledge a message; it may be delivered again");
-                }
-            }
-        }));
+        for backend in node.bindings.messaging_backends() {
+            // Subscribed before the deployment is acknowledged, so a message published
+            // right after it is delivered; a bus that is away is retried in the task.
+            let first = subscribe(node, &backend, topic, &group).await;
+            tasks.push(tokio::spawn(listen(node.clone(), route.clone(), backend, topic.clone(), group.clone(), first)));
+        }
     }
     let mut subs = node.subscriptions.lock().await;
     if let Some(old) = subs.insert(route, tasks) {
@@ -49,7 +41,64 @@ pub(crate) async fn restart(node: &Arc<Node>, active: &Arc<ActiveDeployment>) {
     }
 }
 
-async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, delivery: Delivery) {
+async fn subscribe(node: &Node, backend: &str, topic: &str, group: &str) -> Result<Box<dyn Subscription>, String> {
+    let bus = node.bindings.bus_named(backend).await.map_err(|e| e.message)?;
+    bus.subscribe(topic, group).await.map_err(|e| e.to_string())
+}
+
+/// Delivers one topic's messages from one messaging backend, acknowledging each after
+/// it was handled (or refused and audited): at least once.
+async fn listen(
+    node: Arc<Node>,
+    route: String,
+    backend: String,
+    topic: String,
+    group: String,
+    first: Result<Box<dyn Subscription>, String>,
+) {
+    let mut sub = match first {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%route, %topic, messaging_backend = %backend, error = %e, "could not subscribe; retrying until the backend answers");
+            let mut pause = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(pause).await;
+                match subscribe(&node, &backend, &topic, &group).await {
+                    Ok(s) => {
+                        tracing::info!(%route, %topic, messaging_backend = %backend, "subscribed after retrying");
+                        break s;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%route, %topic, messaging_backend = %backend, error = %e, "still cannot subscribe");
+                        pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                    }
+                }
+            }
+        }
+    };
+    while let Some(delivery) = sub.next().await {
+        // Each message is handled by the deployment live at that moment.
+        let Some(active) = node.deployment(&route) else { break };
+        deliver(&node, &active, &backend, delivery).await;
+        // Handled (or refused and audited): not to be delivered again.
+        if let Err(e) = sub.ack().await {
+            tracing::warn!(%route, messaging_backend = %backend, error = %e, "could not acknowledge a message; it may be delivered again");
+        }
+    }
+}
+
+async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, delivery: Delivery) {
+    let bound = node.bindings.messaging_backend_of(delivery.tenant.as_str());
+    if bound != backend {
+        tracing::warn!(
+            tenant = %delivery.tenant.as_str(),
+            topic = %delivery.topic,
+            messaging_backend = %backend,
+            bound_to = %bound,
+            "dropping a message for a tenant bound to another messaging backend"
+        );
+        return;
+    }
     let Some(tenant) = node.tenant(delivery.tenant.as_str()) else { return };
     if tenant.status != "active" || tenant.provisioning != "ready" {
         tracing::info!(tenant = %tenant.id, topic = %delivery.topic, "dropping a message for a suspended or unprovisioned tenant");

@@ -1,6 +1,7 @@
 //! The node on real backends: the same workload gives the same bytes on SQLite,
 //! PostgreSQL and MariaDB in both modes; a PostgreSQL outage hurts only the tenants
-//! bound to it; no connection string or password is ever logged.
+//! bound to it; messaging bound per tenant (NATS, RabbitMQ) delivers each tenant's
+//! messages from its own broker only; no connection string or password is ever logged.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -328,4 +329,214 @@ async fn a_postgres_outage_gives_503s_to_its_tenants_only_and_heals_without_rest
     drop(node);
     drop_postgres(&pg_url, &[db]).await;
     let _ = ADMIN;
+}
+
+/// A NATS backend on the test server with a prefix (and so a stream) of its own.
+fn nats_backend(prefix: &str) -> Backend {
+    Backend::Nats { url: testing::nats_url(), prefix: prefix.to_owned(), max_age_secs: 600, max_bytes: 64 << 20 }
+}
+
+/// The bus of `backend`, opened by the test as another publisher would, and a
+/// subscription on it in a group of its own: it receives every message that lands there,
+/// whoever else consumes them.
+async fn observer(backend: &Backend) -> (Box<dyn runplane_ports::MessageBus>, Box<dyn runplane_ports::Subscription>) {
+    use runplane_adapters::amqp_bus::{AmqpBus, AmqpSettings};
+    use runplane_adapters::nats_bus::{NatsBus, NatsSettings};
+    let timeout = Duration::from_secs(5);
+    let bus: Box<dyn runplane_ports::MessageBus> = match backend {
+        Backend::Nats { url, prefix, max_age_secs, max_bytes } => {
+            let bus = NatsBus::connect(NatsSettings {
+                url: url.clone(),
+                prefix: prefix.clone(),
+                timeout,
+                max_age: Duration::from_secs(*max_age_secs),
+                max_bytes: *max_bytes,
+            })
+            .await
+            .expect("observer connects to NATS");
+            Box::new(bus)
+        }
+        Backend::RabbitMq { url, prefix } => {
+            Box::new(AmqpBus::new(AmqpSettings { url: url.clone(), prefix: prefix.clone(), timeout }).expect("observer settings"))
+        }
+        other => panic!("{other:?} is not a broker"),
+    };
+    let subscription = bus.subscribe("order.created", "observer").await.expect("observer subscribes");
+    (bus, subscription)
+}
+
+/// The tenants of the next `count` deliveries (sorted), then checks nothing else arrives.
+async fn observed(sub: &mut Box<dyn runplane_ports::Subscription>, count: usize, place: &str) -> Vec<String> {
+    let mut tenants = Vec::new();
+    for _ in 0..count {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("{place}: only {} of {count} messages arrived: {tenants:?}", tenants.len()))
+            .unwrap_or_else(|| panic!("{place}: the observer's subscription ended"));
+        tenants.push(delivery.tenant.as_str().to_owned());
+        sub.ack().await.expect("observer acks");
+    }
+    if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
+        panic!("{place}: an unexpected message for {} arrived after {tenants:?}", extra.tenant.as_str());
+    }
+    tenants.sort();
+    tenants
+}
+
+/// Waits until `tenant`'s order handler has counted `want` notifications, failing as
+/// soon as it counts more (a message delivered twice or to the wrong tenant).
+async fn notifications_settle(node: &TestNode, key: &str, tenant: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, stats) = node.app(key, Method::GET, "/apps/orders/stats", None).await;
+        assert_eq!(s, StatusCode::OK, "{tenant}: {stats}");
+        let got = stats["notifications"].as_u64().unwrap_or(0);
+        assert!(got <= want, "{tenant}'s handler ran {got} times for {want} messages: {stats}");
+        if got == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{tenant}'s handler ran {got} of {want} times: {stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn orders_deployment_with_subscription(node: &TestNode, tenants: &[(&str, Mode)]) -> Vec<String> {
+    let mut keys = Vec::new();
+    for (tenant, mode) in tenants {
+        keys.push(node.tenant(tenant, *mode).await);
+        let (s, body) = node.admin(Method::PUT, &format!("/v1/tenants/{tenant}/secrets/webhook-signing-key"), Some(json!({"value": "k"}))).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+    node.deploy("orders", runplane_examples::ORDERS, "orders", &["order.created"]).await;
+    keys
+}
+
+#[tokio::test]
+async fn messaging_bound_per_tenant_delivers_each_tenants_messages_from_its_own_broker() {
+    let logs = captured_logs();
+    let (nats_url, amqp_url) = (testing::nats_url(), testing::amqp_url());
+    let (nats_up, amqp_up) = (testing::service_up("NATS", &nats_url).await, testing::service_up("RabbitMQ", &amqp_url).await);
+    if !(nats_up && amqp_up) {
+        return;
+    }
+    // alpha: the instance's NATS bus; bravo: RabbitMQ of its own; charlie (dedicated):
+    // the same NATS server under a prefix of its own; delta: a broker that is down.
+    let shared = nats_backend(&testing::unique_name("rp_shared"));
+    let bravo_broker = Backend::RabbitMq { url: amqp_url.clone(), prefix: testing::unique_name("rp_bravo") };
+    let charlie_broker = nats_backend(&testing::unique_name("rp_charlie"));
+    let dead_password = "Dead-Broker-Pw-5d41402abc";
+    let dead_port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
+    let dead_url = format!("amqp://guest:{dead_password}@127.0.0.1:{dead_port}/%2f");
+    let dead = Backend::RabbitMq { url: dead_url.clone(), prefix: testing::unique_name("rp_dead") };
+    let mut watch = [observer(&shared).await, observer(&bravo_broker).await, observer(&charlie_broker).await];
+
+    let node = TestNode::start(|c| {
+        for (name, backend) in [("bus", shared), ("bravo-rabbit", bravo_broker), ("charlie-nats", charlie_broker), ("dead", dead)] {
+            c.backends.insert(name.into(), backend);
+        }
+        c.bindings.messaging = "bus".into();
+        for (tenant, bus) in [("bravo", "bravo-rabbit"), ("charlie", "charlie-nats"), ("delta", "dead")] {
+            c.tenant_bindings.insert(tenant.into(), Bindings { messaging: bus.into(), ..Bindings::default() });
+        }
+        c.backend_timeout = Duration::from_millis(1500);
+    })
+    .await;
+    let tenants = [("alpha", Mode::Shared), ("bravo", Mode::Shared), ("charlie", Mode::Dedicated)];
+    let keys = orders_deployment_with_subscription(&node, &tenants).await;
+
+    // Provisioning checks the tenant's own bus: delta's broker is down, so delta is not ready.
+    let (s, body) = node.admin(Method::POST, "/v1/tenants", Some(json!({"id": "delta"}))).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (_, delta) = node.admin(Method::GET, "/v1/tenants/delta", None).await;
+    assert_eq!(delta["provisioning"], "failed", "{delta}");
+    assert!(delta["provisioning_error"].as_str().is_some_and(|e| e.contains("messaging backend \"dead\"")), "{delta}");
+
+    // Messages for a tenant on a bus it is not bound to (put there by something else
+    // using the broker) never reach its handler: bravo's on the shared bus, alpha's on
+    // bravo's broker.
+    let forged = |tenant: &str| (runplane_ports::TenantId::new(tenant).expect("tenant id"), runplane_ports::Message { payload: b"{}".to_vec(), headers: vec![] });
+    for (bus, tenant) in [(0, "bravo"), (1, "alpha")] {
+        let (id, message) = forged(tenant);
+        watch[bus].0.publish(&id, "order.created", message).await.expect("the test publishes on the broker");
+    }
+
+    // Each tenant publishes a different number of orders, so any message delivered to
+    // the wrong handler (or twice) changes a count.
+    for (i, key) in keys.iter().enumerate() {
+        for n in 0..=i {
+            let (s, order) = node.app(key, Method::POST, "/apps/orders/orders", Some(json!({"item": format!("item-{n}"), "quantity": 1}))).await;
+            assert_eq!(s, StatusCode::CREATED, "{}: {order}", tenants[i].0);
+        }
+    }
+    for (i, key) in keys.iter().enumerate() {
+        notifications_settle(&node, key, tenants[i].0, i as u64 + 1).await;
+    }
+    // The orders' messages landed on the tenant's own broker and nowhere else.
+    let expected: [&[&str]; 3] = [&["alpha", "bravo"], &["alpha", "bravo", "bravo"], &["charlie", "charlie", "charlie"]];
+    for (i, (_, sub)) in watch.iter_mut().enumerate() {
+        let place = format!("{}'s broker", tenants[i].0);
+        assert_eq!(observed(sub, expected[i].len(), &place).await, expected[i], "{place}: the tenants of its messages (one forged)");
+    }
+    for (i, (tenant, _)) in tenants.iter().enumerate() {
+        notifications_settle(&node, &keys[i], tenant, i as u64 + 1).await;
+        let (_, page) = node.admin(Method::GET, &format!("/v1/audit/events?log=tenant:{tenant}&limit=1000"), None).await;
+        let deliveries: Vec<&Value> = page["items"].as_array().expect("items").iter().filter(|e| e["event"]["action"] == "invoke.message").collect();
+        assert_eq!(deliveries.len(), i + 1, "{tenant}: one audited delivery per message: {page}");
+        assert!(deliveries.iter().all(|e| e["event"]["outcome"]["status"] == "ok" && e["event"]["tenant"] == *tenant), "{deliveries:?}");
+    }
+
+    let text = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    assert!(text.contains("dropping a message for a tenant bound to another messaging backend"), "the forged messages were dropped loudly");
+    for leak in [dead_password, dead_url.as_str(), amqp_url.as_str()] {
+        assert!(!text.contains(leak), "the logs contain {leak:?}");
+        assert!(!delta.to_string().contains(leak) && !body.to_string().contains(leak), "an API answer contains {leak:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_broker_away_at_deploy_is_subscribed_when_it_returns() {
+    let amqp_url = testing::amqp_url();
+    if !testing::service_up("RabbitMQ", &amqp_url).await {
+        return;
+    }
+    let upstream = amqp_url.rsplit('@').next().and_then(|r| r.split('/').next()).unwrap_or("127.0.0.1:5672").to_owned();
+    let proxy = Proxy::start(upstream).await;
+    let (credentials, vhost) = amqp_url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+        .map(|(user, rest)| (user.to_owned(), rest.split_once('/').map_or("", |(_, v)| v).to_owned()))
+        .unwrap_or(("guest:guest".into(), "%2f".into()));
+    let flaky = Backend::RabbitMq { url: format!("amqp://{credentials}@{}/{vhost}", proxy.addr), prefix: testing::unique_name("rp_flaky") };
+    let node = TestNode::start(|c| {
+        c.backends.insert("flaky".into(), flaky);
+        c.tenant_bindings.insert("bravo".into(), Bindings { messaging: "flaky".into(), ..Bindings::default() });
+        c.backend_timeout = Duration::from_millis(1000);
+    })
+    .await;
+    let bravo = node.tenant("bravo", Mode::Shared).await;
+    let alpha = node.tenant("alpha", Mode::Shared).await;
+    proxy.cut();
+    // The deployment is made while bravo's broker does not answer; alpha (in-process bus)
+    // is served and delivered to meanwhile.
+    node.deploy("orders", runplane_examples::ORDERS, "orders", &["order.created"]).await;
+    let (s, body) = node.app(&alpha, Method::POST, "/apps/orders/orders", Some(json!({"item": "tea", "quantity": 1}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    notifications_settle(&node, &alpha, "alpha", 1).await;
+    let (s, body) = node.app(&bravo, Method::POST, "/apps/orders/orders", Some(json!({"item": "tea", "quantity": 1}))).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "bravo cannot publish while its broker is away: {body}");
+
+    proxy.restore();
+    // Without a redeploy, bravo's orders reach its handler once the subscription is back
+    // (messages published before its queue existed had nowhere to go).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, body) = node.app(&bravo, Method::POST, "/apps/orders/orders", Some(json!({"item": "tea", "quantity": 1}))).await;
+        assert!(s == StatusCode::CREATED || s == StatusCode::SERVICE_UNAVAILABLE, "{s} {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, stats) = node.app(&bravo, Method::GET, "/apps/orders/stats", None).await;
+        if stats["notifications"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bravo's messages are still not delivered after its broker returned: {stats}");
+    }
 }
