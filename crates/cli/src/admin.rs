@@ -63,6 +63,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Re-execute a journaled invocation and check it reproduces its response and audit
+    /// leaf byte for byte (exit status 1 and the first divergent port call if not).
+    Replay {
+        invocation_id: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Read audit logs.
     Audit {
         #[command(subcommand)]
@@ -125,6 +132,8 @@ pub enum AuditCmd {
     },
     /// Print the instance's public audit key (pin it for `audit verify --key`).
     Key,
+    /// Recompute a log's root from its stored events and compare it with the stored root.
+    Replay { log: String },
     /// Print a log's latest signed checkpoint (signing one if the log grew).
     Checkpoint {
         log: String,
@@ -293,6 +302,22 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             Client::from_target(&target)?.call(Method::DELETE, &format!("/v1/deployments/{route}"), None).await?;
             println!("route {route} undeployed");
         }
+        AdminCommand::Replay { invocation_id, target } => {
+            let v = Client::from_target(&target)?.call(Method::POST, &format!("/v1/replay/{invocation_id}"), None).await?;
+            print(&v);
+            if v["identical"] != Value::Bool(true) {
+                match v["divergence"].as_object() {
+                    Some(d) => bail!(
+                        "invocation {invocation_id} is not deterministic: at port call #{} the original made {}, the replay {}",
+                        d.get("index").unwrap_or(&Value::Null),
+                        d.get("expected").and_then(Value::as_str).unwrap_or("?"),
+                        d.get("found").and_then(Value::as_str).unwrap_or("?")
+                    ),
+                    None => bail!("invocation {invocation_id} replayed to a different result; differing event fields: {}", v["differing_fields"]),
+                }
+            }
+            println!("identical: invocation {invocation_id} reproduces its response and audit leaf");
+        }
         AdminCommand::Audit { cmd: AuditCmd::Verify { bundle, since, key }, .. } => verify_bundle(&bundle, since.as_deref(), key.as_deref())?,
         AdminCommand::Audit { cmd: AuditCmd::Export { log, out }, target } => export_bundle(&Client::from_target(&target)?, &log, &out).await?,
         AdminCommand::Audit { cmd, target } => {
@@ -303,6 +328,14 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     c.call(Method::GET, &format!("/v1/audit/events?log={log}&cursor={from}&limit={limit}"), None).await?
                 }
                 AuditCmd::Key => c.call(Method::GET, "/v1/audit/key", None).await?,
+                AuditCmd::Replay { log } => {
+                    let v = c.call(Method::POST, &format!("/v1/audit/logs/{log}/replay"), None).await?;
+                    if v["identical"] != Value::Bool(true) {
+                        print(&v);
+                        bail!("log {log}: the root recomputed from the stored events differs from the stored root: {}", v["problem"]);
+                    }
+                    v
+                }
                 AuditCmd::Checkpoint { log, out } => {
                     let v = c.call(Method::GET, &format!("/v1/audit/logs/{log}/checkpoint"), None).await?;
                     if let Some(out) = out {

@@ -386,6 +386,23 @@ async fn audit_checkpoint_proofs_export_and_verify_through_the_cli() {
     let other_key = "runplane/other+00000000+AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let (ok, _, err) = admin(&["audit", "verify", bundle.to_str().expect("path"), "--key", other_key]);
     assert!(!ok && err.contains("FAILED"), "{err}");
+
+    // Replay an invocation and a whole log from the command line.
+    let creds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo-credentials.json")).expect("read")).expect("json");
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/apps/orders/orders"))
+        .bearer_auth(creds["tenants"]["acme"].as_str().expect("key"))
+        .json(&serde_json::json!({"item": "tea", "quantity": 2}))
+        .send()
+        .await
+        .expect("post");
+    let invocation = resp.headers().get("x-runplane-invocation-id").and_then(|v| v.to_str().ok()).expect("invocation id").to_owned();
+    let (ok, out, err) = admin(&["replay", &invocation]);
+    assert!(ok && out.contains("identical: invocation"), "{out}{err}");
+    let (ok, out, err) = admin(&["audit", "replay", "tenant:acme"]);
+    assert!(ok && out.contains("\"identical\": true"), "{out}{err}");
+    let (ok, _, err) = admin(&["replay", "no-such-invocation"]);
+    assert!(!ok && err.contains("no journal"), "{err}");
 }
 
 /// An event edited on disk while the node was down: at start the node's own check

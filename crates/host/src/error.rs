@@ -39,6 +39,9 @@ pub enum InvokeError {
     Trap(String),
     #[error("the capability failed: {0}")]
     Failed(String),
+    /// Only on replay: the capability did not repeat what the journal recorded.
+    #[error("{0}")]
+    NonDeterministic(crate::Divergence),
 }
 
 impl InvokeError {
@@ -54,6 +57,7 @@ impl InvokeError {
             InvokeError::Busy(_) => "sandbox_busy",
             InvokeError::Trap(_) => "capability_trapped",
             InvokeError::Failed(_) => "capability_failed",
+            InvokeError::NonDeterministic(_) => "non_deterministic",
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Invocation {
     pub context: Arc<ExecutionContext>,
     pub ports: PortSet,
     pub allow: AllowList,
+    /// [`Journal::record`] for a live invocation, [`Journal::replay`] to re-execute one.
+    pub journal: crate::Journal,
 }
 
 /// What an invocation consumed; recorded in its audit event.
@@ -44,7 +46,7 @@ pub struct HttpResponse {
 
 impl Host {
     fn new_store(&self, inv: Invocation) -> Store<InvocationState> {
-        let state = InvocationState::new(&self.config, inv.context, inv.ports, inv.allow);
+        let state = InvocationState::new(&self.config, inv.context, inv.ports, inv.allow, inv.journal);
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);
         let _ = store.set_fuel(self.config.fuel);
@@ -270,6 +272,9 @@ fn data_fuel_budget(store: &Store<InvocationState>) -> u64 {
 fn classify(e: wasmtime::Error, limits: &crate::SandboxConfig) -> InvokeError {
     if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
         return InvokeError::MemoryLimit { limit_bytes: m.0 };
+    }
+    if let Some(d) = e.downcast_ref::<crate::Divergence>() {
+        return InvokeError::NonDeterministic(d.clone());
     }
     if let Some(p) = e.downcast_ref::<PortCallLimitExceeded>() {
         return InvokeError::TooManyPortCalls { limit: p.0 };

@@ -18,6 +18,7 @@ mod config;
 mod error;
 mod imports;
 mod invoke;
+pub mod journal;
 mod outbound;
 mod ports_impl;
 mod state;
@@ -27,6 +28,7 @@ pub use config::SandboxConfig;
 pub use error::{HostError, InvokeError};
 pub use imports::{ALLOWED_IMPORTS, ComponentInfo, Exports};
 pub use invoke::{HttpResponse, Invocation, InvocationReport};
+pub use journal::{Divergence, Journal, Observation};
 pub use outbound::AllowList;
 
 use std::path::PathBuf;

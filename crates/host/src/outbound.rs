@@ -38,6 +38,48 @@ impl AllowList {
 /// The hooks wasmtime-wasi-http calls for each outgoing request.
 pub(crate) struct OutboundHooks {
     pub(crate) allow: AllowList,
+    /// Responses are journaled (and served from the journal on replay).
+    pub(crate) journal: crate::Journal,
+    /// Largest response body buffered for the journal.
+    pub(crate) max_body_bytes: usize,
+}
+
+/// An outbound response as journaled: what the capability received.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournaledResponse {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+/// Sends `request` and buffers the whole response, so it can be journaled.
+async fn send_buffered(
+    request: http::Request<HyperOutgoingBody>,
+    options: Option<wasmtime_wasi_http::RequestOptions>,
+    max_body_bytes: usize,
+) -> Result<JournaledResponse, String> {
+    use http_body_util::BodyExt;
+    let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await.map_err(|e| e.to_string())?;
+    // The connection is driven by `io` while the body is read.
+    let io = tokio::spawn(io);
+    let (parts, body) = res.into_parts();
+    let body = http_body_util::Limited::new(body, max_body_bytes).collect().await.map_err(|e| format!("response body: {e}"))?.to_bytes();
+    io.abort();
+    Ok(JournaledResponse {
+        status: parts.status.as_u16(),
+        headers: parts.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect(),
+        body: body.to_vec(),
+    })
+}
+
+fn into_response(r: JournaledResponse) -> Result<http::Response<HyperOutgoingBody>, wasmtime_wasi_http::Error> {
+    use http_body_util::BodyExt;
+    let mut builder = http::Response::builder().status(r.status);
+    for (k, v) in r.headers {
+        builder = builder.header(k, v);
+    }
+    let body = http_body_util::Full::new(bytes::Bytes::from(r.body)).map_err(|never: std::convert::Infallible| match never {}).boxed_unsync();
+    builder.body(body).map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
 }
 
 impl WasiHttpHooks for OutboundHooks {
@@ -59,14 +101,20 @@ impl WasiHttpHooks for OutboundHooks {
         let host = uri.host().unwrap_or_default().to_owned();
         let port = uri.port_u16();
         let permitted = self.allow.permits(&host, port);
+        let (journal, max) = (self.journal.clone(), self.max_body_bytes);
         Box::new(async move {
             if !permitted {
                 tracing::warn!(%host, "outbound request refused: host not on the deployment's allow-list");
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            let args = (request.method().as_str().to_owned(), request.uri().to_string());
+            let journaled = journal
+                .observe("http.send", &args, send_buffered(request, options, max))
+                .await
+                .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))?;
+            let response = into_response(journaled.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e)))?)?;
+            let io: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send> = Box::new(async { Ok(()) });
+            Ok((response, io))
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Binds the WIT port imports to the tenant's [`runplane_ports::PortSet`].
 //!
-//! Every function counts against the invocation's port-call limit, converts between
+//! Every function counts against the invocation's port-call limit, goes through the
+//! invocation's [`crate::journal::Journal`] (recorded, or served back on replay), converts between
 //! WIT and Rust types, canonicalises JSON bodies (so every adapter stores the same
 //! bytes) and passes the invocation's tenant — which the capability never sees.
 
@@ -122,19 +123,19 @@ impl records::Host for InvocationState {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
-        let r = self.ports.records.put(&self.context.tenant, &collection, &id, &body, expected_revision).await;
+        let r = self.journal.observe("records.put", &(&collection, &id, &body, expected_revision), self.ports.records.put(&self.context.tenant, &collection, &id, &body, expected_revision)).await?;
         Ok(r.map(record_to_wit).map_err(to_wit))
     }
 
     async fn get(&mut self, collection: String, id: String) -> PortResult<Option<records::Record>> {
         self.count_call()?;
-        let r = self.ports.records.get(&self.context.tenant, &collection, &id).await;
+        let r = self.journal.observe("records.get", &(&collection, &id), self.ports.records.get(&self.context.tenant, &collection, &id)).await?;
         Ok(r.map(|o| o.map(record_to_wit)).map_err(to_wit))
     }
 
     async fn delete(&mut self, collection: String, id: String, expected_revision: Option<u64>) -> PortResult<bool> {
         self.count_call()?;
-        let r = self.ports.records.delete(&self.context.tenant, &collection, &id, expected_revision).await;
+        let r = self.journal.observe("records.delete", &(&collection, &id, expected_revision), self.ports.records.delete(&self.context.tenant, &collection, &id, expected_revision)).await?;
         Ok(r.map_err(to_wit))
     }
 
@@ -158,7 +159,8 @@ impl records::Host for InvocationState {
                 }
             }
         }
-        let r = self.ports.records.query(&self.context.tenant, &collection, &parsed, limit, cursor.as_deref()).await;
+        let args = (&collection, parsed.iter().map(|f| (&f.field, &f.value)).collect::<Vec<_>>(), limit, &cursor);
+        let r = self.journal.observe("records.query", &args, self.ports.records.query(&self.context.tenant, &collection, &parsed, limit, cursor.as_deref())).await?;
         Ok(r.map(|p| records::Page { items: p.items.into_iter().map(record_to_wit).collect(), next_cursor: p.next_cursor })
             .map_err(to_wit))
     }
@@ -179,13 +181,14 @@ impl events::Host for InvocationState {
                 Err(err) => return Ok(Err(err)),
             }
         }
-        let r = self.ports.events.append(&self.context.tenant, &stream, &batch, expected_version).await;
+        let args = (&stream, batch.iter().map(|e| (&e.event_type, &e.data)).collect::<Vec<_>>(), expected_version);
+        let r = self.journal.observe("events.append", &args, self.ports.events.append(&self.context.tenant, &stream, &batch, expected_version)).await?;
         Ok(r.map_err(to_wit))
     }
 
     async fn read(&mut self, stream: String, from: u64, limit: u32) -> PortResult<Vec<events::StoredEvent>> {
         self.count_call()?;
-        let r = self.ports.events.read(&self.context.tenant, &stream, from, limit).await;
+        let r = self.journal.observe("events.read", &(&stream, from, limit), self.ports.events.read(&self.context.tenant, &stream, from, limit)).await?;
         Ok(r.map(|v| {
             v.into_iter()
                 .map(|e| events::StoredEvent { stream: e.stream, version: e.version, event_type: e.event_type, data: e.data })
@@ -198,7 +201,8 @@ impl events::Host for InvocationState {
 impl messaging::Host for InvocationState {
     async fn publish(&mut self, topic: String, payload: Vec<u8>, headers: Vec<(String, String)>) -> PortResult<()> {
         self.count_call()?;
-        let r = self.ports.messaging.publish(&self.context.tenant, &topic, ports::Message { payload, headers }).await;
+        let args = (&topic, runplane_cjson::sha256_hex(&payload), headers.clone());
+        let r = self.journal.observe("messaging.publish", &args, self.ports.messaging.publish(&self.context.tenant, &topic, ports::Message { payload, headers })).await?;
         Ok(r.map_err(to_wit))
     }
 }
@@ -212,30 +216,31 @@ impl blobs::Host for InvocationState {
         content_type: Option<String>,
     ) -> PortResult<blobs::ObjectMeta> {
         self.count_call()?;
-        let r = self.ports.blobs.put(&self.context.tenant, &container, &name, data, content_type.as_deref()).await;
+        let args = (&container, &name, runplane_cjson::sha256_hex(&data), &content_type);
+        let r = self.journal.observe("blobs.put", &args, self.ports.blobs.put(&self.context.tenant, &container, &name, data, content_type.as_deref())).await?;
         Ok(r.map(meta_to_wit).map_err(to_wit))
     }
 
     async fn get(&mut self, container: String, name: String, range: Option<(u64, u64)>) -> PortResult<Option<Vec<u8>>> {
         self.count_call()?;
-        let r = self.ports.blobs.get(&self.context.tenant, &container, &name, range).await;
+        let r = self.journal.observe("blobs.get", &(&container, &name, range), self.ports.blobs.get(&self.context.tenant, &container, &name, range)).await?;
         Ok(r.map_err(to_wit))
     }
 
     async fn delete(&mut self, container: String, name: String) -> PortResult<bool> {
         self.count_call()?;
-        Ok(self.ports.blobs.delete(&self.context.tenant, &container, &name).await.map_err(to_wit))
+        Ok(self.journal.observe("blobs.delete", &(&container, &name), self.ports.blobs.delete(&self.context.tenant, &container, &name)).await?.map_err(to_wit))
     }
 
     async fn list(&mut self, container: String, prefix: String) -> PortResult<Vec<blobs::ObjectMeta>> {
         self.count_call()?;
-        let r = self.ports.blobs.list(&self.context.tenant, &container, &prefix).await;
+        let r = self.journal.observe("blobs.list", &(&container, &prefix), self.ports.blobs.list(&self.context.tenant, &container, &prefix)).await?;
         Ok(r.map(|v| v.into_iter().map(meta_to_wit).collect()).map_err(to_wit))
     }
 
     async fn metadata(&mut self, container: String, name: String) -> PortResult<Option<blobs::ObjectMeta>> {
         self.count_call()?;
-        let r = self.ports.blobs.metadata(&self.context.tenant, &container, &name).await;
+        let r = self.journal.observe("blobs.metadata", &(&container, &name), self.ports.blobs.metadata(&self.context.tenant, &container, &name)).await?;
         Ok(r.map(|o| o.map(meta_to_wit)).map_err(to_wit))
     }
 }
@@ -243,7 +248,13 @@ impl blobs::Host for InvocationState {
 impl secrets::Host for InvocationState {
     async fn get(&mut self, name: String) -> PortResult<Vec<u8>> {
         self.count_call()?;
-        match self.ports.secrets.get(&self.context.tenant, &name).await {
+        // The value itself is never journaled: only its digest, checked again on replay.
+        let fingerprint = |r: &Result<ports::SecretValue, ports::PortError>| match r {
+            Ok(v) => serde_json::json!({ "Ok": runplane_cjson::sha256_hex(v.expose()) }),
+            Err(e) => serde_json::json!({ "Err": e }),
+        };
+        let read = self.ports.secrets.get(&self.context.tenant, &name);
+        match self.journal.observe_private("secrets.get", &&name, read, fingerprint).await? {
             Ok(value) => {
                 let bytes = value.expose().to_vec();
                 self.revealed.push(bytes.clone());
@@ -257,13 +268,17 @@ impl secrets::Host for InvocationState {
 impl telemetry::Host for InvocationState {
     async fn counter(&mut self, name: String, delta: u64, labels: Vec<(String, String)>) -> wasmtime::Result<()> {
         self.count_call()?;
-        self.ports.telemetry.counter(&self.telemetry_scope, &name, delta, &labels);
+        if !self.journal.is_replay() {
+            self.ports.telemetry.counter(&self.telemetry_scope, &name, delta, &labels);
+        }
         Ok(())
     }
 
     async fn histogram(&mut self, name: String, value: f64, labels: Vec<(String, String)>) -> wasmtime::Result<()> {
         self.count_call()?;
-        self.ports.telemetry.histogram(&self.telemetry_scope, &name, value, &labels);
+        if !self.journal.is_replay() {
+            self.ports.telemetry.histogram(&self.telemetry_scope, &name, value, &labels);
+        }
         Ok(())
     }
 }
@@ -281,7 +296,9 @@ impl logging::logging::Host for InvocationState {
             L::Critical => ports::Level::Critical,
         };
         let message = self.redact(&message);
-        self.ports.telemetry.log(&self.telemetry_scope, level, &context, &message);
+        if !self.journal.is_replay() {
+            self.ports.telemetry.log(&self.telemetry_scope, level, &context, &message);
+        }
         Ok(())
     }
 }
@@ -289,12 +306,14 @@ impl logging::logging::Host for InvocationState {
 impl config::store::Host for InvocationState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, config::store::Error>> {
         self.count_call()?;
-        Ok(Ok(self.ports.config.get(&self.context.tenant, &self.context.capability, &key)))
+        let value = self.ports.config.get(&self.context.tenant, &self.context.capability, &key);
+        Ok(Ok(self.journal.observe("config.get", &&key, async { value }).await?))
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, config::store::Error>> {
         self.count_call()?;
-        Ok(Ok(self.ports.config.get_all(&self.context.tenant, &self.context.capability)))
+        let all = self.ports.config.get_all(&self.context.tenant, &self.context.capability);
+        Ok(Ok(self.journal.observe("config.get-all", &(), async { all }).await?))
     }
 }
 
@@ -320,31 +339,32 @@ impl keyvalue::store::HostBucket for InvocationState {
     async fn get(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<Option<Vec<u8>>> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        Ok(self.ports.kv.get(&self.context.tenant, &name, &key).await.map_err(kv_err))
+        Ok(self.journal.observe("kv.get", &(&name, &key), self.ports.kv.get(&self.context.tenant, &name, &key)).await?.map_err(kv_err))
     }
 
     async fn set(&mut self, bucket: Resource<KvBucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        Ok(self.ports.kv.set(&self.context.tenant, &name, &key, &value).await.map_err(kv_err))
+        let args = (&name, &key, runplane_cjson::sha256_hex(&value));
+        Ok(self.journal.observe("kv.set", &args, self.ports.kv.set(&self.context.tenant, &name, &key, &value)).await?.map_err(kv_err))
     }
 
     async fn delete(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<()> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        Ok(self.ports.kv.delete(&self.context.tenant, &name, &key).await.map_err(kv_err))
+        Ok(self.journal.observe("kv.delete", &(&name, &key), self.ports.kv.delete(&self.context.tenant, &name, &key)).await?.map_err(kv_err))
     }
 
     async fn exists(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<bool> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        Ok(self.ports.kv.exists(&self.context.tenant, &name, &key).await.map_err(kv_err))
+        Ok(self.journal.observe("kv.exists", &(&name, &key), self.ports.kv.exists(&self.context.tenant, &name, &key)).await?.map_err(kv_err))
     }
 
     async fn list_keys(&mut self, bucket: Resource<KvBucket>, cursor: Option<String>) -> KvResult<keyvalue::store::KeyResponse> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        let r = self.ports.kv.list_keys(&self.context.tenant, &name, cursor.as_deref()).await;
+        let r = self.journal.observe("kv.list-keys", &(&name, &cursor), self.ports.kv.list_keys(&self.context.tenant, &name, cursor.as_deref())).await?;
         Ok(r.map(|p| keyvalue::store::KeyResponse { keys: p.keys, cursor: p.cursor }).map_err(kv_err))
     }
 
@@ -358,7 +378,7 @@ impl keyvalue::atomics::Host for InvocationState {
     async fn increment(&mut self, bucket: Resource<KvBucket>, key: String, delta: i64) -> KvResult<i64> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        Ok(self.ports.kv.increment(&self.context.tenant, &name, &key, delta).await.map_err(kv_err))
+        Ok(self.journal.observe("kv.increment", &(&name, &key, delta), self.ports.kv.increment(&self.context.tenant, &name, &key, delta)).await?.map_err(kv_err))
     }
 
     async fn swap(
@@ -371,14 +391,16 @@ impl keyvalue::atomics::Host for InvocationState {
             let c = self.table().get(&cas)?;
             (c.bucket.clone(), c.key.clone(), c.seen.clone())
         };
-        match self.ports.kv.compare_and_swap(&self.context.tenant, &bucket, &key, seen.as_deref(), &value).await {
+        let args = (&bucket, &key, seen.as_deref().map(runplane_cjson::sha256_hex), runplane_cjson::sha256_hex(&value));
+        let swapped = self.ports.kv.compare_and_swap(&self.context.tenant, &bucket, &key, seen.as_deref(), &value);
+        match self.journal.observe("kv.compare-and-swap", &args, swapped).await? {
             Ok(true) => {
                 self.table().delete(cas)?;
                 Ok(Ok(()))
             }
             Ok(false) => {
                 // Hand the capability a fresh CAS holding the current value, so it can retry.
-                let current = self.ports.kv.get(&self.context.tenant, &bucket, &key).await;
+                let current = self.journal.observe("kv.get", &(&bucket, &key), self.ports.kv.get(&self.context.tenant, &bucket, &key)).await?;
                 match current {
                     Ok(now) => {
                         self.table().get_mut(&cas)?.seen = now;
@@ -396,7 +418,7 @@ impl keyvalue::atomics::HostCas for InvocationState {
     async fn new(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<Resource<KvCas>> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        match self.ports.kv.get(&self.context.tenant, &name, &key).await {
+        match self.journal.observe("kv.get", &(&name, &key), self.ports.kv.get(&self.context.tenant, &name, &key)).await? {
             Ok(seen) => Ok(Ok(self.table().push(KvCas { bucket: name, key, seen })?)),
             Err(e) => Ok(Err(kv_err(e))),
         }
@@ -422,7 +444,7 @@ impl keyvalue::batch::Host for InvocationState {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             self.count_call()?;
-            match self.ports.kv.get(&self.context.tenant, &name, &key).await {
+            match self.journal.observe("kv.get", &(&name, &key), self.ports.kv.get(&self.context.tenant, &name, &key)).await? {
                 Ok(v) => out.push((key, v)),
                 Err(e) => return Ok(Err(kv_err(e))),
             }
@@ -434,7 +456,8 @@ impl keyvalue::batch::Host for InvocationState {
         let name = self.bucket_name(&bucket)?;
         for (key, value) in key_values {
             self.count_call()?;
-            if let Err(e) = self.ports.kv.set(&self.context.tenant, &name, &key, &value).await {
+            let args = (&name, &key, runplane_cjson::sha256_hex(&value));
+            if let Err(e) = self.journal.observe("kv.set", &args, self.ports.kv.set(&self.context.tenant, &name, &key, &value)).await? {
                 return Ok(Err(kv_err(e)));
             }
         }
@@ -445,7 +468,7 @@ impl keyvalue::batch::Host for InvocationState {
         let name = self.bucket_name(&bucket)?;
         for key in keys {
             self.count_call()?;
-            if let Err(e) = self.ports.kv.delete(&self.context.tenant, &name, &key).await {
+            if let Err(e) = self.journal.observe("kv.delete", &(&name, &key), self.ports.kv.delete(&self.context.tenant, &name, &key)).await? {
                 return Ok(Err(kv_err(e)));
             }
         }

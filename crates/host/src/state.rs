@@ -32,6 +32,7 @@ pub struct InvocationState {
     pub(crate) limiter: MemoryCap,
     pub(crate) context: Arc<ExecutionContext>,
     pub(crate) ports: PortSet,
+    pub(crate) journal: crate::Journal,
     pub(crate) telemetry_scope: TelemetryScope,
     pub(crate) port_calls: u32,
     max_port_calls: u32,
@@ -43,7 +44,7 @@ pub struct InvocationState {
 }
 
 impl InvocationState {
-    pub(crate) fn new(config: &SandboxConfig, context: Arc<ExecutionContext>, ports: PortSet, allow: AllowList) -> Self {
+    pub(crate) fn new(config: &SandboxConfig, context: Arc<ExecutionContext>, ports: PortSet, allow: AllowList, journal: crate::Journal) -> Self {
         let stdout = MemoryOutputPipe::new(config.max_log_bytes);
         let stderr = MemoryOutputPipe::new(config.max_log_bytes);
         let (secure, insecure, insecure_seed) = seeded_rngs(context.execution_seed);
@@ -71,7 +72,8 @@ impl InvocationState {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundHooks { allow },
+            hooks: OutboundHooks { allow, journal: journal.clone(), max_body_bytes: config.max_response_bytes },
+            journal,
             limiter: MemoryCap { limit: config.memory_limit_bytes, peak: 0 },
             context,
             ports,

@@ -85,7 +85,7 @@ async fn create_order(host: &Host, dir: &std::path::Path, seed: u64) -> (u16, By
         .header("content-type", "application/json")
         .body(Bytes::from_static(br#"{"item":"tea","quantity":2}"#))
         .expect("request");
-    let inv = Invocation { context: context(seed, &digest), ports: ports(dir).await, allow: AllowList::default() };
+    let inv = Invocation { context: context(seed, &digest), ports: ports(dir).await, allow: AllowList::default(), journal: runplane_host::Journal::record() };
     let (result, report) = host.handle_http(&cap, inv, request).await;
     let resp = result.expect("invocation");
     assert!(report.port_calls > 3, "{report:?}");
@@ -112,7 +112,7 @@ async fn run_task(host: &Host, dir: &std::path::Path, input: &str) -> Result<Str
     let digest = runplane_cjson::sha256_hex(runplane_examples::ORDERS);
     let cap = host.load("orders@1.0.0", &digest, runplane_examples::ORDERS).await.expect("load");
     assert!(cap.exports.task && cap.exports.http && cap.exports.message_handler);
-    let inv = Invocation { context: context(9, &digest), ports: ports(dir).await, allow: AllowList::default() };
+    let inv = Invocation { context: context(9, &digest), ports: ports(dir).await, allow: AllowList::default(), journal: runplane_host::Journal::record() };
     host.run_task(&cap, inv, input.to_string()).await.0.expect("invocation")
 }
 

@@ -145,6 +145,7 @@ pub fn invoke_error(e: &runplane_host::InvokeError) -> ApiError {
         I::MissingExport { .. } => StatusCode::NOT_IMPLEMENTED,
         I::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         I::Trap(_) | I::Failed(_) => StatusCode::BAD_GATEWAY,
+        I::NonDeterministic(_) => StatusCode::CONFLICT,
     };
     let mut err = ApiError::new(status, e.code(), e.to_string());
     if status == StatusCode::SERVICE_UNAVAILABLE {

@@ -120,7 +120,7 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
         .host
         .deliver_message(
             cap,
-            Invocation { context: context.clone(), ports, allow: active.allow.clone() },
+            Invocation { context: context.clone(), ports, allow: active.allow.clone(), journal: runplane_host::Journal::record() },
             delivery.topic.clone(),
             delivery.message.payload,
             delivery.message.headers,

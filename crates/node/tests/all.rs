@@ -559,3 +559,104 @@ async fn secrets_never_reach_logs_or_audit_events() {
     let (_, tenant) = node.admin(Method::GET, "/v1/audit/events?log=tenant:acme&limit=1000", None).await;
     assert!(!format!("{admin}{tenant}").contains("TOP-SECRET"), "a secret value reached the audit log");
 }
+
+/// Journal and replay (spec §6.3): every kind of `orders` invocation — records, events,
+/// blobs, key-value, config, a secret and an allow-listed outbound call — replays as
+/// identical (response bytes and audit leaf) without touching a backend or the
+/// network again; a secret rotated since is caught as non-determinism at the call
+/// that read it; a whole log replays to its stored root.
+#[tokio::test]
+async fn journaled_invocations_replay_identically_and_divergence_is_named() {
+    use axum::routing::post;
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { format!("accepted #{n}") }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hook = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let node = TestNode::start(|c| {
+        c.capability_config.get_mut("orders").expect("orders config").insert("webhook-url".into(), format!("http://{hook}/hook"));
+    })
+    .await;
+    let acme = node.tenant("acme", Mode::Shared).await;
+    node.admin(Method::PUT, "/v1/tenants/acme/secrets/webhook-signing-key", Some(json!({"value": "SECRET-VALUE-acme"}))).await;
+    let (s, _) = node.push("orders", "1.0.0", runplane_examples::ORDERS).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, body) = node
+        .admin(Method::POST, "/v1/deployments", Some(json!({"capability": "orders", "version": "1.0.0", "allow_hosts": [hook.to_string()]})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+
+    let invoke = |method: Method, path: String, body: Option<Value>| {
+        let req = node.http.request(method, node.url(&path)).bearer_auth(&acme);
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        async move {
+            let resp = req.send().await.expect("request");
+            let id = resp.headers().get("x-runplane-invocation-id").and_then(|v| v.to_str().ok()).expect("invocation id").to_owned();
+            (resp.status(), id, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, create, order) = invoke(Method::POST, "/apps/orders/orders".into(), Some(json!({"item": "thé", "quantity": 2}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let id = order["id"].as_str().expect("id").to_owned();
+    let mut ids = vec![create];
+    for (method, path, body) in [
+        (Method::GET, format!("/apps/orders/orders/{id}"), None),
+        (Method::PUT, format!("/apps/orders/orders/{id}"), Some(json!({"item": "thé", "quantity": 3, "revision": 1}))),
+        (Method::GET, "/apps/orders/orders?limit=5".into(), None),
+        (Method::GET, format!("/apps/orders/orders/{id}/invoice"), None),
+        (Method::GET, "/apps/orders/events".into(), None),
+        (Method::GET, "/apps/orders/stats".into(), None),
+        (Method::GET, "/apps/orders/orders/ord_missing".into(), None),
+        (Method::POST, "/apps/orders/orders".into(), Some(json!({"item": ""}))),
+        (Method::POST, format!("/apps/orders/orders/{id}/notify"), None),
+    ] {
+        let (s, inv, body) = invoke(method, path.clone(), body).await;
+        assert!(s.as_u16() < 500, "{path}: {s} {body}");
+        ids.push(inv);
+    }
+    let notify = ids.last().cloned().expect("notify");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the webhook was called once");
+    let (_, before) = node.admin(Method::GET, "/v1/audit/logs", None).await;
+
+    for inv in &ids {
+        let (s, report) = node.admin(Method::POST, &format!("/v1/replay/{inv}"), None).await;
+        assert_eq!(s, StatusCode::OK, "{report}");
+        assert_eq!(report["identical"], true, "invocation {inv} did not replay identically: {report}");
+        assert_eq!(report["replayed_event_hash"], report["event_hash"]);
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "a replay never calls out again");
+    let (_, after) = node.admin(Method::GET, "/v1/audit/logs", None).await;
+    let size = |v: &Value, log: &str| v["items"].as_array().expect("items").iter().find(|l| l["log"] == log).map(|l| l["size"].clone());
+    assert_eq!(size(&before, "tenant:acme"), size(&after, "tenant:acme"), "a replay writes nothing to the tenant's log");
+    let (_, stored) = node.app(&acme, Method::GET, "/apps/orders/orders?limit=50", None).await;
+    assert_eq!(stored["items"].as_array().map(Vec::len), Some(1), "a replay stores nothing: {stored}");
+
+    // A value from outside the journal changed: the secret was rotated since.
+    node.admin(Method::PUT, "/v1/tenants/acme/secrets/webhook-signing-key", Some(json!({"value": "ROTATED"}))).await;
+    let (s, report) = node.admin(Method::POST, &format!("/v1/replay/{notify}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["identical"], false);
+    let divergence = &report["divergence"];
+    assert!(divergence["expected"].as_str().is_some_and(|e| e.starts_with("secrets.get")), "{report}");
+    assert!(divergence["found"].as_str().is_some_and(|f| f.contains("rotated")), "{report}");
+    assert!(!report.to_string().contains("ROTATED") && !report.to_string().contains("SECRET-VALUE"), "no secret in the report");
+
+    let (s, log) = node.admin(Method::POST, "/v1/audit/logs/tenant:acme/replay", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(log["identical"], true, "{log}");
+    let (s, _) = node.admin(Method::POST, "/v1/replay/00000000-0000-4000-8000-000000000000", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, admin) = node.admin(Method::GET, "/v1/audit/events?log=admin&limit=1000", None).await;
+    let replays = admin["items"].as_array().expect("items").iter().filter(|e| e["event"]["action"] == "invocation.replay").count();
+    assert_eq!(replays, ids.len() + 2, "every replay request is an admin event");
+}

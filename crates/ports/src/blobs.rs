@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::{PortResult, TenantId};
 
 /// What is known about a stored object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ObjectMeta {
     pub container: String,
     pub name: String,

@@ -4,7 +4,7 @@ use std::fmt;
 ///
 /// Adapters map their technology's errors into these; messages never contain
 /// connection strings, credentials or secret values.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum PortError {
     /// The named thing does not exist.
     #[error("not found: {0}")]

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use crate::{PortResult, TenantId};
 
 /// One page of keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyPage {
     pub keys: Vec<String>,
     /// Opaque; `None` on the last page.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::{PortResult, TenantId};
 
 /// A stored document. `body` is canonical JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Record {
     pub collection: String,
     pub id: String,
@@ -23,7 +23,7 @@ pub struct Filter {
 }
 
 /// A page of query results ordered by id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Page {
     pub items: Vec<Record>,
     /// Opaque; pass back to continue. `None` on the last page.

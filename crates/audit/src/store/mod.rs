@@ -123,6 +123,8 @@ pub(crate) struct NewEntry {
     pub event_hash: String,
     pub leaf: Hash,
     pub json: String,
+    /// `(invocation id, journal JSON)` written with the entry, for replay.
+    pub journal: Option<(String, String)>,
 }
 
 /// An entry as a backend returns it.
@@ -171,6 +173,8 @@ pub(crate) trait LogBackend: Send + Sync + 'static {
     async fn interior(&self, log: &LogId) -> Result<Stored, AuditError>;
     /// Signed checkpoints of `log`, smallest size first: `(size, root, note)`.
     async fn checkpoints(&self, log: &LogId) -> Result<Vec<(u64, Hash, String)>, AuditError>;
+    /// The journal of an invocation and where its entry is: `(log, index, journal)`.
+    async fn journal(&self, invocation_id: &str) -> Result<Option<(LogId, u64, String)>, AuditError>;
     /// Keeps a checkpoint (a second one of the same size is ignored: it is the same).
     async fn save_checkpoint(&self, log: &LogId, size: u64, root: &Hash, note: &str) -> Result<(), AuditError>;
 }
@@ -260,9 +264,24 @@ impl AuditStore {
 
     /// Appends `event` to `log`; returns once it is durable.
     pub async fn append(&self, log: LogId, event: &AuditEvent) -> Result<Receipt, AuditError> {
+        self.append_entry(log, event, None).await
+    }
+
+    /// Appends an invocation's `event` and its journal (whose digest the event should
+    /// carry) in the same durable transaction.
+    pub async fn append_with_journal(&self, log: LogId, event: &AuditEvent, invocation_id: &str, journal: String) -> Result<Receipt, AuditError> {
+        self.append_entry(log, event, Some((invocation_id.to_owned(), journal))).await
+    }
+
+    /// The journal of an invocation, with the log and index of its entry.
+    pub async fn journal(&self, invocation_id: &str) -> Result<Option<(LogId, u64, String)>, AuditError> {
+        self.backend.journal(invocation_id).await
+    }
+
+    async fn append_entry(&self, log: LogId, event: &AuditEvent, journal: Option<(String, String)>) -> Result<Receipt, AuditError> {
         self.refuse_if_corrupt(&log)?;
         let json = event.canonical().map_err(|e| AuditError::Canonical(e.to_string()))?;
-        let entry = NewEntry { event_hash: runplane_cjson::sha256_hex(json.as_bytes()), leaf: merkle::leaf_hash(json.as_bytes()), json, log };
+        let entry = NewEntry { event_hash: runplane_cjson::sha256_hex(json.as_bytes()), leaf: merkle::leaf_hash(json.as_bytes()), json, log, journal };
         let (reply, wait) = oneshot::channel();
         let stopped = || AuditError::Unavailable("the audit writer has stopped".into());
         self.tx.send(Pending { entry, reply }).await.map_err(|_| stopped())?;

@@ -93,6 +93,17 @@ impl LogBackend for PostgresLog {
             });
             insert.build().execute(&mut *tx).await.map_err(pg_unavailable)?;
         }
+        let journals: Vec<(&str, &str, &str, u64)> = rows
+            .iter()
+            .filter_map(|(e, index)| e.journal.as_ref().map(|(id, j)| (id.as_str(), e.log.as_str(), j.as_str(), *index)))
+            .collect();
+        for chunk in journals.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new("INSERT INTO audit_journals (invocation_id, log, idx, journal) ");
+            insert.push_values(chunk, |mut row, (id, log, journal, index)| {
+                row.push_bind(*id).push_bind(*log).push_bind(*index as i64).push_bind(*journal);
+            });
+            insert.build().execute(&mut *tx).await.map_err(pg_unavailable)?;
+        }
         for (log, f) in &plan.heads {
             sqlx::query("UPDATE audit_heads SET size = $2, frontier = $3 WHERE log = $1")
                 .bind(log.as_str())
@@ -165,6 +176,15 @@ impl LogBackend for PostgresLog {
     async fn checkpoints(&self, log: &LogId) -> Result<Vec<(u64, Hash, String)>, AuditError> {
         let rows = sqlx::query("SELECT size, root, note FROM audit_checkpoints WHERE log = $1 ORDER BY size").bind(log.as_str()).fetch_all(&self.pool).await.map_err(pg_unavailable)?;
         rows.iter().map(|r| Ok((r.get::<i64, _>(0) as u64, hash_of(r.get::<&[u8], _>(1))?, r.get(2)))).collect()
+    }
+
+    async fn journal(&self, invocation_id: &str) -> Result<Option<(LogId, u64, String)>, AuditError> {
+        let row = sqlx::query("SELECT log, idx, journal FROM audit_journals WHERE invocation_id = $1")
+            .bind(invocation_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_unavailable)?;
+        Ok(row.and_then(|r| Some((LogId::parse(r.get::<&str, _>(0))?, r.get::<i64, _>(1) as u64, r.get(2)))))
     }
 
     async fn save_checkpoint(&self, log: &LogId, size: u64, root: &Hash, note: &str) -> Result<(), AuditError> {

@@ -666,3 +666,38 @@ pub async fn audit_consistency(State(node): State<Arc<Node>>, headers: HeaderMap
     })
     .into_response())
 }
+
+/// Re-execute a journaled invocation: same component digest, execution context and
+/// request, every port call served from its journal. Reports "identical" (response
+/// bytes and audit leaf) or the first port call that diverged. Audited.
+#[utoipa::path(post, path = "/v1/replay/{invocation_id}", params(("invocation_id" = String, Path, description = "from the x-runplane-invocation-id response header or the audit event")), security(("admin_token" = [])), responses((status = 200, body = crate::replay::ReplayReport), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn replay_invocation(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let result = crate::replay::replay(&node, &id).await;
+    let outcome = match &result {
+        Ok(r) if r.identical => Outcome::ok(Some(200)),
+        Ok(_) => Outcome::error("non_deterministic", Some(200)),
+        Err(e) => Outcome::error(&e.code, Some(e.status.as_u16())),
+    };
+    let tenant = result.as_ref().ok().and_then(|r| r.log.strip_prefix("tenant:").map(str::to_owned));
+    let mut ev = node.event("admin", tenant.as_deref(), "invocation.replay", &id, outcome);
+    if let Ok(r) = &result {
+        ev.details.insert("report".into(), serde_json::to_value(r).unwrap_or_default());
+    }
+    node.audit_admin(ev).await?;
+    Ok(versioned(result?).into_response())
+}
+
+/// Replay a whole log: recompute its root from the stored events and compare it with
+/// the stored root. Audited.
+#[utoipa::path(post, path = "/v1/audit/logs/{log}/replay", params(("log" = String, Path, description = "`admin` or `tenant:<id>`")), security(("admin_token" = [])), responses((status = 200, body = crate::replay::LogReplayReport)))]
+pub async fn replay_log(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>) -> Result<Response, ApiError> {
+    require_admin(&node, &headers)?;
+    let log = parse_log(&log)?;
+    let report = crate::replay::replay_log(&node, &log).await?;
+    let outcome = if report.identical { Outcome::ok(Some(200)) } else { Outcome::error("root_mismatch", Some(200)) };
+    let mut ev = node.event("admin", None, "audit.replay", log.as_str(), outcome);
+    ev.details.insert("report".into(), serde_json::to_value(&report).unwrap_or_default());
+    node.audit_admin(ev).await?;
+    Ok(versioned(report).into_response())
+}

@@ -7,14 +7,15 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use runplane_audit::{LogId, Outcome, Usage};
-use runplane_host::Invocation;
+use runplane_audit::{LogId, Outcome};
+use runplane_host::{Invocation, Journal};
 use runplane_ports::{ExecutionContext, PROTOCOL_VERSION, TenantId};
 
 use crate::auth::bearer;
 use crate::error::{ApiError, invoke_error};
 use crate::metrics::InvocationLabels;
 use crate::node::Node;
+use crate::replay::{JournalRecord, complete_event};
 
 /// Headers never passed to a capability: the tenant's credential stays at the boundary.
 const STRIPPED_REQUEST_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
@@ -117,10 +118,15 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
         Some(q) => format!("/{rest}?{q}"),
         None => format!("/{rest}"),
     };
-    let mut builder = http::Request::builder().method(parts.method.clone()).uri(format!("http://{route}.apps.runplane.internal{path_and_query}"));
+    let uri = format!("http://{route}.apps.runplane.internal{path_and_query}");
+    let mut builder = http::Request::builder().method(parts.method.clone()).uri(uri.as_str());
+    let mut seen_headers = Vec::new();
     for (k, v) in &parts.headers {
         if !STRIPPED_REQUEST_HEADERS.contains(&k.as_str()) && k != http::header::HOST {
             builder = builder.header(k, v);
+            if let Ok(text) = v.to_str() {
+                seen_headers.push((k.as_str().to_owned(), text.to_owned()));
+            }
         }
     }
     let request = builder
@@ -136,9 +142,10 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
     let ports = node.bindings.ports(&tenant.id, tenant.mode).await?;
     node.metrics.in_flight.inc();
     let started = Instant::now();
+    let journal = Journal::record();
     let (outcome, report) = node
         .host
-        .handle_http(cap, Invocation { context: context.clone(), ports, allow: deployment.allow.clone() }, request)
+        .handle_http(cap, Invocation { context: context.clone(), ports, allow: deployment.allow.clone(), journal: journal.clone() }, request)
         .await;
     node.metrics.in_flight.dec();
 
@@ -154,19 +161,21 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
     event.capability_digest = Some(cap.digest.clone());
     event.details.insert("method".into(), parts.method.as_str().into());
     event.details.insert("path".into(), format!("/{rest}").into());
-    let response_bytes = outcome.as_ref().map(|r| r.body.len() as u64).unwrap_or(0);
-    event.usage = Some(Usage {
-        fuel: report.fuel_consumed,
-        memory_peak_bytes: report.memory_peak_bytes as u64,
-        port_calls: report.port_calls,
-        request_bytes: body.len() as u64,
-        response_bytes,
-    });
+    complete_event(&mut event, &outcome, &report, body.len() as u64);
+    let record = JournalRecord {
+        route: route.to_owned(),
+        method: parts.method.as_str().to_owned(),
+        uri,
+        headers: seen_headers,
+        body: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &body),
+        allow_hosts: deployment.allow.entries().to_vec(),
+        observations: journal.observations(),
+    };
+    let (journal_json, journal_digest) = record.encode()?;
+    event.details.insert("journal_digest".into(), journal_digest.into());
     let labels = |o: &str| InvocationLabels { capability: cap.name.clone(), kind: "http".into(), outcome: o.into() };
     let result = match outcome {
         Ok(resp) => {
-            event.outcome = Outcome::ok(Some(resp.status));
-            event.response_digest = Some(format!("sha256:{}", runplane_cjson::sha256_hex(&resp.body)));
             node.metrics.invocations.get_or_create(&labels("ok")).inc();
             node.metrics.invocation_seconds.get_or_create(&labels("ok")).observe(started.elapsed().as_secs_f64());
             Ok(resp)
@@ -174,13 +183,18 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
         Err(e) => {
             tracing::warn!(tenant = %tenant.id, route, invocation_id = %context.invocation_id, error = %e, "invocation failed");
             let api = invoke_error(&e);
-            event.outcome = Outcome::error(e.code(), Some(api.status.as_u16()));
             node.metrics.invocations.get_or_create(&labels(e.code())).inc();
             Err(api)
         }
     };
     // Fail closed: an invocation that could not be audited is not acknowledged.
-    node.append(LogId::tenant(&tenant.id), event).await?;
+    node.audit
+        .append_with_journal(LogId::tenant(&tenant.id), &event, &context.invocation_id, journal_json)
+        .await
+        .map_err(|e| {
+            node.metrics.audit_failures.inc();
+            ApiError::from(e)
+        })?;
 
     let resp = result?;
     let mut out = Response::builder().status(StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY));

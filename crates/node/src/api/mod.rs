@@ -52,6 +52,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/audit/logs", get(admin::audit_logs))
         .route("/v1/audit/events", get(admin::audit_events))
         .route("/v1/audit/key", get(admin::audit_key))
+        .route("/v1/audit/logs/{log}/replay", post(admin::replay_log))
+        .route("/v1/replay/{invocation_id}", post(admin::replay_invocation))
         .route("/v1/audit/logs/{log}/checkpoint", get(admin::audit_checkpoint))
         .route("/v1/audit/logs/{log}/checkpoints", get(admin::audit_checkpoints))
         .route("/v1/audit/logs/{log}/entries", get(admin::audit_entries))
