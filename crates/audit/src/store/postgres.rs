@@ -117,6 +117,11 @@ impl LogBackend for PostgresLog {
         Ok(plan.indexes)
     }
 
+    async fn sync(&self) -> Result<(), AuditError> {
+        // A PostgreSQL commit returns only once it is durable (synchronous_commit).
+        Ok(())
+    }
+
     async fn heads(&self) -> Result<Vec<(LogId, Frontier)>, AuditError> {
         let rows = sqlx::query("SELECT log, size, frontier FROM audit_heads WHERE size > 0 ORDER BY log").fetch_all(&self.pool).await.map_err(pg_unavailable)?;
         rows.iter()
