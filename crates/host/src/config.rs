@@ -24,6 +24,9 @@ pub struct SandboxConfig {
     pub max_log_bytes: usize,
     /// Bytes of each reused linear memory reset in place rather than decommitted.
     pub keep_resident_bytes: usize,
+    /// Longest one port call may wait for its backend before it fails with
+    /// `unavailable` (whatever the adapter's own timeouts), in milliseconds.
+    pub port_timeout_ms: u64,
 }
 
 impl Default for SandboxConfig {
@@ -38,6 +41,7 @@ impl Default for SandboxConfig {
             max_wasm_stack_bytes: 512 << 10,
             max_log_bytes: 64 << 10,
             keep_resident_bytes: 8 << 20,
+            port_timeout_ms: 3_000,
         }
     }
 }

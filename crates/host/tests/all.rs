@@ -128,3 +128,45 @@ async fn task_exports_run_against_the_same_ports() {
     let refused = run_task(&host, dir.path(), r#"{"op":"explode"}"#).await.expect_err("invalid input");
     assert!(refused.starts_with("invalid input"), "{refused}");
 }
+
+/// A backend that accepts connections and never answers (a hung database): the
+/// adapter's own timeout is a minute, but the host bounds every port call, so the
+/// invocation fails fast with `unavailable` and the capability answers 503.
+#[tokio::test]
+async fn a_silent_backend_gives_unavailable_within_the_port_timeout() {
+    use runplane_adapters::postgres::{PgSettings, PgStore};
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn); // accepted, never read from or written to
+        }
+    });
+    let settings = PgSettings {
+        admin: format!("postgres://postgres@127.0.0.1:{port}/postgres").parse().expect("url"),
+        database: "silent".into(),
+        runtime_role: "runplane_runtime".into(),
+        runtime_password: None,
+        timeout: std::time::Duration::from_secs(60),
+        max_connections: 2,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ports = ports(dir.path()).await;
+    ports.records = Arc::new(PgStore::connect_lazy(&settings));
+    let host = Host::new(SandboxConfig { port_timeout_ms: 300, ..SandboxConfig::default() }, dir.path().join("cache")).expect("host");
+    let digest = runplane_cjson::sha256_hex(runplane_examples::ORDERS);
+    let cap = host.load("orders@1.0.0", &digest, runplane_examples::ORDERS).await.expect("load");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("http://orders.test/orders")
+        .body(Bytes::from_static(br#"{"item":"tea","quantity":2}"#))
+        .expect("request");
+    let started = std::time::Instant::now();
+    let inv = Invocation { context: context(1, &digest), ports, allow: AllowList::default(), journal: runplane_host::Journal::record() };
+    let (result, _) = host.handle_http(&cap, inv, request).await;
+    let resp = result.expect("the capability handles the port error");
+    assert_eq!(resp.status, 503, "{}", String::from_utf8_lossy(&resp.body));
+    assert!(String::from_utf8_lossy(&resp.body).contains("did not answer within 300 ms"), "{}", String::from_utf8_lossy(&resp.body));
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
+}
