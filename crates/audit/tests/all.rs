@@ -303,8 +303,9 @@ async fn two_writers_on_one_postgres_share_one_consistent_log() {
         None => panic!("RUNPLANE_TEST_POSTGRES_URL has no database path"),
     };
     let timeout = std::time::Duration::from_secs(5);
-    let a = AuditStore::open_postgres(&url, signer(), timeout).await.expect("node a");
-    let b = AuditStore::open_postgres(&url, signer(), timeout).await.expect("node b");
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("url");
+    let a = AuditStore::open_postgres(options.clone(), signer(), timeout).await.expect("node a");
+    let b = AuditStore::open_postgres(options, signer(), timeout).await.expect("node b");
     let mut tasks = Vec::new();
     for i in 0..600u64 {
         let s = if i % 2 == 0 { a.clone() } else { b.clone() };

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     /// The instance's audit signing key (`[audit] key_file`; default
     /// `<data_dir>/instance.key`, created at first start). Nodes of one instance share it.
     pub audit_key_file: Option<PathBuf>,
+    /// Where the audit logs live (`[audit] store`): `None` for `<data_dir>/audit.db`, or
+    /// the name of a postgres backend, shared by every node of the instance.
+    pub audit_store: Option<String>,
     /// `wasi:config` values per capability name.
     pub capability_config: BTreeMap<String, BTreeMap<String, String>>,
     /// Per-tenant overrides: `tenant → capability → key → value`.
@@ -269,6 +272,7 @@ impl NodeConfig {
             backend_timeout: std::time::Duration::from_secs(3),
             seed_file: None,
             audit_key_file: None,
+            audit_store: None,
             capability_config: BTreeMap::new(),
             tenant_config: BTreeMap::new(),
         }
@@ -412,9 +416,14 @@ impl NodeConfig {
             }
         }
         if let Some(a) = c.table(&table, "audit") {
-            c.only_keys(a, "audit", &["key_file"]);
+            c.only_keys(a, "audit", &["key_file", "store"]);
             if let Some(v) = c.get::<String>(a, "audit", "key_file") {
                 cfg.audit_key_file = Some(PathBuf::from(v));
+            }
+            if let Some(v) = c.get::<String>(a, "audit", "store") {
+                if v != "sqlite" {
+                    cfg.audit_store = Some(v);
+                }
             }
         }
         if let Some(conf) = table.get("config") {
@@ -434,6 +443,13 @@ impl NodeConfig {
                     cfg.tenant_config = m;
                 }
                 Err(e) => c.problem("tenant_config", &format!("must map tenant → capability → key → string value: {}", e.message())),
+            }
+        }
+        if let Some(name) = &cfg.audit_store {
+            match cfg.backends.get(name) {
+                Some(Backend::Postgres { .. }) => {}
+                Some(other) => c.problem("audit.store", &format!("backend {name:?} is a {} backend; the audit logs live in \"sqlite\" (the default) or a postgres backend", other.kind())),
+                None => c.problem("audit.store", &format!("no backend is named {name:?}; define it under [backends.{name}] or use \"sqlite\"")),
             }
         }
         if c.problems.is_empty() { Ok(cfg) } else { Err(c.problems) }

@@ -74,7 +74,7 @@ impl Node {
             .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
         let control = ControlStore::open(&data_dir).await?;
         let signer = instance_signer(&config, &entropy)?;
-        let audit = AuditStore::open(&data_dir.join("audit.db"), signer).await?;
+        let audit = open_audit(&config, signer).await?;
         for (log, why) in audit.refused() {
             tracing::error!(%log, problem = %why, "audit log failed its start-up integrity check: its tenant's invocations answer 503 until it is restored");
         }
@@ -299,6 +299,34 @@ async fn admin_token(config: &NodeConfig, control: &ControlStore, entropy: &Entr
     control.set_setting("admin_token_hash", &hash_secret(&token)).await?;
     tracing::info!(path = %path.display(), "generated an admin token");
     Ok((hash_secret(&token), Some(token)))
+}
+
+/// The audit store: `<data_dir>/audit.db`, or the postgres backend `[audit] store`
+/// names (its shared database, created if missing), which every node of the instance
+/// appends to.
+async fn open_audit(config: &NodeConfig, signer: NoteSigner) -> anyhow::Result<AuditStore> {
+    let Some(name) = &config.audit_store else {
+        return Ok(AuditStore::open(&config.data_dir.join("audit.db"), signer).await?);
+    };
+    let Some(crate::config::Backend::Postgres { url, database, runtime_role, runtime_password, max_connections }) = config.backends.get(name) else {
+        anyhow::bail!("the audit store {name:?} is not a postgres backend");
+    };
+    let admin: sqlx::postgres::PgConnectOptions =
+        url.parse().map_err(|_| anyhow::anyhow!("audit store {name:?}: the url is not a valid PostgreSQL URL"))?;
+    let settings = runplane_adapters::postgres::PgSettings {
+        admin: admin.clone(),
+        database: database.clone(),
+        runtime_role: runtime_role.clone(),
+        runtime_password: runtime_password.clone(),
+        timeout: config.backend_timeout,
+        max_connections: *max_connections,
+    };
+    runplane_adapters::postgres::provision(&settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}; start PostgreSQL or fix [backends.{name}]"))?;
+    Ok(AuditStore::open_postgres(admin.database(database), signer, config.backend_timeout)
+        .await
+        .map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}"))?)
 }
 
 /// The instance's audit signing key: read from `[audit] key_file` (default

@@ -207,9 +207,9 @@ impl AuditStore {
         Self::with_backend(Arc::new(backend), signer).await
     }
 
-    /// Opens the store on PostgreSQL (`url` of a role that may create tables).
-    pub async fn open_postgres(url: &str, signer: NoteSigner, timeout: std::time::Duration) -> Result<Self, AuditError> {
-        let backend = PostgresLog::connect(url, timeout).await?;
+    /// Opens the store on PostgreSQL (the connection of a role that may create tables).
+    pub async fn open_postgres(options: sqlx::postgres::PgConnectOptions, signer: NoteSigner, timeout: std::time::Duration) -> Result<Self, AuditError> {
+        let backend = PostgresLog::connect(options, timeout).await?;
         Self::with_backend(Arc::new(backend), signer).await
     }
 

@@ -15,6 +15,9 @@ use crate::tree::{Frontier, Node, Stored};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The schema of the audit tables.
+const SCHEMA: &str = "runplane_audit";
+
 /// Rows per INSERT statement (5 parameters each, under PostgreSQL's 65,535).
 const ROWS_PER_INSERT: usize = 6000;
 
@@ -45,10 +48,13 @@ fn pg_unavailable(e: sqlx::Error) -> AuditError {
 }
 
 impl PostgresLog {
-    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, AuditError> {
-        let options: PgConnectOptions = url.parse().map_err(|_| AuditError::Unavailable("the audit store's PostgreSQL URL is malformed".into()))?;
-        let options = options.options([("statement_timeout", format!("{}", timeout.as_millis().max(1000)))]);
+    /// Connects and migrates. The logs live in their own schema, `runplane_audit` (with
+    /// their own migration history), beside whatever else the database holds — such as
+    /// the tenants' stores, whose runtime role has no rights on it.
+    pub async fn connect(options: PgConnectOptions, timeout: Duration) -> Result<Self, AuditError> {
+        let options = options.options([("statement_timeout", format!("{}", timeout.as_millis().max(1000))), ("search_path", SCHEMA.to_owned())]);
         let pool = PgPoolOptions::new().max_connections(4).acquire_timeout(timeout).connect_with(options).await.map_err(pg_unavailable)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))).execute(&pool).await.map_err(pg_unavailable)?;
         MIGRATOR.run(&pool).await.map_err(|e| AuditError::Unavailable(format!("migrating the PostgreSQL audit store: {e}")))?;
         Ok(PostgresLog { pool })
     }

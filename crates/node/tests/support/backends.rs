@@ -540,3 +540,68 @@ async fn a_tenants_broker_away_at_deploy_is_subscribed_when_it_returns() {
         assert!(Instant::now() < deadline, "bravo's messages are still not delivered after its broker returned: {stats}");
     }
 }
+
+/// Two nodes of one instance (sharing its key file) bound to the same PostgreSQL, for
+/// the tenant's stores and for the audit logs: concurrent invocations on both append to
+/// one `tenant:acme` log — dense, unforked, the same signed checkpoint from either node.
+#[tokio::test]
+async fn two_nodes_on_one_postgres_keep_one_consistent_log_per_tenant() {
+    let url = testing::postgres_url();
+    if !testing::service_up("PostgreSQL", &url).await {
+        return;
+    }
+    let db = testing::unique_name("rp_twonode");
+    let key_dir = tempfile::tempdir().expect("tempdir");
+    let key_file = key_dir.path().join("instance.key");
+    let tune = |c: &mut NodeConfig| {
+        bind_sql(c, "pg", postgres_backend(&db, &url, None));
+        c.audit_store = Some("pg".into());
+        c.audit_key_file = Some(key_file.clone());
+    };
+    let a = TestNode::start(tune).await;
+    let b = TestNode::start(tune).await;
+    let key_a = a.tenant("acme", Mode::Shared).await;
+    let key_b = b.tenant("acme", Mode::Shared).await;
+    a.deploy("orders", runplane_examples::ORDERS, "orders", &[]).await;
+    b.deploy("orders", runplane_examples::ORDERS, "orders", &[]).await;
+
+    let mut load = Vec::new();
+    for (node, key) in [(&a, &key_a), (&b, &key_b)] {
+        for w in 0..4 {
+            let (http, url, key) = (node.http.clone(), node.url("/apps/orders/orders"), key.clone());
+            load.push(tokio::spawn(async move {
+                for n in 0..10 {
+                    let resp = http.post(&url).bearer_auth(&key).json(&json!({"item": format!("w{w}-{n}"), "quantity": 1})).send().await.expect("post");
+                    assert_eq!(resp.status(), StatusCode::CREATED);
+                }
+            }));
+        }
+    }
+    for l in load {
+        l.await.expect("load");
+    }
+
+    let (_, ca) = a.admin(Method::GET, "/v1/audit/logs/tenant:acme/checkpoint", None).await;
+    let (_, cb) = b.admin(Method::GET, "/v1/audit/logs/tenant:acme/checkpoint", None).await;
+    assert!(ca["size"].as_u64().is_some_and(|s| s >= 80), "{ca}");
+    assert_eq!(ca["note"], cb["note"], "both nodes sign the same checkpoint of the one log");
+    let (_, page) = a.admin(Method::GET, "/v1/audit/logs/tenant:acme/entries?limit=1000", None).await;
+    let indexes: Vec<u64> = page["items"].as_array().expect("items").iter().filter_map(|e| e["index"].as_u64()).collect();
+    assert_eq!(indexes, (0..indexes.len() as u64).collect::<Vec<_>>(), "dense, no duplicates");
+    let nodes: std::collections::BTreeSet<String> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e["entry"].as_str()?).ok())
+        .filter(|e| e["action"] == "invoke.http")
+        .filter_map(|e| e["context"]["invocation_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(nodes.len(), 80, "every invocation of both nodes is in the one log");
+    for node in [&a, &b] {
+        let (s, replay) = node.admin(Method::POST, "/v1/audit/logs/tenant:acme/replay", None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(replay["identical"], true, "{replay}");
+    }
+    drop((a, b));
+    drop_postgres(&url, &[db]).await;
+}
