@@ -420,10 +420,10 @@ impl NodeConfig {
             if let Some(v) = c.get::<String>(a, "audit", "key_file") {
                 cfg.audit_key_file = Some(PathBuf::from(v));
             }
-            if let Some(v) = c.get::<String>(a, "audit", "store") {
-                if v != "sqlite" {
-                    cfg.audit_store = Some(v);
-                }
+            if let Some(v) = c.get::<String>(a, "audit", "store")
+                && v != "sqlite"
+            {
+                cfg.audit_store = Some(v);
             }
         }
         if let Some(conf) = table.get("config") {

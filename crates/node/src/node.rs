@@ -324,9 +324,9 @@ async fn open_audit(config: &NodeConfig, signer: NoteSigner) -> anyhow::Result<A
     runplane_adapters::postgres::provision(&settings)
         .await
         .map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}; start PostgreSQL or fix [backends.{name}]"))?;
-    Ok(AuditStore::open_postgres(admin.database(database), signer, config.backend_timeout)
+    AuditStore::open_postgres(admin.database(database), signer, config.backend_timeout)
         .await
-        .map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}"))?)
+        .map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}"))
 }
 
 /// The instance's audit signing key: read from `[audit] key_file` (default

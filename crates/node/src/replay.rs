@@ -1,8 +1,9 @@
-//! Deterministic replay (spec §6.3): re-execute a journaled invocation with the same
-//! component digest, execution context and request, serving every port call from its
-//! journal, and compare the response bytes and the audit leaf with what was recorded.
+//! Deterministic replay (spec §6.3): re-execute a journaled invocation (an HTTP request
+//! or a message delivery) with the same component digest, execution context and input,
+//! serving every port call from its journal, and compare the response bytes and the
+//! audit leaf with what was recorded.
 //!
-//! What an HTTP invocation journals ([`JournalRecord`]) is written in the same durable
+//! What an invocation journals ([`JournalRecord`]) is written in the same durable
 //! transaction as its audit entry, and the entry's event carries the journal's digest
 //! (`details.journal_digest`), so a journal cannot be edited without the log noticing.
 
@@ -13,26 +14,37 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use runplane_audit::{AuditEvent, LogId, Outcome, Usage};
 use runplane_host::{AllowList, Divergence, HttpResponse, Invocation, InvocationReport, InvokeError, Journal, Observation};
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, invoke_error};
 use crate::node::Node;
 
-/// Everything needed to re-execute an HTTP invocation besides the component and the
+/// Everything needed to re-execute an invocation besides the component and the
 /// execution context (which the audit event holds).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct JournalRecord {
     pub route: String,
-    pub method: String,
-    /// The URI the capability saw.
-    pub uri: String,
-    /// The headers the capability saw (credentials already stripped).
-    pub headers: Vec<(String, String)>,
-    /// The request body, base64.
-    pub body: String,
+    pub input: Input,
     pub allow_hosts: Vec<String>,
     pub observations: Vec<Observation>,
+}
+
+/// What the invocation was handed.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Input {
+    /// An HTTP request, as the capability saw it (credentials already stripped).
+    Http { method: String, uri: String, headers: Vec<(String, String)>, body: String },
+    /// A message delivered to the handler export (payload base64).
+    Message { topic: String, payload: String, headers: Vec<(String, String)> },
+}
+
+impl Input {
+    pub(crate) fn base64(bytes: &[u8]) -> String {
+        B64.encode(bytes)
+    }
 }
 
 impl JournalRecord {
@@ -43,14 +55,27 @@ impl JournalRecord {
         Ok((json, digest))
     }
 
-    pub(crate) fn request(&self) -> Result<http::Request<Bytes>, ApiError> {
-        let body = B64.decode(&self.body).map_err(|_| ApiError::unavailable("the journaled request body is not base64"))?;
-        let mut builder = http::Request::builder().method(self.method.as_str()).uri(self.uri.as_str());
-        for (k, v) in &self.headers {
-            builder = builder.header(k.as_str(), v.as_str());
-        }
-        builder.body(Bytes::from(body)).map_err(|e| ApiError::unavailable(format!("the journaled request cannot be rebuilt: {e}")))
-    }
+}
+
+fn unbase64(what: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    B64.decode(text).map_err(|_| ApiError::unavailable(format!("the journaled {what} is not base64")))
+}
+
+/// Fills in what a message delivery's outcome decides in its audit event. Shared by
+/// the live path (`subscriptions.rs`) and replay.
+pub(crate) fn complete_message_event(event: &mut AuditEvent, outcome: &Result<Result<(), String>, InvokeError>, report: &InvocationReport, payload_bytes: u64) {
+    event.usage = Some(Usage {
+        fuel: report.fuel_consumed,
+        memory_peak_bytes: report.memory_peak_bytes as u64,
+        port_calls: report.port_calls,
+        request_bytes: payload_bytes,
+        response_bytes: 0,
+    });
+    event.outcome = match outcome {
+        Ok(Ok(())) => Outcome::ok(None),
+        Ok(Err(_)) => Outcome::error("handler_error", None),
+        Err(e) => Outcome::error(e.code(), None),
+    };
 }
 
 /// Fills in what an invocation's outcome decides in its audit event: status, response
@@ -123,11 +148,28 @@ pub(crate) async fn replay(node: &Arc<Node>, invocation_id: &str) -> Result<Repl
     let capability = node.host.load(&context.capability, &digest, &bytes).await?;
     // Secrets are journaled by digest only: the replay reads them again (and checks).
     let ports = node.bindings.ports(&tenant.id, tenant.mode).await?;
-    let request = record.request()?;
-    let request_bytes = request.body().len() as u64;
     let journal = Journal::replay(record.observations);
     let invocation = Invocation { context: Arc::new(context), ports, allow: AllowList::new(record.allow_hosts), journal: journal.clone() };
-    let (outcome, report) = node.host.handle_http(&capability, invocation, request).await;
+    let mut replayed = event.clone();
+    match record.input {
+        Input::Http { method, uri, headers, body } => {
+            let body = unbase64("request body", &body)?;
+            let mut builder = http::Request::builder().method(method.as_str()).uri(uri.as_str());
+            for (k, v) in &headers {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+            let request_bytes = body.len() as u64;
+            let request = builder.body(Bytes::from(body)).map_err(|e| ApiError::unavailable(format!("the journaled request cannot be rebuilt: {e}")))?;
+            let (outcome, report) = node.host.handle_http(&capability, invocation, request).await;
+            complete_event(&mut replayed, &outcome, &report, request_bytes);
+        }
+        Input::Message { topic, payload, headers } => {
+            let payload = unbase64("message payload", &payload)?;
+            let payload_bytes = payload.len() as u64;
+            let (outcome, report) = node.host.deliver_message(&capability, invocation, topic, payload, headers).await;
+            complete_message_event(&mut replayed, &outcome, &report, payload_bytes);
+        }
+    }
 
     let mut out = ReplayReport {
         invocation_id: invocation_id.to_owned(),
@@ -144,8 +186,6 @@ pub(crate) async fn replay(node: &Arc<Node>, invocation_id: &str) -> Result<Repl
         out.divergence = Some(d);
         return Ok(out);
     }
-    let mut replayed = event.clone();
-    complete_event(&mut replayed, &outcome, &report, request_bytes);
     out.response_identical = replayed.response_digest == event.response_digest && replayed.outcome == event.outcome;
     let replayed_json = serde_json::to_value(&replayed).unwrap_or_default();
     if let (Some(a), Some(b)) = (stored.event.as_object(), replayed_json.as_object()) {

@@ -7,11 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runplane_audit::{LogId, Outcome, Usage};
-use runplane_host::Invocation;
+use runplane_audit::{LogId, Outcome};
+use runplane_host::{Invocation, Journal};
 use runplane_ports::{Delivery, Subscription, TenantId};
 
 use crate::node::{ActiveDeployment, Node};
+use crate::replay::{Input, JournalRecord, complete_message_event};
 
 /// Longest pause between attempts to subscribe on a bus that is away.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
@@ -116,11 +117,17 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
         }
     };
     let payload_len = delivery.message.payload.len() as u64;
+    let input = Input::Message {
+        topic: delivery.topic.clone(),
+        payload: Input::base64(&delivery.message.payload),
+        headers: delivery.message.headers.clone(),
+    };
+    let journal = Journal::record();
     let (outcome, report) = node
         .host
         .deliver_message(
             cap,
-            Invocation { context: context.clone(), ports, allow: active.allow.clone(), journal: runplane_host::Journal::record() },
+            Invocation { context: context.clone(), ports, allow: active.allow.clone(), journal: journal.clone() },
             delivery.topic.clone(),
             delivery.message.payload,
             delivery.message.headers,
@@ -130,25 +137,27 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
     event.context = Some((*context).clone());
     event.capability_digest = Some(cap.digest.clone());
     event.details.insert("topic".into(), delivery.topic.clone().into());
-    event.usage = Some(Usage {
-        fuel: report.fuel_consumed,
-        memory_peak_bytes: report.memory_peak_bytes as u64,
-        port_calls: report.port_calls,
-        request_bytes: payload_len,
-        response_bytes: 0,
-    });
-    match outcome {
+    complete_message_event(&mut event, &outcome, &report, payload_len);
+    match &outcome {
         Ok(Ok(())) => {}
-        Ok(Err(msg)) => {
-            tracing::warn!(tenant = %tenant.id, topic = %delivery.topic, "message handler refused the message: {msg}");
-            event.outcome = Outcome::error("handler_error", None);
-        }
-        Err(e) => {
-            tracing::warn!(tenant = %tenant.id, topic = %delivery.topic, error = %e, "message delivery failed");
-            event.outcome = Outcome::error(e.code(), None);
-        }
+        Ok(Err(msg)) => tracing::warn!(tenant = %tenant.id, topic = %delivery.topic, "message handler refused the message: {msg}"),
+        Err(e) => tracing::warn!(tenant = %tenant.id, topic = %delivery.topic, error = %e, "message delivery failed"),
     }
-    if let Err(e) = node.append(LogId::tenant(&tenant.id), event).await {
+    let record = JournalRecord {
+        route: active.deployment.route.clone(),
+        input,
+        allow_hosts: active.allow.entries().to_vec(),
+        observations: journal.observations(),
+    };
+    let appended = match record.encode() {
+        Ok((json, digest)) => {
+            event.details.insert("journal_digest".into(), digest.into());
+            node.audit.append_with_journal(LogId::tenant(&tenant.id), &event, &context.invocation_id, json).await.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.message),
+    };
+    if let Err(e) = appended {
+        node.metrics.audit_failures.inc();
         tracing::error!(error = %e, "could not audit a message delivery");
     }
 }

@@ -660,3 +660,28 @@ async fn journaled_invocations_replay_identically_and_divergence_is_named() {
     let replays = admin["items"].as_array().expect("items").iter().filter(|e| e["event"]["action"] == "invocation.replay").count();
     assert_eq!(replays, ids.len() + 2, "every replay request is an admin event");
 }
+
+/// A message delivered to a handler is journaled too (what it received, what it read)
+/// and replays identically.
+#[tokio::test]
+async fn message_deliveries_replay_identically() {
+    let (node, acme, _globex, _initech) = orders_node().await;
+    let (s, _) = node.app(&acme, Method::POST, "/apps/orders/orders", Some(json!({"item": "tea", "quantity": 1}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let started = std::time::Instant::now();
+    let delivery = loop {
+        let (_, page) = node.admin(Method::GET, "/v1/audit/events?log=tenant:acme&limit=1000", None).await;
+        let found = page["items"].as_array().expect("items").iter().find(|e| e["event"]["action"] == "invoke.message").cloned();
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the order.created message was not delivered: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(delivery["event"]["outcome"]["status"], "ok", "{delivery}");
+    assert!(delivery["event"]["details"]["journal_digest"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{delivery}");
+    let id = delivery["event"]["context"]["invocation_id"].as_str().expect("invocation id");
+    let (s, report) = node.admin(Method::POST, &format!("/v1/replay/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["identical"], true, "{report}");
+}

@@ -15,7 +15,7 @@ use crate::auth::bearer;
 use crate::error::{ApiError, invoke_error};
 use crate::metrics::InvocationLabels;
 use crate::node::Node;
-use crate::replay::{JournalRecord, complete_event};
+use crate::replay::{Input, JournalRecord, complete_event};
 
 /// Headers never passed to a capability: the tenant's credential stays at the boundary.
 const STRIPPED_REQUEST_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
@@ -164,10 +164,7 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
     complete_event(&mut event, &outcome, &report, body.len() as u64);
     let record = JournalRecord {
         route: route.to_owned(),
-        method: parts.method.as_str().to_owned(),
-        uri,
-        headers: seen_headers,
-        body: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &body),
+        input: Input::Http { method: parts.method.as_str().to_owned(), uri, headers: seen_headers, body: Input::base64(&body) },
         allow_hosts: deployment.allow.entries().to_vec(),
         observations: journal.observations(),
     };
