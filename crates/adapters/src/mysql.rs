@@ -25,6 +25,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 const BACKEND: &str = "mysql";
 const DUPLICATE_KEY: &str = "23000";
+/// Attempts after InnoDB chose a transaction as a deadlock victim.
+const DEADLOCK_RETRIES: u32 = 5;
+
+/// Whether InnoDB rolled the transaction back to break a deadlock (error 1213, SQLSTATE
+/// 40001): the documented remedy is to run it again.
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("40001"))
+}
 
 fn db_err(e: sqlx::Error) -> PortError {
     crate::sql::db_err(BACKEND, e)
@@ -203,6 +211,8 @@ impl RecordStore for MySqlStore {
                         return Err(PortError::Conflict(format!("record {collection}/{id} already exists")));
                     }
                 }
+                // Two inserts into the same gap: InnoDB rolled this one back; read again.
+                Err(e) if is_deadlock(&e) => tokio::time::sleep(Duration::from_millis(2)).await,
                 Err(e) => return Err(db_err(e)),
             }
         }
@@ -390,35 +400,19 @@ impl KeyValueStore for MySqlStore {
     async fn increment(&self, tenant: &TenantId, bucket: &str, key: &str, delta: i64) -> PortResult<i64> {
         validate_name("bucket", bucket, MAX_NAME)?;
         check_key("key", key)?;
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query("INSERT INTO kv (tenant_id, bucket, `key`, value) VALUES (?, ?, ?, '0') ON DUPLICATE KEY UPDATE value = value")
-            .bind(tenant.as_str())
-            .bind(bucket)
-            .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let current: Vec<u8> =
-            sqlx::query_scalar("SELECT value FROM kv WHERE tenant_id = ? AND bucket = ? AND `key` = ? FOR UPDATE")
-                .bind(tenant.as_str())
-                .bind(bucket)
-                .bind(key)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        let now = crate::sql::parse_counter(bucket, key, Some(&current))?
-            .checked_add(delta)
-            .ok_or_else(|| PortError::Invalid(format!("incrementing {bucket}/{key} by {delta} overflows a 64-bit integer")))?;
-        sqlx::query("UPDATE kv SET value = ? WHERE tenant_id = ? AND bucket = ? AND `key` = ?")
-            .bind(now.to_string().into_bytes())
-            .bind(tenant.as_str())
-            .bind(bucket)
-            .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(now)
+        // Concurrent first increments of one key can deadlock in InnoDB (two inserts
+        // into the same gap); InnoDB rolls one back and asks for a retry: do so.
+        let mut attempt = 0;
+        loop {
+            match self.increment_once(tenant, bucket, key, delta).await {
+                Err(e) if is_deadlock(&e) && attempt < DEADLOCK_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
+                }
+                Err(e) => return Err(db_err(e)),
+                Ok(result) => return result,
+            }
+        }
     }
 
     async fn compare_and_swap(
@@ -476,14 +470,22 @@ impl EventStore for MySqlStore {
         check_append(events)?;
         for _attempt in 0..8 {
             let mut tx = self.pool.begin().await.map_err(db_err)?;
-            let last: i64 = sqlx::query_scalar(
+            let last: i64 = match sqlx::query_scalar(
                 "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM events WHERE tenant_id = ? AND stream = ? FOR UPDATE",
             )
             .bind(tenant.as_str())
             .bind(stream)
             .fetch_one(&mut *tx)
             .await
-            .map_err(db_err)?;
+            {
+                Ok(last) => last,
+                // Chosen as a deadlock victim while waiting for the stream's lock: again.
+                Err(e) if is_deadlock(&e) => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                Err(e) => return Err(db_err(e)),
+            };
             if let Some(expected) = expected_version
                 && expected != last as u64
             {
@@ -586,5 +588,40 @@ impl SecretStore for MySqlStore {
         rows.iter()
             .map(|r| Ok(SecretInfo { name: text(r, 0)?, version: r.try_get::<i64, _>(1).map_err(db_err)? as u64 }))
             .collect()
+    }
+}
+
+impl MySqlStore {
+    /// One attempt at [`KeyValueStore::increment`]: `Err` is a database error (maybe a
+    /// deadlock to retry), `Ok(Err)` a refusal.
+    async fn increment_once(&self, tenant: &TenantId, bucket: &str, key: &str, delta: i64) -> Result<PortResult<i64>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO kv (tenant_id, bucket, `key`, value) VALUES (?, ?, ?, '0') ON DUPLICATE KEY UPDATE value = value")
+            .bind(tenant.as_str())
+            .bind(bucket)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        let current: Vec<u8> = sqlx::query_scalar("SELECT value FROM kv WHERE tenant_id = ? AND bucket = ? AND `key` = ? FOR UPDATE")
+            .bind(tenant.as_str())
+            .bind(bucket)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        let now = match crate::sql::parse_counter(bucket, key, Some(&current)).and_then(|c| {
+            c.checked_add(delta).ok_or_else(|| PortError::Invalid(format!("incrementing {bucket}/{key} by {delta} overflows a 64-bit integer")))
+        }) {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        };
+        sqlx::query("UPDATE kv SET value = ? WHERE tenant_id = ? AND bucket = ? AND `key` = ?")
+            .bind(now.to_string().into_bytes())
+            .bind(tenant.as_str())
+            .bind(bucket)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(now))
     }
 }

@@ -287,25 +287,9 @@ async fn legacy_events_are_imported_into_the_tree() {
     assert_eq!(open(&path).await.check(&LogId::admin()).await.expect("imported once"), 5);
 }
 
-/// Two stores on one PostgreSQL database (two nodes of an instance) appending to the
-/// same logs at once: one log each, dense, no fork, and each store checks it.
-#[tokio::test]
-async fn two_writers_on_one_postgres_share_one_consistent_log() {
-    let admin_url = runplane_adapters::testing::postgres_url();
-    if !runplane_adapters::testing::service_up("PostgreSQL", &admin_url).await {
-        return;
-    }
-    let db = runplane_adapters::testing::unique_name("rp_audit");
-    let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).execute(&admin).await.expect("create database");
-    let url = match admin_url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{db}"),
-        None => panic!("RUNPLANE_TEST_POSTGRES_URL has no database path"),
-    };
-    let timeout = std::time::Duration::from_secs(5);
-    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("url");
-    let a = AuditStore::open_postgres(options.clone(), signer(), timeout).await.expect("node a");
-    let b = AuditStore::open_postgres(options, signer(), timeout).await.expect("node b");
+/// Two stores on one shared database (two nodes of an instance) appending to the same
+/// logs at once: one log each, dense, no fork, and each store checks it.
+async fn two_writers_share_one_consistent_log(a: AuditStore, b: AuditStore) {
     let mut tasks = Vec::new();
     for i in 0..600u64 {
         let s = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -332,8 +316,39 @@ async fn two_writers_on_one_postgres_share_one_consistent_log() {
         let (ca, cb) = (a.checkpoint(&log).await.expect("cp"), b.checkpoint(&log).await.expect("cp"));
         assert_eq!(ca, cb, "{log}: both nodes sign the same checkpoint");
     }
-    drop((a, b));
+}
+
+#[tokio::test]
+async fn two_writers_on_one_postgres_share_one_consistent_log() {
+    let admin_url = runplane_adapters::testing::postgres_url();
+    if !runplane_adapters::testing::service_up("PostgreSQL", &admin_url).await {
+        return;
+    }
+    let db = runplane_adapters::testing::unique_name("rp_audit");
+    let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).execute(&admin).await.expect("create database");
+    let options: sqlx::postgres::PgConnectOptions = admin_url.parse::<sqlx::postgres::PgConnectOptions>().expect("url").database(&db);
+    let timeout = std::time::Duration::from_secs(5);
+    let a = AuditStore::open_postgres(options.clone(), signer(), timeout).await.expect("node a");
+    let b = AuditStore::open_postgres(options, signer(), timeout).await.expect("node b");
+    two_writers_share_one_consistent_log(a, b).await;
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).execute(&admin).await;
+}
+
+#[tokio::test]
+async fn two_writers_on_one_mariadb_share_one_consistent_log() {
+    let url = runplane_adapters::testing::mysql_url();
+    if !runplane_adapters::testing::service_up("MariaDB/MySQL", &url).await {
+        return;
+    }
+    let db = runplane_adapters::testing::unique_name("rp_audit");
+    let server: sqlx::mysql::MySqlConnectOptions = url.parse().expect("RUNPLANE_TEST_MYSQL_URL is a MySQL URL");
+    let timeout = std::time::Duration::from_secs(5);
+    let a = AuditStore::open_mysql(server.clone(), &db, signer(), timeout).await.expect("node a");
+    let b = AuditStore::open_mysql(server.clone(), &db, signer(), timeout).await.expect("node b");
+    two_writers_share_one_consistent_log(a, b).await;
+    let pool = sqlx::MySqlPool::connect_with(server).await.expect("connect");
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{db}`"))).execute(&pool).await;
 }
 
 /// An independent RFC 9162 verifier (the bit-decomposition form used by

@@ -60,7 +60,7 @@ pub struct NodeConfig {
     /// `<data_dir>/instance.key`, created at first start). Nodes of one instance share it.
     pub audit_key_file: Option<PathBuf>,
     /// Where the audit logs live (`[audit] store`): `None` for `<data_dir>/audit.db`, or
-    /// the name of a postgres backend, shared by every node of the instance.
+    /// the name of a postgres or mysql backend, shared by every node of the instance.
     pub audit_store: Option<String>,
     /// `wasi:config` values per capability name.
     pub capability_config: BTreeMap<String, BTreeMap<String, String>>,
@@ -447,8 +447,8 @@ impl NodeConfig {
         }
         if let Some(name) = &cfg.audit_store {
             match cfg.backends.get(name) {
-                Some(Backend::Postgres { .. }) => {}
-                Some(other) => c.problem("audit.store", &format!("backend {name:?} is a {} backend; the audit logs live in \"sqlite\" (the default) or a postgres backend", other.kind())),
+                Some(Backend::Postgres { .. } | Backend::MySql { .. }) => {}
+                Some(other) => c.problem("audit.store", &format!("backend {name:?} is a {} backend; the audit logs live in \"sqlite\" (the default), a postgres or a mysql backend", other.kind())),
                 None => c.problem("audit.store", &format!("no backend is named {name:?}; define it under [backends.{name}] or use \"sqlite\"")),
             }
         }

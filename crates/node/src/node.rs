@@ -301,15 +301,26 @@ async fn admin_token(config: &NodeConfig, control: &ControlStore, entropy: &Entr
     Ok((hash_secret(&token), Some(token)))
 }
 
-/// The audit store: `<data_dir>/audit.db`, or the postgres backend `[audit] store`
-/// names (its shared database, created if missing), which every node of the instance
-/// appends to.
+/// The audit store: `<data_dir>/audit.db`, or the backend `[audit] store` names — on
+/// PostgreSQL the schema `runplane_audit` of its shared database, on MySQL the database
+/// `<database>_audit` (created if missing) — which every node of the instance appends to.
 async fn open_audit(config: &NodeConfig, signer: NoteSigner) -> anyhow::Result<AuditStore> {
+    use crate::config::Backend;
     let Some(name) = &config.audit_store else {
         return Ok(AuditStore::open(&config.data_dir.join("audit.db"), signer).await?);
     };
-    let Some(crate::config::Backend::Postgres { url, database, runtime_role, runtime_password, max_connections }) = config.backends.get(name) else {
-        anyhow::bail!("the audit store {name:?} is not a postgres backend");
+    let (url, database, runtime_role, runtime_password, max_connections) = match config.backends.get(name) {
+        Some(Backend::Postgres { url, database, runtime_role, runtime_password, max_connections }) => {
+            (url, database, runtime_role, runtime_password, max_connections)
+        }
+        Some(Backend::MySql { url, database, .. }) => {
+            let server: sqlx::mysql::MySqlConnectOptions =
+                url.parse().map_err(|_| anyhow::anyhow!("audit store {name:?}: the url is not a valid MySQL URL"))?;
+            return AuditStore::open_mysql(server, &format!("{database}_audit"), signer, config.backend_timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}; start MySQL/MariaDB or fix [backends.{name}]"));
+        }
+        _ => anyhow::bail!("the audit store {name:?} is not a postgres or mysql backend"),
     };
     let admin: sqlx::postgres::PgConnectOptions =
         url.parse().map_err(|_| anyhow::anyhow!("audit store {name:?}: the url is not a valid PostgreSQL URL"))?;

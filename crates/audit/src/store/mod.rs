@@ -11,6 +11,7 @@
 //! Backends (`sqlite`, `postgres`) only move rows; planning a batch, assembling
 //! proofs and checking a log are here, once.
 
+mod mysql;
 mod postgres;
 mod sqlite;
 
@@ -25,6 +26,7 @@ use crate::merkle::{self, Hash};
 use crate::tree::{self, Frontier, Node, Stored};
 use crate::AuditEvent;
 
+pub use mysql::MySqlLog;
 pub use postgres::PostgresLog;
 pub use sqlite::SqliteLog;
 
@@ -210,6 +212,13 @@ impl AuditStore {
     /// Opens the store on PostgreSQL (the connection of a role that may create tables).
     pub async fn open_postgres(options: sqlx::postgres::PgConnectOptions, signer: NoteSigner, timeout: std::time::Duration) -> Result<Self, AuditError> {
         let backend = PostgresLog::connect(options, timeout).await?;
+        Self::with_backend(Arc::new(backend), signer).await
+    }
+
+    /// Opens the store on MySQL / MariaDB, in its own database `database` (created if
+    /// missing through `server`, a connection that may create databases).
+    pub async fn open_mysql(server: sqlx::mysql::MySqlConnectOptions, database: &str, signer: NoteSigner, timeout: std::time::Duration) -> Result<Self, AuditError> {
+        let backend = MySqlLog::connect(server, database, timeout).await?;
         Self::with_backend(Arc::new(backend), signer).await
     }
 

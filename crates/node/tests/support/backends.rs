@@ -541,9 +541,6 @@ async fn a_tenants_broker_away_at_deploy_is_subscribed_when_it_returns() {
     }
 }
 
-/// Two nodes of one instance (sharing its key file) bound to the same PostgreSQL, for
-/// the tenant's stores and for the audit logs: concurrent invocations on both append to
-/// one `tenant:acme` log — dense, unforked, the same signed checkpoint from either node.
 #[tokio::test]
 async fn two_nodes_on_one_postgres_keep_one_consistent_log_per_tenant() {
     let url = testing::postgres_url();
@@ -551,11 +548,30 @@ async fn two_nodes_on_one_postgres_keep_one_consistent_log_per_tenant() {
         return;
     }
     let db = testing::unique_name("rp_twonode");
+    two_nodes_keep_one_consistent_log_per_tenant(postgres_backend(&db, &url, None)).await;
+    drop_postgres(&url, &[db]).await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_mariadb_keep_one_consistent_log_per_tenant() {
+    let url = testing::mysql_url();
+    if !testing::service_up("MariaDB/MySQL", &url).await {
+        return;
+    }
+    let db = testing::unique_name("rp_twonode");
+    two_nodes_keep_one_consistent_log_per_tenant(Backend::MySql { url: url.clone(), database: db.clone(), max_connections: 4 }).await;
+    drop_mysql(&url, &[db.clone(), format!("{db}_audit")]).await;
+}
+
+/// Two nodes of one instance (sharing its key file) bound to the same database, for
+/// the tenant's stores and for the audit logs: concurrent invocations on both append to
+/// one `tenant:acme` log — dense, unforked, the same signed checkpoint from either node.
+async fn two_nodes_keep_one_consistent_log_per_tenant(backend: Backend) {
     let key_dir = tempfile::tempdir().expect("tempdir");
     let key_file = key_dir.path().join("instance.key");
     let tune = |c: &mut NodeConfig| {
-        bind_sql(c, "pg", postgres_backend(&db, &url, None));
-        c.audit_store = Some("pg".into());
+        bind_sql(c, "shared-db", backend.clone());
+        c.audit_store = Some("shared-db".into());
         c.audit_key_file = Some(key_file.clone());
     };
     let a = TestNode::start(tune).await;
@@ -572,7 +588,8 @@ async fn two_nodes_on_one_postgres_keep_one_consistent_log_per_tenant() {
             load.push(tokio::spawn(async move {
                 for n in 0..10 {
                     let resp = http.post(&url).bearer_auth(&key).json(&json!({"item": format!("w{w}-{n}"), "quantity": 1})).send().await.expect("post");
-                    assert_eq!(resp.status(), StatusCode::CREATED);
+                    let status = resp.status();
+                    assert_eq!(status, StatusCode::CREATED, "{}", resp.text().await.unwrap_or_default());
                 }
             }));
         }
@@ -602,6 +619,4 @@ async fn two_nodes_on_one_postgres_keep_one_consistent_log_per_tenant() {
         assert_eq!(s, StatusCode::OK);
         assert_eq!(replay["identical"], true, "{replay}");
     }
-    drop((a, b));
-    drop_postgres(&url, &[db]).await;
 }

@@ -1,0 +1,257 @@
+//! Audit logs on MySQL / MariaDB, in a database of their own (`<database>_audit`, with
+//! its own migration history), shared by every node of an instance. As on PostgreSQL,
+//! a batch makes sure its logs have a head row, then locks those rows (`FOR UPDATE`,
+//! in log order), so another node's batch on the same log waits.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{ConnectOptions as _, Connection as _, Row};
+
+use super::{AuditError, EntryRow, LogBackend, LogId, NewEntry, plan};
+use crate::merkle::Hash;
+use crate::tree::{Frontier, Node, Stored};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// Rows per INSERT statement (5 parameters each, under MySQL's 65,535).
+const ROWS_PER_INSERT: usize = 6000;
+
+pub struct MySqlLog {
+    pool: MySqlPool,
+}
+
+fn hash_of(bytes: &[u8]) -> Result<Hash, AuditError> {
+    bytes.try_into().map_err(|_| AuditError::Unavailable(format!("a stored hash has {} bytes, not 32", bytes.len())))
+}
+
+fn frontier_of(log: &str, size: i64, bytes: &[u8]) -> Result<Frontier, AuditError> {
+    Frontier::from_bytes(size as u64, bytes)
+        .ok_or_else(|| AuditError::Corrupt { log: log.into(), index: size as u64, problem: "the stored head has the wrong number of hashes for its size".into() })
+}
+
+fn log_of(r: &MySqlRow, i: usize) -> String {
+    String::from_utf8_lossy(r.get::<&[u8], _>(i)).into_owned()
+}
+
+fn entry_row(r: &MySqlRow) -> Result<EntryRow, AuditError> {
+    Ok(EntryRow { index: r.get::<i64, _>(0) as u64, event_hash: r.get(1), leaf: hash_of(r.get::<&[u8], _>(2))?, json: r.get(3) })
+}
+
+/// An error without the URL (sqlx errors can carry it).
+fn my_unavailable(e: sqlx::Error) -> AuditError {
+    match e {
+        sqlx::Error::Database(d) => AuditError::Unavailable(format!("MySQL: {}", d.message())),
+        sqlx::Error::PoolTimedOut => AuditError::Unavailable("MySQL did not answer in time".into()),
+        other => AuditError::Unavailable(format!("MySQL: {}", other.to_string().split(" (").next().unwrap_or("connection failed"))),
+    }
+}
+
+impl MySqlLog {
+    /// Creates the audit database `database` if missing (through `server`), migrates it
+    /// and connects.
+    pub async fn connect(server: MySqlConnectOptions, database: &str, timeout: Duration) -> Result<Self, AuditError> {
+        if database.is_empty() || !database.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(AuditError::Invalid(format!("audit database name {database:?} must be a-z, 0-9 and '_'")));
+        }
+        let mut conn = tokio::time::timeout(timeout, server.clone().disable_statement_logging().connect())
+            .await
+            .map_err(|_| AuditError::Unavailable("MySQL did not answer in time".into()))?
+            .map_err(my_unavailable)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE IF NOT EXISTS `{database}`"))).execute(&mut conn).await.map_err(my_unavailable)?;
+        let _ = conn.close().await;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(timeout)
+            .connect_with(server.database(database))
+            .await
+            .map_err(my_unavailable)?;
+        MIGRATOR.run(&pool).await.map_err(|e| AuditError::Unavailable(format!("migrating the MySQL audit store: {e}")))?;
+        Ok(MySqlLog { pool })
+    }
+}
+
+#[async_trait::async_trait]
+impl LogBackend for MySqlLog {
+    async fn commit(&self, batch: &[NewEntry]) -> Result<Vec<u64>, AuditError> {
+        // Two nodes creating or locking heads at once can deadlock in InnoDB, which then
+        // rolls one batch back and asks for a retry: do so.
+        let mut attempt = 0;
+        loop {
+            match self.commit_once(batch).await {
+                Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("40001") && attempt < 8 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                Err(e) => return Err(my_unavailable(e)),
+                Ok(result) => return result,
+            }
+        }
+    }
+
+    async fn sync(&self) -> Result<(), AuditError> {
+        // An InnoDB commit returns once it is durable (innodb_flush_log_at_trx_commit=1).
+        Ok(())
+    }
+
+    async fn heads(&self) -> Result<Vec<(LogId, Frontier)>, AuditError> {
+        let rows = sqlx::query("SELECT log, size, frontier FROM audit_heads WHERE size > 0 ORDER BY log").fetch_all(&self.pool).await.map_err(my_unavailable)?;
+        rows.iter()
+            .filter_map(|r| LogId::parse(&log_of(r, 0)).map(|l| (l, r)))
+            .map(|(l, r)| Ok((l.clone(), frontier_of(l.as_str(), r.get(1), r.get::<&[u8], _>(2))?)))
+            .collect()
+    }
+
+    async fn head(&self, log: &LogId) -> Result<Option<Frontier>, AuditError> {
+        let row = sqlx::query("SELECT size, frontier FROM audit_heads WHERE log = ? AND size > 0")
+            .bind(log.as_str().as_bytes())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(my_unavailable)?;
+        row.map(|r| frontier_of(log.as_str(), r.get(0), r.get::<&[u8], _>(1))).transpose()
+    }
+
+    async fn entries(&self, log: &LogId, from: u64, limit: u32) -> Result<Vec<EntryRow>, AuditError> {
+        let rows = sqlx::query("SELECT idx, event_hash, leaf_hash, event FROM audit_entries WHERE log = ? AND idx >= ? ORDER BY idx LIMIT ?")
+            .bind(log.as_str().as_bytes())
+            .bind(from as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(my_unavailable)?;
+        rows.iter().map(entry_row).collect()
+    }
+
+    async fn stored(&self, log: &LogId, ranges: &[(u32, u64, u64)]) -> Result<Stored, AuditError> {
+        let mut out = Stored::new();
+        for &(level, first, end) in ranges {
+            let rows = if level == 0 {
+                sqlx::query("SELECT idx, leaf_hash FROM audit_entries WHERE log = ? AND idx >= ? AND idx < ?")
+                    .bind(log.as_str().as_bytes())
+                    .bind(first as i64)
+                    .bind(end as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            } else {
+                sqlx::query("SELECT idx, hash FROM audit_nodes WHERE log = ? AND level = ? AND idx >= ? AND idx < ?")
+                    .bind(log.as_str().as_bytes())
+                    .bind(level as i32)
+                    .bind(first as i64)
+                    .bind(end as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            .map_err(my_unavailable)?;
+            for r in rows {
+                out.insert(Node { level, index: r.get::<i64, _>(0) as u64 }, hash_of(r.get::<&[u8], _>(1))?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn interior(&self, log: &LogId) -> Result<Stored, AuditError> {
+        let rows = sqlx::query("SELECT level, idx, hash FROM audit_nodes WHERE log = ?").bind(log.as_str().as_bytes()).fetch_all(&self.pool).await.map_err(my_unavailable)?;
+        rows.iter().map(|r| Ok((Node { level: r.get::<i32, _>(0) as u32, index: r.get::<i64, _>(1) as u64 }, hash_of(r.get::<&[u8], _>(2))?))).collect()
+    }
+
+    async fn checkpoints(&self, log: &LogId) -> Result<Vec<(u64, Hash, String)>, AuditError> {
+        let rows = sqlx::query("SELECT size, root, note FROM audit_checkpoints WHERE log = ? ORDER BY size")
+            .bind(log.as_str().as_bytes())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(my_unavailable)?;
+        rows.iter().map(|r| Ok((r.get::<i64, _>(0) as u64, hash_of(r.get::<&[u8], _>(1))?, r.get(2)))).collect()
+    }
+
+    async fn journal(&self, invocation_id: &str) -> Result<Option<(LogId, u64, String)>, AuditError> {
+        let row = sqlx::query("SELECT log, idx, journal FROM audit_journals WHERE invocation_id = ?")
+            .bind(invocation_id.as_bytes())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(my_unavailable)?;
+        Ok(row.and_then(|r| Some((LogId::parse(&log_of(&r, 0))?, r.get::<i64, _>(1) as u64, r.get(2)))))
+    }
+
+    async fn save_checkpoint(&self, log: &LogId, size: u64, root: &Hash, note: &str) -> Result<(), AuditError> {
+        sqlx::query("INSERT IGNORE INTO audit_checkpoints (log, size, root, note) VALUES (?, ?, ?, ?)")
+            .bind(log.as_str().as_bytes())
+            .bind(size as i64)
+            .bind(&root[..])
+            .bind(note)
+            .execute(&self.pool)
+            .await
+            .map_err(my_unavailable)?;
+        Ok(())
+    }
+}
+
+impl MySqlLog {
+    /// One attempt at a batch: `Err` is a database error (maybe a deadlock to retry).
+    async fn commit_once(&self, batch: &[NewEntry]) -> Result<Result<Vec<u64>, AuditError>, sqlx::Error> {
+        let mut logs: Vec<&str> = batch.iter().map(|e| e.log.as_str()).collect();
+        logs.sort_unstable();
+        logs.dedup();
+        let mut tx = self.pool.begin().await?;
+        let mut ensure = sqlx::QueryBuilder::<sqlx::MySql>::new("INSERT IGNORE INTO audit_heads (log, size, frontier) ");
+        ensure.push_values(&logs, |mut row, log| {
+            row.push_bind(log.as_bytes()).push("0").push("''");
+        });
+        ensure.build().execute(&mut *tx).await?;
+        let mut lock = sqlx::QueryBuilder::<sqlx::MySql>::new("SELECT log, size, frontier FROM audit_heads WHERE log IN (");
+        let mut list = lock.separated(", ");
+        for log in &logs {
+            list.push_bind(log.as_bytes());
+        }
+        lock.push(") ORDER BY log FOR UPDATE");
+        let rows = lock.build().fetch_all(&mut *tx).await?;
+        let mut heads = HashMap::new();
+        for r in &rows {
+            let log = log_of(r, 0);
+            let f = match frontier_of(&log, r.get(1), r.get::<&[u8], _>(2)) {
+                Ok(f) => f,
+                Err(e) => return Ok(Err(e)),
+            };
+            heads.insert(LogId(log), f);
+        }
+        let plan = plan(heads, batch);
+
+        let rows: Vec<(&NewEntry, u64)> = batch.iter().zip(plan.indexes.iter().copied()).collect();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new("INSERT INTO audit_entries (log, idx, event_hash, leaf_hash, event) ");
+            insert.push_values(chunk, |mut row, (e, index)| {
+                row.push_bind(e.log.as_str().as_bytes()).push_bind(*index as i64).push_bind(&e.event_hash).push_bind(&e.leaf[..]).push_bind(&e.json);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        for chunk in plan.nodes.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new("INSERT INTO audit_nodes (log, level, idx, hash) ");
+            insert.push_values(chunk, |mut row, (log, node, hash)| {
+                row.push_bind(log.as_str().as_bytes()).push_bind(node.level as i32).push_bind(node.index as i64).push_bind(&hash[..]);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        let journals: Vec<(&str, &str, &str, u64)> = rows
+            .iter()
+            .filter_map(|(e, index)| e.journal.as_ref().map(|(id, j)| (id.as_str(), e.log.as_str(), j.as_str(), *index)))
+            .collect();
+        for chunk in journals.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new("INSERT INTO audit_journals (invocation_id, log, idx, journal) ");
+            insert.push_values(chunk, |mut row, (id, log, journal, index)| {
+                row.push_bind(id.as_bytes()).push_bind(log.as_bytes()).push_bind(*index as i64).push_bind(*journal);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        for (log, f) in &plan.heads {
+            sqlx::query("UPDATE audit_heads SET size = ?, frontier = ? WHERE log = ?")
+                .bind(f.size() as i64)
+                .bind(f.to_bytes())
+                .bind(log.as_str().as_bytes())
+                .execute(&mut *tx)
+                .await
+                ?;
+        }
+        tx.commit().await?;
+        Ok(Ok(plan.indexes))
+    }
+}
