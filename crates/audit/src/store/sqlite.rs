@@ -60,7 +60,9 @@ impl SqliteLog {
             // NORMAL + an explicit fdatasync of the WAL per synced group (see `sync`).
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(unavailable)?;
+        // No ping before each acquire: a local file does not go away, and the ping is a
+        // round trip to SQLite's thread per batch.
+        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(options).await.map_err(unavailable)?;
         MIGRATOR.run(&pool).await.map_err(unavailable)?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
