@@ -139,6 +139,17 @@ pub(crate) struct EntryRow {
     pub json: String,
 }
 
+/// A stored 32-byte hash, or why the row is unusable.
+pub(crate) fn hash_of(bytes: &[u8]) -> Result<Hash, AuditError> {
+    bytes.try_into().map_err(|_| AuditError::Unavailable(format!("a stored hash has {} bytes, not 32", bytes.len())))
+}
+
+/// A stored head (size and concatenated right-edge hashes).
+pub(crate) fn frontier_of(log: &str, size: i64, bytes: &[u8]) -> Result<Frontier, AuditError> {
+    Frontier::from_bytes(size as u64, bytes)
+        .ok_or_else(|| AuditError::Corrupt { log: log.into(), index: size as u64, problem: "the stored head has the wrong number of hashes for its size".into() })
+}
+
 /// What one batch writes, computed from the locked heads.
 pub(crate) struct Plan {
     /// The index of each batch entry, in batch order.

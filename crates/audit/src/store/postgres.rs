@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
-use super::{AuditError, EntryRow, LogBackend, LogId, NewEntry, plan};
+use super::{AuditError, EntryRow, LogBackend, LogId, NewEntry, frontier_of, hash_of, plan};
 use crate::merkle::Hash;
 use crate::tree::{Frontier, Node, Stored};
 
@@ -23,15 +23,6 @@ const ROWS_PER_INSERT: usize = 6000;
 
 pub struct PostgresLog {
     pool: PgPool,
-}
-
-fn hash_of(bytes: &[u8]) -> Result<Hash, AuditError> {
-    bytes.try_into().map_err(|_| AuditError::Unavailable(format!("a stored hash has {} bytes, not 32", bytes.len())))
-}
-
-fn frontier_of(log: &str, size: i64, bytes: &[u8]) -> Result<Frontier, AuditError> {
-    Frontier::from_bytes(size as u64, bytes)
-        .ok_or_else(|| AuditError::Corrupt { log: log.into(), index: size as u64, problem: "the stored head has the wrong number of hashes for its size".into() })
 }
 
 fn entry_row(r: &PgRow) -> Result<EntryRow, AuditError> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 
-use super::{AuditError, EntryRow, LogBackend, LogId, NewEntry, plan, unavailable};
+use super::{AuditError, EntryRow, LogBackend, LogId, NewEntry, frontier_of, hash_of, plan, unavailable};
 use crate::merkle::{self, Hash};
 use crate::tree::{Frontier, Node, Stored};
 
@@ -32,15 +32,6 @@ pub struct SqliteLog {
     /// The write-ahead log, opened at first sync (SQLite creates it on first write).
     wal: std::path::PathBuf,
     wal_file: std::sync::Mutex<Option<std::sync::Arc<std::fs::File>>>,
-}
-
-fn hash_of(bytes: &[u8]) -> Result<Hash, AuditError> {
-    bytes.try_into().map_err(|_| AuditError::Unavailable(format!("a stored hash has {} bytes, not 32", bytes.len())))
-}
-
-fn frontier_of(log: &str, size: i64, bytes: &[u8]) -> Result<Frontier, AuditError> {
-    Frontier::from_bytes(size as u64, bytes)
-        .ok_or_else(|| AuditError::Corrupt { log: log.into(), index: size as u64, problem: "the stored head has the wrong number of hashes for its size".into() })
 }
 
 fn entry_row(r: &SqliteRow) -> Result<EntryRow, AuditError> {
