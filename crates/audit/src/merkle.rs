@@ -174,8 +174,15 @@ pub fn verify_consistency(first: u64, second: u64, proof: &[Hash], first_root: &
         return Ok(());
     }
     if first == 0 {
-        // Every tree extends the empty tree.
-        return if proof.is_empty() { Ok(()) } else { Err(ProofError::WrongLength) };
+        // Every tree extends the empty tree — whose root is fixed: a claimed size-0 root
+        // that is not SHA-256("") is refused rather than "proven".
+        if !proof.is_empty() {
+            return Err(ProofError::WrongLength);
+        }
+        if *first_root != empty_root() {
+            return Err(ProofError::RootMismatch { computed: hex::encode(first_root), expected: hex::encode(empty_root()) });
+        }
+        return Ok(());
     }
     let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
     if first.is_power_of_two() {

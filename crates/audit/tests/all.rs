@@ -467,6 +467,14 @@ mod rfc6962 {
     ];
 
     #[test]
+    fn a_size_zero_root_must_be_the_empty_root() {
+        let l = leaves(3);
+        verify_consistency(0, 3, &[], &root(&[]), &root(&l)).expect("the empty tree is extended by every tree");
+        assert!(verify_consistency(0, 3, &[], &l[0], &root(&l)).is_err(), "a made-up size-0 root is refused");
+        assert!(verify_consistency(0, 3, &[l[1]], &root(&[]), &root(&l)).is_err(), "size 0 needs an empty proof");
+    }
+
+    #[test]
     fn published_inclusion_and_consistency_vectors() {
         let hashes: Vec<Hash> = LEAVES.iter().map(|l| leaf_hash(&hex::decode(l).expect("hex"))).collect();
         let hex_all = |p: &[Hash]| p.iter().map(hex::encode).collect::<Vec<_>>();
