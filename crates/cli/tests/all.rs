@@ -219,31 +219,6 @@ async fn up_again_on_the_same_data_dir_keeps_the_data() {
     }
 }
 
-/// Starts `runplane up` on `dir` and waits until it answers; returns the child and base URL.
-async fn start_up(dir: &std::path::Path) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let child = Child(
-        Command::new(BIN)
-            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn runplane up"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    loop {
-        let ready = dir.join("demo-credentials.json").exists()
-            && reqwest::get(format!("{base}/healthz")).await.is_ok_and(|r| r.status().is_success());
-        if ready {
-            return (child, base);
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "runplane up did not answer within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The crash test of the audit chain: concurrent invocations of two tenants while the
 /// node is killed with SIGKILL at random moments, several times. After every restart
 /// every log passes the node's own start-up check and `audit verify` on an export, and
@@ -255,9 +230,7 @@ async fn sigkill_during_invocations_loses_no_acknowledged_event() {
     let mut acked: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     let http = reqwest::Client::new();
     for round in 0..4 {
-        let (mut child, base) = start_up(dir.path()).await;
-        let creds: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo-credentials.json")).expect("read")).expect("json");
+        let (mut child, base, creds) = up_once(dir.path()).await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::new();
         for w in 0..16 {
@@ -297,7 +270,7 @@ async fn sigkill_during_invocations_loses_no_acknowledged_event() {
     }
     assert!(acked.values().map(Vec::len).sum::<usize>() > 50, "the load produced acknowledged invocations");
 
-    let (_child, base) = start_up(dir.path()).await;
+    let (_child, base, _) = up_once(dir.path()).await;
     let admin = |args: &[&str]| {
         let out = Command::new(BIN).args(args).args(["--node", &base, "--data-dir"]).arg(dir.path()).output().expect("run");
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -333,7 +306,7 @@ async fn sigkill_during_invocations_loses_no_acknowledged_event() {
 #[tokio::test]
 async fn audit_checkpoint_proofs_export_and_verify_through_the_cli() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_child, base) = start_up(dir.path()).await;
+    let (_child, base, _) = up_once(dir.path()).await;
     let admin = |args: &[&str]| {
         let out = Command::new(BIN).args(args).args(["--node", &base, "--data-dir"]).arg(dir.path()).output().expect("run");
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -423,7 +396,7 @@ async fn a_tampered_log_is_refused_at_start_and_only_its_tenant_is_stopped() {
         }
     };
     {
-        let (child, base) = start_up(dir.path()).await;
+        let (child, base, _) = up_once(dir.path()).await;
         for _ in 0..3 {
             assert!(order(base.clone(), "acme").await.status().is_success());
             assert!(order(base.clone(), "globex").await.status().is_success());
@@ -436,7 +409,7 @@ async fn a_tampered_log_is_refused_at_start_and_only_its_tenant_is_stopped() {
     sqlx::query("UPDATE audit_entries SET event = replace(event, '\"ok\"', '\"error\"') WHERE log = 'tenant:acme' AND idx = 1").execute(&pool).await.expect("tamper");
     pool.close().await;
 
-    let (_child, base) = start_up(dir.path()).await;
+    let (_child, base, _) = up_once(dir.path()).await;
     let logs: serde_json::Value = http
         .get(format!("{base}/v1/audit/logs"))
         .bearer_auth(creds()["admin_token"].as_str().expect("token"))

@@ -104,6 +104,24 @@ impl runplane_node::Clock for SteppingClock {
     }
 }
 
+/// A node whose `orders` (pushed, not deployed) posts its webhook to `receiver`, served
+/// on a local port; tenant acme with its signing secret. Returns the node, acme's key
+/// and the receiver's address.
+async fn orders_with_webhook(receiver: axum::Router) -> (TestNode, String, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hook = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let node = TestNode::start(|c| {
+        c.capability_config.get_mut("orders").expect("orders config").insert("webhook-url".into(), format!("http://{hook}/hook"));
+    })
+    .await;
+    let acme = node.tenant("acme", Mode::Shared).await;
+    node.admin(Method::PUT, "/v1/tenants/acme/secrets/webhook-signing-key", Some(json!({"value": "SECRET-VALUE-acme"}))).await;
+    let (s, _) = node.push("orders", "1.0.0", runplane_examples::ORDERS).await;
+    assert_eq!(s, StatusCode::CREATED);
+    (node, acme, hook)
+}
+
 #[path = "support/backends.rs"]
 mod backends;
 
@@ -473,18 +491,7 @@ async fn outbound_http_reaches_only_allow_listed_hosts() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let hook = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let node = TestNode::start(|c| {
-        c.capability_config.get_mut("orders").expect("orders config").insert("webhook-url".into(), format!("http://{hook}/hook"));
-    })
-    .await;
-    let acme = node.tenant("acme", Mode::Shared).await;
-    node.admin(Method::PUT, "/v1/tenants/acme/secrets/webhook-signing-key", Some(json!({"value": "SECRET-VALUE-acme"}))).await;
-    let (s, _) = node.push("orders", "1.0.0", runplane_examples::ORDERS).await;
-    assert_eq!(s, StatusCode::CREATED);
+    let (node, acme, hook) = orders_with_webhook(app).await;
 
     // Not on the allow-list: refused, nothing arrives.
     let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(json!({"capability": "orders", "version": "1.0.0"}))).await;
@@ -577,17 +584,7 @@ async fn journaled_invocations_replay_identically_and_divergence_is_named() {
             async move { format!("accepted #{n}") }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let hook = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let node = TestNode::start(|c| {
-        c.capability_config.get_mut("orders").expect("orders config").insert("webhook-url".into(), format!("http://{hook}/hook"));
-    })
-    .await;
-    let acme = node.tenant("acme", Mode::Shared).await;
-    node.admin(Method::PUT, "/v1/tenants/acme/secrets/webhook-signing-key", Some(json!({"value": "SECRET-VALUE-acme"}))).await;
-    let (s, _) = node.push("orders", "1.0.0", runplane_examples::ORDERS).await;
-    assert_eq!(s, StatusCode::CREATED);
+    let (node, acme, hook) = orders_with_webhook(app).await;
     let (s, body) = node
         .admin(Method::POST, "/v1/deployments", Some(json!({"capability": "orders", "version": "1.0.0", "allow_hosts": [hook.to_string()]})))
         .await;

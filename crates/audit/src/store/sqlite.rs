@@ -86,14 +86,17 @@ impl SqliteLog {
         self.sync().await
     }
 
-    /// The heads, read from the file when not cached.
-    async fn cached_heads(&self) -> Result<HashMap<LogId, Frontier>, AuditError> {
-        if let Some(h) = self.heads.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            return Ok(h.clone());
+    /// The heads of the batch's logs (only those: a batch should not copy every
+    /// tenant's head), read from the file when not cached.
+    async fn cached_heads(&self, batch: &[NewEntry]) -> Result<HashMap<LogId, Frontier>, AuditError> {
+        let cached = self.heads.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        if !cached {
+            let all: HashMap<LogId, Frontier> = self.heads().await?.into_iter().collect();
+            *self.heads.lock().unwrap_or_else(|p| p.into_inner()) = Some(all);
         }
-        let heads: HashMap<LogId, Frontier> = self.heads().await?.into_iter().collect();
-        *self.heads.lock().unwrap_or_else(|p| p.into_inner()) = Some(heads.clone());
-        Ok(heads)
+        let guard = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+        let all = guard.as_ref().ok_or_else(|| AuditError::Unavailable("the audit heads could not be read".into()))?;
+        Ok(batch.iter().filter_map(|e| all.get(&e.log).map(|f| (e.log.clone(), f.clone()))).collect())
     }
 
     fn wal_file(&self) -> Result<std::sync::Arc<std::fs::File>, AuditError> {
@@ -110,7 +113,7 @@ impl SqliteLog {
 #[async_trait::async_trait]
 impl LogBackend for SqliteLog {
     async fn commit(&self, batch: &[NewEntry]) -> Result<Vec<u64>, AuditError> {
-        let heads = self.cached_heads().await?;
+        let heads = self.cached_heads(batch).await?;
         let plan = plan(heads, batch);
 
         // The whole batch is one script — BEGIN IMMEDIATE, multi-row inserts, the heads,
