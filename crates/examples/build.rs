@@ -16,6 +16,10 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("IMPORTS_FILESYSTEM", "imports_filesystem"),
     ("IMPORTS_UNKNOWN", "imports_unknown"),
     ("LEAK_SECRET", "leak_secret"),
+    ("PORT_FLOOD", "port_flood"),
+    ("DISK_FILLER", "disk_filler"),
+    ("NETWORK_HOG", "network_hog"),
+    ("CPU_BURN", "cpu_burn"),
 ];
 
 fn main() {

@@ -1,0 +1,259 @@
+//! Per-tenant execution quotas (spec §5.2): what a tenant may use, the defaults of each
+//! tier, and the windowed budgets the rate-like fields are charged against.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::Error;
+
+/// What one tenant may use. `max_cpu_seconds` and `max_network_kb` are budgets per
+/// `window_seconds`; the others are levels that hold at every moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionQuota {
+    /// Guest CPU time per window, measured deterministically in fuel
+    /// ([`FUEL_PER_CPU_SECOND`] fuel = one second).
+    pub max_cpu_seconds: u64,
+    /// Linear memory one invocation may grow to.
+    pub max_memory_mb: u64,
+    /// Bytes the tenant's records, key-value state, events and blobs may hold.
+    pub max_disk_mb: u64,
+    /// Outbound HTTP bytes (requests and responses) per window.
+    pub max_network_kb: u64,
+    /// Invocations of the tenant running at once; more wait in its queue.
+    pub max_concurrent_tasks: u32,
+    /// The window of the rate-like fields, in seconds.
+    pub window_seconds: u64,
+}
+
+/// Fuel that counts as one second of CPU. Calibrated on the `cpu-burn` example: about
+/// what one core of a 2020s server executes in a second.
+pub const FUEL_PER_CPU_SECOND: u64 = 1_000_000_000;
+
+/// A tenant's tier (spec §7.3, S2-VII): sets default quotas and the scheduling weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Free,
+    Pro,
+    Enterprise,
+    Custom,
+}
+
+impl Tier {
+    pub fn parse(s: &str) -> Result<Tier, Error> {
+        match s {
+            "free" => Ok(Tier::Free),
+            "pro" => Ok(Tier::Pro),
+            "enterprise" => Ok(Tier::Enterprise),
+            "custom" => Ok(Tier::Custom),
+            other => Err(Error::Invalid(format!("tier {other:?} is not one of free, pro, enterprise, custom"))),
+        }
+    }
+
+    /// The share of the node a backlogged tenant of this tier receives, relative to
+    /// other backlogged tenants.
+    pub fn weight(self) -> u32 {
+        match self {
+            Tier::Free => 1,
+            Tier::Pro => 4,
+            Tier::Enterprise | Tier::Custom => 8,
+        }
+    }
+
+    /// The quota a tenant of this tier has until an administrator sets its own.
+    pub fn default_quota(self) -> ExecutionQuota {
+        let (cpu, mem, disk, net, conc) = match self {
+            Tier::Free => (600, 64, 512, 512 * 1024, 8),
+            Tier::Pro => (3_600, 128, 10 * 1024, 4 * 1024 * 1024, 32),
+            Tier::Enterprise | Tier::Custom => (36_000, 256, 100 * 1024, 40 * 1024 * 1024, 128),
+        };
+        ExecutionQuota {
+            max_cpu_seconds: cpu,
+            max_memory_mb: mem,
+            max_disk_mb: disk,
+            max_network_kb: net,
+            max_concurrent_tasks: conc,
+            window_seconds: 3_600,
+        }
+    }
+}
+
+impl ExecutionQuota {
+    /// Refuses a quota that could never admit anything or could overflow.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut problems = Vec::new();
+        if self.max_concurrent_tasks == 0 {
+            problems.push("max_concurrent_tasks must be at least 1");
+        }
+        if self.window_seconds == 0 {
+            problems.push("window_seconds must be at least 1");
+        }
+        if self.max_memory_mb == 0 {
+            problems.push("max_memory_mb must be at least 1");
+        }
+        if self.max_cpu_seconds > u64::MAX / FUEL_PER_CPU_SECOND {
+            problems.push("max_cpu_seconds is too large");
+        }
+        if self.max_disk_mb > u64::MAX >> 20 || self.max_network_kb > u64::MAX >> 10 || self.max_memory_mb > 1 << 20 {
+            problems.push("a size is too large");
+        }
+        if problems.is_empty() { Ok(()) } else { Err(Error::Invalid(format!("invalid quota: {}", problems.join("; ")))) }
+    }
+
+    pub fn cpu_fuel(&self) -> u64 {
+        self.max_cpu_seconds * FUEL_PER_CPU_SECOND
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.max_memory_mb << 20
+    }
+
+    pub fn disk_bytes(&self) -> u64 {
+        self.max_disk_mb << 20
+    }
+
+    pub fn network_bytes(&self) -> u64 {
+        self.max_network_kb << 10
+    }
+}
+
+/// The resource a quota violation is about; decides its status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    Cpu,
+    Memory,
+    Disk,
+    Network,
+    Concurrency,
+}
+
+impl Resource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cpu",
+            Resource::Memory => "memory",
+            Resource::Disk => "disk",
+            Resource::Network => "network",
+            Resource::Concurrency => "concurrency",
+        }
+    }
+}
+
+/// A budget that concurrent invocations draw from without a lock.
+#[derive(Debug)]
+pub struct Budget {
+    left: AtomicU64,
+}
+
+impl Budget {
+    pub fn new(amount: u64) -> Self {
+        Budget { left: AtomicU64::new(amount) }
+    }
+
+    pub fn left(&self) -> u64 {
+        self.left.load(Ordering::Relaxed)
+    }
+
+    /// Takes `amount` if that much is left; otherwise takes nothing.
+    pub fn try_take(&self, amount: u64) -> bool {
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(amount))
+            .is_ok()
+    }
+
+    /// Takes `amount`, or all that is left; returns what was taken.
+    pub fn take_up_to(&self, amount: u64) -> u64 {
+        match self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| Some(left.saturating_sub(amount))) {
+            Ok(before) | Err(before) => before.min(amount),
+        }
+    }
+
+    /// Gives back what was reserved and not used.
+    pub fn give_back(&self, amount: u64) {
+        self.left.fetch_add(amount, Ordering::AcqRel);
+    }
+}
+
+/// A budget that refills at the start of each window. Time comes in as a parameter
+/// (seconds since an epoch the caller chooses), so the rule is tested without a clock.
+#[derive(Debug)]
+pub struct WindowedBudget {
+    /// The start of the current window and its budget; replaced, not mutated, when a
+    /// window ends, so invocations holding the old one cannot draw from the new one.
+    current: std::sync::Mutex<(u64, std::sync::Arc<Budget>)>,
+}
+
+impl WindowedBudget {
+    pub fn new(now_secs: u64, window_secs: u64, amount: u64) -> Self {
+        let start = window_start(now_secs, window_secs);
+        WindowedBudget { current: std::sync::Mutex::new((start, std::sync::Arc::new(Budget::new(amount)))) }
+    }
+
+    /// The budget of the window containing `now_secs`, refilled to `amount` if a new
+    /// window began; with the second at which this window ends.
+    pub fn at(&self, now_secs: u64, window_secs: u64, amount: u64) -> (std::sync::Arc<Budget>, u64) {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let start = window_start(now_secs, window_secs);
+        if start != cur.0 {
+            *cur = (start, std::sync::Arc::new(Budget::new(amount)));
+        }
+        (cur.1.clone(), start + window_secs.max(1))
+    }
+}
+
+/// Windows are aligned to multiples of their length, so every node agrees on them.
+fn window_start(now_secs: u64, window_secs: u64) -> u64 {
+    let w = window_secs.max(1);
+    now_secs - now_secs % w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_have_valid_defaults_and_rising_weights() {
+        for t in [Tier::Free, Tier::Pro, Tier::Enterprise, Tier::Custom] {
+            t.default_quota().validate().unwrap();
+        }
+        assert!(Tier::Free.weight() < Tier::Pro.weight());
+        assert!(Tier::Pro.weight() < Tier::Enterprise.weight());
+    }
+
+    #[test]
+    fn a_budget_never_goes_below_zero() {
+        let b = Budget::new(10);
+        assert!(b.try_take(7));
+        assert!(!b.try_take(7));
+        assert_eq!(b.take_up_to(7), 3);
+        assert_eq!(b.left(), 0);
+        b.give_back(2);
+        assert_eq!(b.left(), 2);
+    }
+
+    #[test]
+    fn windows_refill_at_aligned_boundaries() {
+        let w = WindowedBudget::new(3_600, 3_600, 100);
+        let (b, ends) = w.at(3_601, 3_600, 100);
+        assert_eq!(ends, 7_200);
+        assert!(b.try_take(100));
+        let (same, _) = w.at(7_199, 3_600, 100);
+        assert_eq!(same.left(), 0);
+        let (fresh, ends) = w.at(7_200, 3_600, 100);
+        assert_eq!((fresh.left(), ends), (100, 10_800));
+        assert_eq!(b.left(), 0, "the old window's budget is not refilled");
+    }
+
+    #[test]
+    fn invalid_quotas_are_refused_with_each_reason() {
+        let mut q = Tier::Free.default_quota();
+        q.max_concurrent_tasks = 0;
+        q.window_seconds = 0;
+        let e = q.validate().unwrap_err().to_string();
+        assert!(e.contains("max_concurrent_tasks") && e.contains("window_seconds"), "{e}");
+    }
+}
