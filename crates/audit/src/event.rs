@@ -64,6 +64,14 @@ pub struct Usage {
     pub port_calls: u32,
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// Outbound HTTP bytes (absent when none, so events without network use hash as
+    /// they did before this field existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub network_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl AuditEvent {

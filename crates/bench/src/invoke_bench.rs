@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     let mut times = Vec::with_capacity(iterations);
     for i in 0..iterations + 500 {
         let request = http::Request::builder().uri("http://hello.bench/").body(Bytes::new())?;
-        let inv = Invocation { context: context.clone(), ports: ports.clone(), allow: AllowList::default(), journal: runplane_host::Journal::record() };
+        let inv = Invocation { context: context.clone(), ports: ports.clone(), allow: AllowList::default(), journal: runplane_host::Journal::record(), limits: Default::default() };
         let started = Instant::now();
         let (result, _) = host.handle_http(&cap, inv, request).await;
         let took = started.elapsed();

@@ -27,6 +27,9 @@ pub struct SandboxConfig {
     /// Longest one port call may wait for its backend before it fails with
     /// `unavailable` (whatever the adapter's own timeouts), in milliseconds.
     pub port_timeout_ms: u64,
+    /// Guests executing wasm at once (0: one per available core). Others wait for a
+    /// turn, shared between tenants by weight; a turn lasts one epoch tick.
+    pub cpu_slots: u32,
 }
 
 impl Default for SandboxConfig {
@@ -42,11 +45,20 @@ impl Default for SandboxConfig {
             max_log_bytes: 64 << 10,
             keep_resident_bytes: 8 << 20,
             port_timeout_ms: 3_000,
+            cpu_slots: 0,
         }
     }
 }
 
 impl SandboxConfig {
+    /// The CPU slots in effect.
+    pub fn cpu_slots(&self) -> u32 {
+        match self.cpu_slots {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            n => n,
+        }
+    }
+
     /// The wall-clock deadline as a duration.
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)

@@ -42,6 +42,9 @@ pub enum InvokeError {
     /// Only on replay: the capability did not repeat what the journal recorded.
     #[error("{0}")]
     NonDeterministic(crate::Divergence),
+    /// The invocation ran into one of its tenant's quotas and was stopped.
+    #[error("{} quota exceeded: {}", .0.resource.as_str(), .0.message)]
+    QuotaExceeded(crate::QuotaViolation),
 }
 
 impl InvokeError {
@@ -58,6 +61,7 @@ impl InvokeError {
             InvokeError::Trap(_) => "capability_trapped",
             InvokeError::Failed(_) => "capability_failed",
             InvokeError::NonDeterministic(_) => "non_deterministic",
+            InvokeError::QuotaExceeded(_) => "quota_exceeded",
         }
     }
 }

@@ -11,6 +11,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::ports_impl::bindings::exports::runplane::ports::task::TaskError;
+use crate::limits::CpuTurn;
 use crate::state::{InvocationState, MemoryLimitExceeded, PortCallLimitExceeded};
 use crate::{AllowList, Host, InvokeError, LoadedCapability};
 
@@ -24,6 +25,8 @@ pub struct Invocation {
     pub allow: AllowList,
     /// [`Journal::record`] for a live invocation, [`Journal::replay`] to re-execute one.
     pub journal: crate::Journal,
+    /// The tenant's quota as it applies to this invocation.
+    pub limits: crate::Limits,
 }
 
 /// What an invocation consumed; recorded in its audit event.
@@ -34,6 +37,11 @@ pub struct InvocationReport {
     pub port_calls: u32,
     pub stdout_bytes: usize,
     pub stderr_bytes: usize,
+    /// Outbound HTTP bytes sent and received.
+    pub network_bytes: u64,
+    /// The fuel this invocation was given (the sandbox's, or less when the tenant's CPU
+    /// window had less left).
+    pub fuel_budget: u64,
 }
 
 /// A fully buffered HTTP response from a capability.
@@ -46,17 +54,24 @@ pub struct HttpResponse {
 
 impl Host {
     fn new_store(&self, inv: Invocation) -> Store<InvocationState> {
-        let state = InvocationState::new(&self.config, inv.context, inv.ports, inv.allow, inv.journal);
+        let cpu = CpuTurn::new(self.cpu.clone(), inv.context.tenant.as_str(), inv.limits.weight);
+        let state = InvocationState::new(&self.config, inv.context, inv.ports, inv.allow, inv.journal, &inv.limits, cpu.clone());
+        let meter = state.io.meter.clone();
+        let fuel = state.fuel_budget;
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        let _ = store.set_fuel(self.config.fuel);
-        // Every epoch tick the guest yields to the executor, so a CPU-bound capability
-        // never holds a worker thread for long and other tenants keep being served; at
-        // the wall-clock deadline the callback interrupts it instead.
+        let _ = store.set_fuel(fuel);
+        // Every epoch tick the guest gives back its CPU turn and queues for the next one
+        // (tenants take turns by weight), so a CPU-bound capability never holds a slot
+        // or a worker thread for long; at the wall-clock deadline it is interrupted.
         let deadline = std::time::Instant::now() + self.config.deadline();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            Ok(if std::time::Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+            meter.check()?;
+            if std::time::Instant::now() >= deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(cpu.clone().yield_turn())))
         });
         store
     }
@@ -94,6 +109,7 @@ impl Host {
         // no spawn, no cross-thread hand-off on the hot path.
         let guest = async move {
             let result = async {
+                store.data().io.cpu.acquire().await;
                 let instance = proxy.instantiate_async(&mut store).await?;
                 instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             }
@@ -155,14 +171,15 @@ impl Host {
             return (Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }), InvocationReport::default());
         };
         let report = report(&store);
+        let violation = finish(&store);
         drop(store);
         let outcome = match (collected, guest_result) {
             // A trap wins over a partial response: the invocation did not complete.
-            (_, Err(e)) => Err(classify(e, &limits)),
+            (_, Err(e)) => Err(classify(e, &limits, report.fuel_budget)),
             (Some(r), Ok(())) => r,
             (None, Ok(())) => Err(InvokeError::Failed("the capability returned without setting a response".into())),
         };
-        (outcome, report)
+        (violation.map_or(outcome, |v| Err(InvokeError::QuotaExceeded(v))), report)
     }
 
     /// Runs the capability's `runplane:ports/task.run` export.
@@ -179,6 +196,7 @@ impl Host {
         let store = self.new_store(inv);
         self.run_guest(store, move |mut store| async move {
             let result = async {
+                store.data().io.cpu.acquire().await;
                 let instance = pre.instantiate_async(&mut store).await?;
                 let guest = indices.load(&mut store, &instance)?;
                 guest.call_run(&mut store, &input).await
@@ -211,6 +229,7 @@ impl Host {
         let store = self.new_store(inv);
         self.run_guest(store, move |mut store| async move {
             let result = async {
+                store.data().io.cpu.acquire().await;
                 let instance = pre.instantiate_async(&mut store).await?;
                 let guest = indices.load(&mut store, &instance)?;
                 guest.call_on_message(&mut store, &topic, &payload, &headers).await
@@ -229,10 +248,24 @@ impl Host {
     {
         let limits = self.config.clone();
         match tokio::time::timeout(limits.deadline() + HOST_GRACE, f(store)).await {
-            Ok((result, store)) => (result.map_err(|e| classify(e, &limits)), report(&store)),
+            Ok((result, store)) => {
+                let report = report(&store);
+                match finish(&store) {
+                    Some(v) => (Err(InvokeError::QuotaExceeded(v)), report),
+                    None => (result.map_err(|e| classify(e, &limits, report.fuel_budget)), report),
+                }
+            }
             Err(_) => (Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }), InvocationReport::default()),
         }
     }
+}
+
+/// Ends an invocation: gives back its CPU turn and returns the quota it ran into, if any
+/// (which then decides its outcome, whatever the capability answered).
+fn finish(store: &Store<InvocationState>) -> Option<crate::QuotaViolation> {
+    let data = store.data();
+    data.io.cpu.release();
+    data.io.meter.violation()
 }
 
 fn report(store: &Store<InvocationState>) -> InvocationReport {
@@ -261,6 +294,8 @@ fn report(store: &Store<InvocationState>) -> InvocationReport {
         port_calls: data.port_calls,
         stdout_bytes: stdout.len(),
         stderr_bytes: stderr.len(),
+        network_bytes: data.network_bytes(),
+        fuel_budget: data.fuel_budget,
     }
 }
 
@@ -269,9 +304,13 @@ fn data_fuel_budget(store: &Store<InvocationState>) -> u64 {
 }
 
 /// Turns a wasmtime error into the invocation error a user can act on.
-fn classify(e: wasmtime::Error, limits: &crate::SandboxConfig) -> InvokeError {
+fn classify(e: wasmtime::Error, limits: &crate::SandboxConfig, fuel_given: u64) -> InvokeError {
     if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
         return InvokeError::MemoryLimit { limit_bytes: m.0 };
+    }
+    if e.downcast_ref::<crate::limits::QuotaStop>().is_some() {
+        // `finish` reports the violation itself; this is only reached without one.
+        return InvokeError::Failed("stopped by a quota".into());
     }
     if let Some(d) = e.downcast_ref::<crate::Divergence>() {
         return InvokeError::NonDeterministic(d.clone());
@@ -281,7 +320,15 @@ fn classify(e: wasmtime::Error, limits: &crate::SandboxConfig) -> InvokeError {
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {
-            Trap::OutOfFuel => InvokeError::OutOfFuel { fuel: limits.fuel },
+            // Less fuel than the sandbox's own budget means the tenant's CPU window
+            // was the limit.
+            Trap::OutOfFuel if fuel_given < limits.fuel => InvokeError::QuotaExceeded(crate::QuotaViolation {
+                resource: runplane_tenancy::Resource::Cpu,
+                message: format!(
+                    "the tenant's CPU quota (max_cpu_seconds) for this window is used up ({fuel_given} fuel were left); wait for the next window or ask for a larger quota"
+                ),
+            }),
+            Trap::OutOfFuel => InvokeError::OutOfFuel { fuel: fuel_given },
             Trap::Interrupt => InvokeError::Deadline { deadline_ms: limits.deadline_ms },
             Trap::StackOverflow => InvokeError::Trap("wasm stack overflow (the capability recursed too deeply)".into()),
             other => InvokeError::Trap(other.to_string()),

@@ -18,6 +18,7 @@ mod config;
 mod error;
 mod imports;
 mod invoke;
+mod limits;
 pub mod journal;
 mod outbound;
 mod ports_impl;
@@ -29,6 +30,7 @@ pub use error::{HostError, InvokeError};
 pub use imports::{ALLOWED_IMPORTS, ComponentInfo, Exports};
 pub use invoke::{HttpResponse, Invocation, InvocationReport};
 pub use journal::{Divergence, Journal, Observation};
+pub use limits::{Limits, QuotaViolation};
 pub use outbound::AllowList;
 
 use std::path::PathBuf;
@@ -49,6 +51,8 @@ pub struct Host {
     linker: Linker<InvocationState>,
     cache: cache::ComponentCache,
     config: SandboxConfig,
+    /// CPU turns: at most `cpu_slots` guests execute wasm at once, tenants by weight.
+    cpu: runplane_tenancy::FairGate,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -61,7 +65,8 @@ impl Host {
         state::add_to_linker(&mut linker).map_err(HostError::Engine)?;
         let ticker = Arc::new(EpochTicker::start(engine.clone()));
         let cache = cache::ComponentCache::new(cache_dir, &engine)?;
-        Ok(Host { engine, linker, cache, config, _ticker: ticker })
+        let cpu = runplane_tenancy::FairGate::new(config.cpu_slots() as usize);
+        Ok(Host { engine, linker, cache, config, cpu, _ticker: ticker })
     }
 
     /// The sandbox limits this host applies.

@@ -42,6 +42,32 @@ pub(crate) struct OutboundHooks {
     pub(crate) journal: crate::Journal,
     /// Largest response body buffered for the journal.
     pub(crate) max_body_bytes: usize,
+    /// The tenant's network budget for this window (`None`: not metered).
+    pub(crate) network: Option<Arc<runplane_tenancy::Budget>>,
+    pub(crate) meter: crate::limits::Meter,
+    /// Bytes this invocation sent and received, for its report.
+    pub(crate) bytes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Bytes of a request or response head as it crosses the wire, near enough: the start
+/// line and each header line.
+fn head_bytes<'a>(start_line: usize, headers: impl Iterator<Item = (&'a http::HeaderName, &'a http::HeaderValue)>) -> u64 {
+    (start_line + 2 + headers.map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()) as u64
+}
+
+/// Draws `bytes` from the budget; past it, notes the violation on the meter.
+fn charge(network: &Option<Arc<runplane_tenancy::Budget>>, meter: &crate::limits::Meter, counted: &std::sync::atomic::AtomicU64, bytes: u64) -> bool {
+    counted.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    let Some(budget) = network else { return true };
+    if budget.try_take(bytes) {
+        return true;
+    }
+    budget.take_up_to(bytes);
+    meter.violate(
+        runplane_tenancy::Resource::Network,
+        "the tenant's outbound network quota (max_network_kb) for this window is used up; wait for the next window or ask for a larger quota".into(),
+    );
+    false
 }
 
 /// An outbound response as journaled: what the capability received.
@@ -102,9 +128,16 @@ impl WasiHttpHooks for OutboundHooks {
         let port = uri.port_u16();
         let permitted = self.allow.permits(&host, port);
         let (journal, max) = (self.journal.clone(), self.max_body_bytes);
+        let (network, meter, counted) = (self.network.clone(), self.meter.clone(), self.bytes.clone());
         Box::new(async move {
             if !permitted {
                 tracing::warn!(%host, "outbound request refused: host not on the deployment's allow-list");
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            use hyper::body::Body as _;
+            let body_len = request.body().size_hint().upper().unwrap_or_else(|| request.body().size_hint().lower());
+            let sent = head_bytes(request.method().as_str().len() + request.uri().to_string().len() + 10, request.headers().iter()) + body_len;
+            if !charge(&network, &meter, &counted, sent) {
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
             let args = (request.method().as_str().to_owned(), request.uri().to_string());
@@ -112,7 +145,12 @@ impl WasiHttpHooks for OutboundHooks {
                 .observe("http.send", &args, send_buffered(request, options, max))
                 .await
                 .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))?;
-            let response = into_response(journaled.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e)))?)?;
+            let journaled = journaled.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e)))?;
+            let received = head_bytes(16, std::iter::empty()) + journaled.headers.iter().map(|(k, v)| (k.len() + v.len() + 4) as u64).sum::<u64>() + journaled.body.len() as u64;
+            if !charge(&network, &meter, &counted, received) {
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            let response = into_response(journaled)?;
             let io: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
         })

@@ -85,11 +85,20 @@ fn kv_err(e: ports::PortError) -> keyvalue::store::Error {
 
 /// Bounds a backend call: past `limit` it fails with `unavailable`, whatever the
 /// adapter's own timeouts, so a silent backend never holds an invocation.
-async fn bounded<T>(limit: std::time::Duration, call: impl Future<Output = Result<T, ports::PortError>>) -> Result<T, ports::PortError> {
-    match tokio::time::timeout(limit, call).await {
+///
+/// The invocation's CPU turn is given back while it waits, and a quota the backend
+/// reports (the tenant's disk) is noted on the invocation's meter.
+async fn bounded<T>(io: &crate::limits::PortIo, call: impl Future<Output = Result<T, ports::PortError>>) -> Result<T, ports::PortError> {
+    io.cpu.release();
+    let result = match tokio::time::timeout(io.timeout, call).await {
         Ok(r) => r,
-        Err(_) => Err(ports::PortError::Unavailable(format!("the backend did not answer within {} ms; retry later", limit.as_millis()))),
+        Err(_) => Err(ports::PortError::Unavailable(format!("the backend did not answer within {} ms; retry later", io.timeout.as_millis()))),
+    };
+    io.cpu.acquire().await;
+    if let Err(ports::PortError::QuotaExceeded(m)) = &result {
+        io.meter.violate(runplane_tenancy::Resource::Disk, m.clone());
     }
+    result
 }
 
 /// Parses `text` as JSON and returns its canonical form.
@@ -132,19 +141,19 @@ impl records::Host for InvocationState {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
-        let r = self.journal.observe("records.put", &(&collection, &id, &body, expected_revision), bounded(self.port_timeout, self.ports.records.put(&self.context.tenant, &collection, &id, &body, expected_revision))).await?;
+        let r = self.journal.observe("records.put", &(&collection, &id, &body, expected_revision), bounded(&self.io, self.ports.records.put(&self.context.tenant, &collection, &id, &body, expected_revision))).await?;
         Ok(r.map(record_to_wit).map_err(to_wit))
     }
 
     async fn get(&mut self, collection: String, id: String) -> PortResult<Option<records::Record>> {
         self.count_call()?;
-        let r = self.journal.observe("records.get", &(&collection, &id), bounded(self.port_timeout, self.ports.records.get(&self.context.tenant, &collection, &id))).await?;
+        let r = self.journal.observe("records.get", &(&collection, &id), bounded(&self.io, self.ports.records.get(&self.context.tenant, &collection, &id))).await?;
         Ok(r.map(|o| o.map(record_to_wit)).map_err(to_wit))
     }
 
     async fn delete(&mut self, collection: String, id: String, expected_revision: Option<u64>) -> PortResult<bool> {
         self.count_call()?;
-        let r = self.journal.observe("records.delete", &(&collection, &id, expected_revision), bounded(self.port_timeout, self.ports.records.delete(&self.context.tenant, &collection, &id, expected_revision))).await?;
+        let r = self.journal.observe("records.delete", &(&collection, &id, expected_revision), bounded(&self.io, self.ports.records.delete(&self.context.tenant, &collection, &id, expected_revision))).await?;
         Ok(r.map_err(to_wit))
     }
 
@@ -169,7 +178,7 @@ impl records::Host for InvocationState {
             }
         }
         let args = (&collection, parsed.iter().map(|f| (&f.field, &f.value)).collect::<Vec<_>>(), limit, &cursor);
-        let r = self.journal.observe("records.query", &args, bounded(self.port_timeout, self.ports.records.query(&self.context.tenant, &collection, &parsed, limit, cursor.as_deref()))).await?;
+        let r = self.journal.observe("records.query", &args, bounded(&self.io, self.ports.records.query(&self.context.tenant, &collection, &parsed, limit, cursor.as_deref()))).await?;
         Ok(r.map(|p| records::Page { items: p.items.into_iter().map(record_to_wit).collect(), next_cursor: p.next_cursor })
             .map_err(to_wit))
     }
@@ -191,13 +200,13 @@ impl events::Host for InvocationState {
             }
         }
         let args = (&stream, batch.iter().map(|e| (&e.event_type, &e.data)).collect::<Vec<_>>(), expected_version);
-        let r = self.journal.observe("events.append", &args, bounded(self.port_timeout, self.ports.events.append(&self.context.tenant, &stream, &batch, expected_version))).await?;
+        let r = self.journal.observe("events.append", &args, bounded(&self.io, self.ports.events.append(&self.context.tenant, &stream, &batch, expected_version))).await?;
         Ok(r.map_err(to_wit))
     }
 
     async fn read(&mut self, stream: String, from: u64, limit: u32) -> PortResult<Vec<events::StoredEvent>> {
         self.count_call()?;
-        let r = self.journal.observe("events.read", &(&stream, from, limit), bounded(self.port_timeout, self.ports.events.read(&self.context.tenant, &stream, from, limit))).await?;
+        let r = self.journal.observe("events.read", &(&stream, from, limit), bounded(&self.io, self.ports.events.read(&self.context.tenant, &stream, from, limit))).await?;
         Ok(r.map(|v| {
             v.into_iter()
                 .map(|e| events::StoredEvent { stream: e.stream, version: e.version, event_type: e.event_type, data: e.data })
@@ -211,7 +220,7 @@ impl messaging::Host for InvocationState {
     async fn publish(&mut self, topic: String, payload: Vec<u8>, headers: Vec<(String, String)>) -> PortResult<()> {
         self.count_call()?;
         let args = (&topic, runplane_cjson::sha256_hex(&payload), headers.clone());
-        let r = self.journal.observe("messaging.publish", &args, bounded(self.port_timeout, self.ports.messaging.publish(&self.context.tenant, &topic, ports::Message { payload, headers }))).await?;
+        let r = self.journal.observe("messaging.publish", &args, bounded(&self.io, self.ports.messaging.publish(&self.context.tenant, &topic, ports::Message { payload, headers }))).await?;
         Ok(r.map_err(to_wit))
     }
 }
@@ -226,30 +235,30 @@ impl blobs::Host for InvocationState {
     ) -> PortResult<blobs::ObjectMeta> {
         self.count_call()?;
         let args = (&container, &name, runplane_cjson::sha256_hex(&data), &content_type);
-        let r = self.journal.observe("blobs.put", &args, bounded(self.port_timeout, self.ports.blobs.put(&self.context.tenant, &container, &name, data, content_type.as_deref()))).await?;
+        let r = self.journal.observe("blobs.put", &args, bounded(&self.io, self.ports.blobs.put(&self.context.tenant, &container, &name, data, content_type.as_deref()))).await?;
         Ok(r.map(meta_to_wit).map_err(to_wit))
     }
 
     async fn get(&mut self, container: String, name: String, range: Option<(u64, u64)>) -> PortResult<Option<Vec<u8>>> {
         self.count_call()?;
-        let r = self.journal.observe("blobs.get", &(&container, &name, range), bounded(self.port_timeout, self.ports.blobs.get(&self.context.tenant, &container, &name, range))).await?;
+        let r = self.journal.observe("blobs.get", &(&container, &name, range), bounded(&self.io, self.ports.blobs.get(&self.context.tenant, &container, &name, range))).await?;
         Ok(r.map_err(to_wit))
     }
 
     async fn delete(&mut self, container: String, name: String) -> PortResult<bool> {
         self.count_call()?;
-        Ok(self.journal.observe("blobs.delete", &(&container, &name), bounded(self.port_timeout, self.ports.blobs.delete(&self.context.tenant, &container, &name))).await?.map_err(to_wit))
+        Ok(self.journal.observe("blobs.delete", &(&container, &name), bounded(&self.io, self.ports.blobs.delete(&self.context.tenant, &container, &name))).await?.map_err(to_wit))
     }
 
     async fn list(&mut self, container: String, prefix: String) -> PortResult<Vec<blobs::ObjectMeta>> {
         self.count_call()?;
-        let r = self.journal.observe("blobs.list", &(&container, &prefix), bounded(self.port_timeout, self.ports.blobs.list(&self.context.tenant, &container, &prefix))).await?;
+        let r = self.journal.observe("blobs.list", &(&container, &prefix), bounded(&self.io, self.ports.blobs.list(&self.context.tenant, &container, &prefix))).await?;
         Ok(r.map(|v| v.into_iter().map(meta_to_wit).collect()).map_err(to_wit))
     }
 
     async fn metadata(&mut self, container: String, name: String) -> PortResult<Option<blobs::ObjectMeta>> {
         self.count_call()?;
-        let r = self.journal.observe("blobs.metadata", &(&container, &name), bounded(self.port_timeout, self.ports.blobs.metadata(&self.context.tenant, &container, &name))).await?;
+        let r = self.journal.observe("blobs.metadata", &(&container, &name), bounded(&self.io, self.ports.blobs.metadata(&self.context.tenant, &container, &name))).await?;
         Ok(r.map(|o| o.map(meta_to_wit)).map_err(to_wit))
     }
 }
@@ -262,7 +271,7 @@ impl secrets::Host for InvocationState {
             Ok(v) => serde_json::json!({ "Ok": runplane_cjson::sha256_hex(v.expose()) }),
             Err(e) => serde_json::json!({ "Err": e }),
         };
-        let read = bounded(self.port_timeout, self.ports.secrets.get(&self.context.tenant, &name));
+        let read = bounded(&self.io, self.ports.secrets.get(&self.context.tenant, &name));
         match self.journal.observe_private("secrets.get", &&name, read, fingerprint).await? {
             Ok(value) => {
                 let bytes = value.expose().to_vec();
@@ -348,32 +357,32 @@ impl keyvalue::store::HostBucket for InvocationState {
     async fn get(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<Option<Vec<u8>>> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        Ok(self.journal.observe("kv.get", &(&name, &key), bounded(self.port_timeout, self.ports.kv.get(&self.context.tenant, &name, &key))).await?.map_err(kv_err))
+        Ok(self.journal.observe("kv.get", &(&name, &key), bounded(&self.io, self.ports.kv.get(&self.context.tenant, &name, &key))).await?.map_err(kv_err))
     }
 
     async fn set(&mut self, bucket: Resource<KvBucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
         let args = (&name, &key, runplane_cjson::sha256_hex(&value));
-        Ok(self.journal.observe("kv.set", &args, bounded(self.port_timeout, self.ports.kv.set(&self.context.tenant, &name, &key, &value))).await?.map_err(kv_err))
+        Ok(self.journal.observe("kv.set", &args, bounded(&self.io, self.ports.kv.set(&self.context.tenant, &name, &key, &value))).await?.map_err(kv_err))
     }
 
     async fn delete(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<()> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        Ok(self.journal.observe("kv.delete", &(&name, &key), bounded(self.port_timeout, self.ports.kv.delete(&self.context.tenant, &name, &key))).await?.map_err(kv_err))
+        Ok(self.journal.observe("kv.delete", &(&name, &key), bounded(&self.io, self.ports.kv.delete(&self.context.tenant, &name, &key))).await?.map_err(kv_err))
     }
 
     async fn exists(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<bool> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        Ok(self.journal.observe("kv.exists", &(&name, &key), bounded(self.port_timeout, self.ports.kv.exists(&self.context.tenant, &name, &key))).await?.map_err(kv_err))
+        Ok(self.journal.observe("kv.exists", &(&name, &key), bounded(&self.io, self.ports.kv.exists(&self.context.tenant, &name, &key))).await?.map_err(kv_err))
     }
 
     async fn list_keys(&mut self, bucket: Resource<KvBucket>, cursor: Option<String>) -> KvResult<keyvalue::store::KeyResponse> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        let r = self.journal.observe("kv.list-keys", &(&name, &cursor), bounded(self.port_timeout, self.ports.kv.list_keys(&self.context.tenant, &name, cursor.as_deref()))).await?;
+        let r = self.journal.observe("kv.list-keys", &(&name, &cursor), bounded(&self.io, self.ports.kv.list_keys(&self.context.tenant, &name, cursor.as_deref()))).await?;
         Ok(r.map(|p| keyvalue::store::KeyResponse { keys: p.keys, cursor: p.cursor }).map_err(kv_err))
     }
 
@@ -387,7 +396,7 @@ impl keyvalue::atomics::Host for InvocationState {
     async fn increment(&mut self, bucket: Resource<KvBucket>, key: String, delta: i64) -> KvResult<i64> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        Ok(self.journal.observe("kv.increment", &(&name, &key, delta), bounded(self.port_timeout, self.ports.kv.increment(&self.context.tenant, &name, &key, delta))).await?.map_err(kv_err))
+        Ok(self.journal.observe("kv.increment", &(&name, &key, delta), bounded(&self.io, self.ports.kv.increment(&self.context.tenant, &name, &key, delta))).await?.map_err(kv_err))
     }
 
     async fn swap(
@@ -401,7 +410,7 @@ impl keyvalue::atomics::Host for InvocationState {
             (c.bucket.clone(), c.key.clone(), c.seen.clone())
         };
         let args = (&bucket, &key, seen.as_deref().map(runplane_cjson::sha256_hex), runplane_cjson::sha256_hex(&value));
-        let swapped = bounded(self.port_timeout, self.ports.kv.compare_and_swap(&self.context.tenant, &bucket, &key, seen.as_deref(), &value));
+        let swapped = bounded(&self.io, self.ports.kv.compare_and_swap(&self.context.tenant, &bucket, &key, seen.as_deref(), &value));
         match self.journal.observe("kv.compare-and-swap", &args, swapped).await? {
             Ok(true) => {
                 self.table().delete(cas)?;
@@ -409,7 +418,7 @@ impl keyvalue::atomics::Host for InvocationState {
             }
             Ok(false) => {
                 // Hand the capability a fresh CAS holding the current value, so it can retry.
-                let current = self.journal.observe("kv.get", &(&bucket, &key), bounded(self.port_timeout, self.ports.kv.get(&self.context.tenant, &bucket, &key))).await?;
+                let current = self.journal.observe("kv.get", &(&bucket, &key), bounded(&self.io, self.ports.kv.get(&self.context.tenant, &bucket, &key))).await?;
                 match current {
                     Ok(now) => {
                         self.table().get_mut(&cas)?.seen = now;
@@ -427,7 +436,7 @@ impl keyvalue::atomics::HostCas for InvocationState {
     async fn new(&mut self, bucket: Resource<KvBucket>, key: String) -> KvResult<Resource<KvCas>> {
         self.count_call()?;
         let name = self.bucket_name(&bucket)?;
-        match self.journal.observe("kv.get", &(&name, &key), bounded(self.port_timeout, self.ports.kv.get(&self.context.tenant, &name, &key))).await? {
+        match self.journal.observe("kv.get", &(&name, &key), bounded(&self.io, self.ports.kv.get(&self.context.tenant, &name, &key))).await? {
             Ok(seen) => Ok(Ok(self.table().push(KvCas { bucket: name, key, seen })?)),
             Err(e) => Ok(Err(kv_err(e))),
         }
@@ -453,7 +462,7 @@ impl keyvalue::batch::Host for InvocationState {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             self.count_call()?;
-            match self.journal.observe("kv.get", &(&name, &key), bounded(self.port_timeout, self.ports.kv.get(&self.context.tenant, &name, &key))).await? {
+            match self.journal.observe("kv.get", &(&name, &key), bounded(&self.io, self.ports.kv.get(&self.context.tenant, &name, &key))).await? {
                 Ok(v) => out.push((key, v)),
                 Err(e) => return Ok(Err(kv_err(e))),
             }
@@ -466,7 +475,7 @@ impl keyvalue::batch::Host for InvocationState {
         for (key, value) in key_values {
             self.count_call()?;
             let args = (&name, &key, runplane_cjson::sha256_hex(&value));
-            if let Err(e) = self.journal.observe("kv.set", &args, bounded(self.port_timeout, self.ports.kv.set(&self.context.tenant, &name, &key, &value))).await? {
+            if let Err(e) = self.journal.observe("kv.set", &args, bounded(&self.io, self.ports.kv.set(&self.context.tenant, &name, &key, &value))).await? {
                 return Ok(Err(kv_err(e)));
             }
         }
@@ -477,7 +486,7 @@ impl keyvalue::batch::Host for InvocationState {
         let name = self.bucket_name(&bucket)?;
         for key in keys {
             self.count_call()?;
-            if let Err(e) = self.journal.observe("kv.delete", &(&name, &key), bounded(self.port_timeout, self.ports.kv.delete(&self.context.tenant, &name, &key))).await? {
+            if let Err(e) = self.journal.observe("kv.delete", &(&name, &key), bounded(&self.io, self.ports.kv.delete(&self.context.tenant, &name, &key))).await? {
                 return Ok(Err(kv_err(e)));
             }
         }

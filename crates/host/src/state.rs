@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::clock::{VirtualMonotonicClock, VirtualWallClock, seeded_rngs};
+use crate::limits::{CpuTurn, Limits, Meter, PortIo};
 use crate::outbound::{AllowList, OutboundHooks};
 use crate::SandboxConfig;
 
@@ -33,7 +34,7 @@ pub struct InvocationState {
     pub(crate) context: Arc<ExecutionContext>,
     pub(crate) ports: PortSet,
     pub(crate) journal: crate::Journal,
-    pub(crate) port_timeout: std::time::Duration,
+    pub(crate) io: PortIo,
     pub(crate) telemetry_scope: TelemetryScope,
     pub(crate) port_calls: u32,
     max_port_calls: u32,
@@ -45,10 +46,19 @@ pub struct InvocationState {
 }
 
 impl InvocationState {
-    pub(crate) fn new(config: &SandboxConfig, context: Arc<ExecutionContext>, ports: PortSet, allow: AllowList, journal: crate::Journal) -> Self {
+    pub(crate) fn new(
+        config: &SandboxConfig,
+        context: Arc<ExecutionContext>,
+        ports: PortSet,
+        allow: AllowList,
+        journal: crate::Journal,
+        limits: &Limits,
+        cpu: CpuTurn,
+    ) -> Self {
         let stdout = MemoryOutputPipe::new(config.max_log_bytes);
         let stderr = MemoryOutputPipe::new(config.max_log_bytes);
         let (secure, insecure, insecure_seed) = seeded_rngs(context.execution_seed);
+        let meter = Meter::default();
         // No environment, no arguments, empty stdin, no preopens, no sockets: the
         // builder's defaults grant nothing, and we add only the virtual clock and rng.
         let wasi = WasiCtx::builder()
@@ -73,16 +83,23 @@ impl InvocationState {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: OutboundHooks { allow, journal: journal.clone(), max_body_bytes: config.max_response_bytes },
+            hooks: OutboundHooks {
+                allow,
+                journal: journal.clone(),
+                max_body_bytes: config.max_response_bytes,
+                network: limits.network.clone(),
+                meter: meter.clone(),
+                bytes: Default::default(),
+            },
             journal,
-            port_timeout: std::time::Duration::from_millis(config.port_timeout_ms),
-            limiter: MemoryCap { limit: config.memory_limit_bytes, peak: 0 },
+            io: PortIo { timeout: std::time::Duration::from_millis(config.port_timeout_ms), meter, cpu },
+            limiter: MemoryCap { limit: limits.memory_bytes.map_or(config.memory_limit_bytes, |m| m.min(config.memory_limit_bytes)), peak: 0 },
             context,
             ports,
             telemetry_scope,
             port_calls: 0,
             max_port_calls: config.max_port_calls,
-            fuel_budget: config.fuel,
+            fuel_budget: limits.fuel.map_or(config.fuel, |f| f.min(config.fuel)),
             revealed: Vec::new(),
             stdout,
             stderr,
@@ -91,11 +108,17 @@ impl InvocationState {
 
     /// Counts a port call; traps the invocation past the limit.
     pub(crate) fn count_call(&mut self) -> wasmtime::Result<()> {
+        self.io.meter.check()?;
         self.port_calls += 1;
         if self.port_calls > self.max_port_calls {
             return Err(wasmtime::Error::new(PortCallLimitExceeded(self.max_port_calls)));
         }
         Ok(())
+    }
+
+    /// Outbound HTTP bytes this invocation moved.
+    pub(crate) fn network_bytes(&self) -> u64 {
+        self.hooks.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn table(&mut self) -> &mut ResourceTable {
@@ -118,7 +141,7 @@ impl InvocationState {
 
 /// Per-invocation memory cap; a growth past it traps at once with a clear cause.
 pub(crate) struct MemoryCap {
-    limit: usize,
+    pub(crate) limit: usize,
     pub(crate) peak: usize,
 }
 

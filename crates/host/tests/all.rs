@@ -85,7 +85,7 @@ async fn create_order(host: &Host, dir: &std::path::Path, seed: u64) -> (u16, By
         .header("content-type", "application/json")
         .body(Bytes::from_static(br#"{"item":"tea","quantity":2}"#))
         .expect("request");
-    let inv = Invocation { context: context(seed, &digest), ports: ports(dir).await, allow: AllowList::default(), journal: runplane_host::Journal::record() };
+    let inv = Invocation { context: context(seed, &digest), ports: ports(dir).await, allow: AllowList::default(), journal: runplane_host::Journal::record(), limits: Default::default() };
     let (result, report) = host.handle_http(&cap, inv, request).await;
     let resp = result.expect("invocation");
     assert!(report.port_calls > 3, "{report:?}");
@@ -112,7 +112,7 @@ async fn run_task(host: &Host, dir: &std::path::Path, input: &str) -> Result<Str
     let digest = runplane_cjson::sha256_hex(runplane_examples::ORDERS);
     let cap = host.load("orders@1.0.0", &digest, runplane_examples::ORDERS).await.expect("load");
     assert!(cap.exports.task && cap.exports.http && cap.exports.message_handler);
-    let inv = Invocation { context: context(9, &digest), ports: ports(dir).await, allow: AllowList::default(), journal: runplane_host::Journal::record() };
+    let inv = Invocation { context: context(9, &digest), ports: ports(dir).await, allow: AllowList::default(), journal: runplane_host::Journal::record(), limits: Default::default() };
     host.run_task(&cap, inv, input.to_string()).await.0.expect("invocation")
 }
 
@@ -163,7 +163,7 @@ async fn a_silent_backend_gives_unavailable_within_the_port_timeout() {
         .body(Bytes::from_static(br#"{"item":"tea","quantity":2}"#))
         .expect("request");
     let started = std::time::Instant::now();
-    let inv = Invocation { context: context(1, &digest), ports, allow: AllowList::default(), journal: runplane_host::Journal::record() };
+    let inv = Invocation { context: context(1, &digest), ports, allow: AllowList::default(), journal: runplane_host::Journal::record(), limits: Default::default() };
     let (result, _) = host.handle_http(&cap, inv, request).await;
     let resp = result.expect("the capability handles the port error");
     assert_eq!(resp.status, 503, "{}", String::from_utf8_lossy(&resp.body));

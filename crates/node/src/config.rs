@@ -45,6 +45,8 @@ pub struct NodeConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     pub sandbox: SandboxConfig,
+    /// The tenant-fair scheduler (`[scheduler]`).
+    pub scheduler: SchedulerConfig,
     /// Named infrastructure: the built-ins plus `[backends.*]`.
     pub backends: BTreeMap<String, Backend>,
     /// Which backend serves each port, for every tenant unless overridden.
@@ -255,6 +257,21 @@ pub fn builtin_backends() -> BTreeMap<String, Backend> {
     ])
 }
 
+/// The `[scheduler]` table. The global cap on running invocations is
+/// `sandbox.max_instances` (what the pooling allocator has room for).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Invocations of one tenant that may wait for a turn; one more gets 429.
+    pub max_queued_per_tenant: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { max_queued_per_tenant: 128 }
+    }
+}
+
 impl NodeConfig {
     /// The embedded defaults `runplane up` uses.
     pub fn embedded(listen: SocketAddr, data_dir: PathBuf) -> Self {
@@ -266,6 +283,7 @@ impl NodeConfig {
             admin_token: None,
             max_body_bytes: 1 << 20,
             sandbox: SandboxConfig::default(),
+            scheduler: SchedulerConfig::default(),
             backends: builtin_backends(),
             bindings: Bindings::default(),
             tenant_bindings: BTreeMap::new(),
@@ -304,7 +322,7 @@ impl NodeConfig {
         c.only_keys(
             &table,
             "",
-            &["node", "sandbox", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "config", "tenant_config"],
+            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "config", "tenant_config"],
         );
 
         if let Some(node) = c.table(&table, "node") {
@@ -358,6 +376,13 @@ impl NodeConfig {
                     cfg.sandbox = s;
                 }
                 Err(e) => c.problem("sandbox", e.message()),
+            }
+        }
+        if let Some(sc) = table.get("scheduler") {
+            match sc.clone().try_into::<SchedulerConfig>() {
+                Ok(s) if s.max_queued_per_tenant == 0 => c.problem("scheduler.max_queued_per_tenant", "must be positive"),
+                Ok(s) => cfg.scheduler = s,
+                Err(e) => c.problem("scheduler", e.message()),
             }
         }
         if let Some(backends) = c.table(&table, "backends") {

@@ -295,6 +295,67 @@ impl ControlStore {
             .collect())
     }
 
+    /// Every tenant's own quota (tenants without one use their tier's defaults).
+    pub async fn quotas(&self) -> Result<Vec<(String, String)>, ApiError> {
+        let rows = sqlx::query("SELECT tenant_id, quota FROM tenant_quotas").fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub async fn set_quota(&self, tenant: &str, quota_json: &str, at: &str) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO tenant_quotas (tenant_id, quota, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET quota = excluded.quota, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(quota_json)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Metered disk bytes per tenant.
+    pub async fn disk_usage(&self) -> Result<Vec<(String, i64)>, ApiError> {
+        let rows = sqlx::query("SELECT tenant_id, disk_bytes FROM tenant_usage").fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Writes several tenants' disk usage in one transaction.
+    pub async fn set_disk_usage(&self, usage: &[(String, i64)]) -> Result<(), ApiError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for (tenant, bytes) in usage {
+            sqlx::query(
+                "INSERT INTO tenant_usage (tenant_id, disk_bytes) VALUES (?1, ?2) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET disk_bytes = excluded.disk_bytes",
+            )
+            .bind(tenant)
+            .bind(bytes)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    pub async fn insert_contract(&self, id: &str, route: &str, contract_json: &str, at: &str) -> Result<bool, ApiError> {
+        let r = sqlx::query("INSERT INTO contracts (contract_id, route, contract, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (contract_id) DO NOTHING")
+            .bind(id)
+            .bind(route)
+            .bind(contract_json)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// `(contract_id, route, contract JSON)` of every registered contract.
+    pub async fn contracts(&self) -> Result<Vec<(String, String, String)>, ApiError> {
+        let rows = sqlx::query("SELECT contract_id, route, contract FROM contracts ORDER BY contract_id").fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
     pub async fn health(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }

@@ -146,6 +146,11 @@ pub fn invoke_error(e: &runplane_host::InvokeError) -> ApiError {
         I::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         I::Trap(_) | I::Failed(_) => StatusCode::BAD_GATEWAY,
         I::NonDeterministic(_) => StatusCode::CONFLICT,
+        I::QuotaExceeded(v) => match v.resource {
+            runplane_tenancy::Resource::Disk => StatusCode::INSUFFICIENT_STORAGE,
+            runplane_tenancy::Resource::Memory => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::TOO_MANY_REQUESTS,
+        },
     };
     let mut err = ApiError::new(status, e.code(), e.to_string());
     if status == StatusCode::SERVICE_UNAVAILABLE {

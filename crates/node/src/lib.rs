@@ -19,6 +19,7 @@ pub mod control;
 pub mod error;
 pub mod metrics;
 mod node;
+mod quotas;
 pub mod replay;
 mod subscriptions;
 

@@ -33,6 +33,14 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub requests: Family<RequestLabels, Counter>,
     pub audit_failures: Counter,
+    pub quota_violations: Family<QuotaLabels, Counter>,
+    pub scheduler_queued: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub tenant: String,
+    pub resource: String,
 }
 
 impl Metrics {
@@ -50,7 +58,20 @@ impl Metrics {
         registry.register("invocations_in_flight", "Invocations running now", in_flight.clone());
         registry.register("http_requests", "HTTP requests by surface and status", requests.clone());
         registry.register("audit_append_failures", "Audit appends that failed (the action was refused)", audit_failures.clone());
-        Metrics { registry: Arc::new(Mutex::new(registry)), invocations, invocation_seconds, in_flight, requests, audit_failures }
+        let quota_violations = Family::<QuotaLabels, Counter>::default();
+        let scheduler_queued = Gauge::default();
+        registry.register("quota_violations", "Invocations stopped or refused by a tenant quota", quota_violations.clone());
+        registry.register("scheduler_queued", "Invocations waiting for their tenant's turn", scheduler_queued.clone());
+        Metrics {
+            registry: Arc::new(Mutex::new(registry)),
+            invocations,
+            invocation_seconds,
+            in_flight,
+            requests,
+            audit_failures,
+            quota_violations,
+            scheduler_queued,
+        }
     }
 
     /// The text exposition format.

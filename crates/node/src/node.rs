@@ -7,7 +7,6 @@ use runplane_adapters::telemetry::PrometheusTelemetry;
 use runplane_audit::{AuditEvent, AuditStore, LogId, NoteSigner, Outcome, Receipt};
 use runplane_host::{AllowList, Host, LoadedCapability};
 use runplane_ports::{ConfigStore, PROTOCOL_VERSION};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::auth::{KeyIndex, hash_secret, new_secret};
@@ -40,7 +39,11 @@ pub struct Node {
     pub(crate) admin_token_hash: String,
     pub(crate) metrics: Metrics,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) slots: Arc<Semaphore>,
+    /// Admission: the global cap, each tenant's concurrency and queue, fair turns.
+    pub(crate) scheduler: runplane_tenancy::TenantScheduler,
+    pub(crate) quotas: crate::quotas::Quotas,
+    /// Registered runtime contracts by id, with the route they bind.
+    pub(crate) contracts: RwLock<HashMap<String, crate::api::tenancy::ContractEntry>>,
     pub(crate) subscriptions: tokio::sync::Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
     pub(crate) entropy: Entropy,
     /// The binding set's version number (bumped whenever what serves a port changes).
@@ -95,9 +98,12 @@ impl Node {
         let keys = KeyIndex::default();
         keys.replace_all(control.keys().await?);
         let tenants = control.tenants().await?.into_iter().map(|t| (t.id.clone(), t)).collect();
+        let quotas = crate::quotas::Quotas::load(control.clone(), config.sandbox.fuel, config.scheduler.max_queued_per_tenant).await?;
 
         let node = Arc::new(Node {
-            slots: Arc::new(Semaphore::new(config.sandbox.max_instances as usize)),
+            scheduler: runplane_tenancy::TenantScheduler::new(config.sandbox.max_instances),
+            quotas,
+            contracts: RwLock::new(HashMap::new()),
             config,
             host,
             control,
@@ -138,6 +144,7 @@ impl Node {
                 tracing::error!(%route, error = %e, "could not restore deployment; it will answer 404 until deployed again");
             }
         }
+        crate::api::tenancy::load_contracts(&node).await?;
 
         let listener = tokio::net::TcpListener::bind(node.config.listen)
             .await
@@ -160,6 +167,20 @@ impl Node {
 
     pub(crate) fn now(&self) -> u128 {
         self.clock.now_unix_nanos()
+    }
+
+    /// Whole seconds since the Unix epoch (quota windows).
+    pub(crate) fn now_secs(&self) -> u64 {
+        (self.now() / 1_000_000_000) as u64
+    }
+
+    pub(crate) fn contract(&self, id: &str) -> Result<crate::api::tenancy::ContractEntry, ApiError> {
+        self.contracts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("contract {id} is not registered; register it with POST /v1/contracts")))
     }
 
     pub(crate) fn tenant(&self, id: &str) -> Option<Tenant> {

@@ -70,6 +70,7 @@ pub(crate) fn complete_message_event(event: &mut AuditEvent, outcome: &Result<Re
         port_calls: report.port_calls,
         request_bytes: payload_bytes,
         response_bytes: 0,
+        network_bytes: report.network_bytes,
     });
     event.outcome = match outcome {
         Ok(Ok(())) => Outcome::ok(None),
@@ -88,6 +89,7 @@ pub(crate) fn complete_event(event: &mut AuditEvent, outcome: &Result<HttpRespon
         port_calls: report.port_calls,
         request_bytes,
         response_bytes: outcome.as_ref().map(|r| r.body.len() as u64).unwrap_or(0),
+        network_bytes: report.network_bytes,
     });
     match outcome {
         Ok(resp) => {
@@ -97,6 +99,9 @@ pub(crate) fn complete_event(event: &mut AuditEvent, outcome: &Result<HttpRespon
         Err(e) => {
             event.outcome = Outcome::error(e.code(), Some(invoke_error(e).status.as_u16()));
             event.response_digest = None;
+            if let InvokeError::QuotaExceeded(v) = e {
+                event.details.insert("quota".into(), serde_json::json!({ "resource": v.resource.as_str(), "message": v.message }));
+            }
         }
     }
 }
@@ -149,7 +154,12 @@ pub(crate) async fn replay(node: &Arc<Node>, invocation_id: &str) -> Result<Repl
     // Secrets are journaled by digest only: the replay reads them again (and checks).
     let ports = node.bindings.ports(&tenant.id, tenant.mode).await?;
     let journal = Journal::replay(record.observations);
-    let invocation = Invocation { context: Arc::new(context), ports, allow: AllowList::new(record.allow_hosts), journal: journal.clone() };
+    // The tenant's memory cap and weight as now; fuel and network are not drawn from its
+    // windows (a replay runs on the operator's behalf and calls nothing outside).
+    let tier = crate::quotas::tier_of(&tenant);
+    let quota = node.quotas.tenant(&tenant.id, tier, node.now_secs()).quota();
+    let limits = runplane_host::Limits { memory_bytes: usize::try_from(quota.memory_bytes()).ok(), fuel: None, network: None, weight: tier.weight() };
+    let invocation = Invocation { context: Arc::new(context), ports, allow: AllowList::new(record.allow_hosts), journal: journal.clone(), limits };
     let mut replayed = event.clone();
     match record.input {
         Input::Http { method, uri, headers, body } => {

@@ -116,6 +116,18 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
             return;
         }
     };
+    // A message waits for its tenant's turn like any invocation; a refusal (quota or
+    // full queue, already audited) holds the subscription back rather than losing it.
+    let (admitted, _pass) = loop {
+        match crate::api::apps::admit(node, &tenant).await {
+            Ok(a) => break a,
+            Err(e) => {
+                let pause = e.headers.iter().find(|(k, _)| *k == "retry-after").and_then(|(_, v)| v.parse().ok()).unwrap_or(1u64);
+                tokio::time::sleep(Duration::from_secs(pause.min(5))).await;
+            }
+        }
+    };
+    let ports = crate::quotas::meter_ports(&node.quotas, node.quotas.tenant(&tenant.id, crate::quotas::tier_of(&tenant), node.now_secs()), ports);
     let payload_len = delivery.message.payload.len() as u64;
     let input = Input::Message {
         topic: delivery.topic.clone(),
@@ -127,12 +139,13 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
         .host
         .deliver_message(
             cap,
-            Invocation { context: context.clone(), ports, allow: active.allow.clone(), journal: journal.clone() },
+            Invocation { context: context.clone(), ports, allow: active.allow.clone(), journal: journal.clone(), limits: admitted.limits.clone() },
             delivery.topic.clone(),
             delivery.message.payload,
             delivery.message.headers,
         )
         .await;
+    admitted.settle(report.fuel_consumed);
     let mut event = node.event("bus", Some(&tenant.id), "invoke.message", &active.deployment.route, Outcome::ok(None));
     event.context = Some((*context).clone());
     event.capability_digest = Some(cap.digest.clone());

@@ -116,6 +116,10 @@ impl TenantScheduler {
         self.gate.queued_in(tenant)
     }
 
+    pub fn running_in(&self, tenant: &str) -> u32 {
+        self.gate.running_in(tenant)
+    }
+
     /// Waits for the tenant's turn; the returned pass is the right to run one
     /// invocation until dropped. A full queue answers at once.
     pub async fn admit(&self, tenant: &str, share: Share) -> Result<Pass, Rejected> {

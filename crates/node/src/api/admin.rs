@@ -33,7 +33,7 @@ fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
     TenantId::new(id).map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))
 }
 
-fn known_tenant(node: &Node, id: &str) -> Result<Tenant, ApiError> {
+pub(crate) fn known_tenant(node: &Node, id: &str) -> Result<Tenant, ApiError> {
     tenant_id(id)?;
     node.tenant(id).ok_or_else(|| ApiError::not_found(format!("tenant {id} does not exist; list tenants with GET /v1/tenants")))
 }

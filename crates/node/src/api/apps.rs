@@ -11,7 +11,12 @@ use runplane_audit::{LogId, Outcome};
 use runplane_host::{Invocation, Journal};
 use runplane_ports::{ExecutionContext, PROTOCOL_VERSION, TenantId};
 
+use runplane_tenancy::{Pass, Resource};
+
 use crate::auth::bearer;
+use crate::control::Tenant;
+use crate::metrics::QuotaLabels;
+use crate::quotas::{Admitted, meter_ports, tier_of};
 use crate::error::{ApiError, invoke_error};
 use crate::metrics::InvocationLabels;
 use crate::node::Node;
@@ -79,22 +84,7 @@ pub(crate) fn new_context(node: &Node, tenant: &TenantId, agent_id: &str, sessio
 }
 
 async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) -> Result<Response, ApiError> {
-    let owner = node
-        .keys
-        .lookup(bearer(req.headers())?)
-        .ok_or_else(|| ApiError::unauthorized("the API key is not valid; ask your administrator for a tenant key"))?;
-    let tenant = node
-        .tenant(&owner.tenant)
-        .ok_or_else(|| ApiError::unauthorized("the API key is not valid; ask your administrator for a tenant key"))?;
-    if tenant.status != "active" {
-        return Err(ApiError::forbidden(format!("tenant {} is suspended; contact your administrator", tenant.id)));
-    }
-    if tenant.provisioning != "ready" {
-        return Err(ApiError::unavailable(format!(
-            "tenant {}'s stores are not provisioned yet ({}); retry shortly or ask your administrator",
-            tenant.id, tenant.provisioning
-        )));
-    }
+    let (owner, tenant) = serving_tenant(node, req.headers())?;
     let deployment = node
         .deployment(route)
         .ok_or_else(|| ApiError::not_found(format!("no capability is deployed on route {route}")))?;
@@ -134,20 +124,22 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
         .map_err(|e| ApiError::bad_request("invalid_request", format!("the request cannot be passed on: {e}")))?;
     let request_digest = digest_request(parts.method.as_str(), &path_and_query, &body);
 
-    let _permit = node.slots.clone().try_acquire_owned().map_err(|_| {
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", "the node is running as many invocations as it allows; retry shortly");
-        e.headers.push(("retry-after", "1".into()));
-        e
-    })?;
+    let (admitted, _pass) = admit(node, &tenant).await?;
     let ports = node.bindings.ports(&tenant.id, tenant.mode).await?;
+    let ports = meter_ports(&node.quotas, node.quotas.tenant(&tenant.id, tier_of(&tenant), node.now_secs()), ports);
     node.metrics.in_flight.inc();
     let started = Instant::now();
     let journal = Journal::record();
     let (outcome, report) = node
         .host
-        .handle_http(cap, Invocation { context: context.clone(), ports, allow: deployment.allow.clone(), journal: journal.clone() }, request)
+        .handle_http(
+            cap,
+            Invocation { context: context.clone(), ports, allow: deployment.allow.clone(), journal: journal.clone(), limits: admitted.limits.clone() },
+            request,
+        )
         .await;
     node.metrics.in_flight.dec();
+    admitted.settle(report.fuel_consumed);
 
     let mut event = node.event(
         &format!("tenant:{}/{}", tenant.id, owner.key_id),
@@ -179,7 +171,7 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
         }
         Err(e) => {
             tracing::warn!(tenant = %tenant.id, route, invocation_id = %context.invocation_id, error = %e, "invocation failed");
-            let api = invoke_error(&e);
+            let api = quota_error(node, &tenant, invoke_error(&e), &e);
             node.metrics.invocations.get_or_create(&labels(e.code())).inc();
             Err(api)
         }
@@ -208,6 +200,76 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
         .header("x-runplane-trace-id", context.trace_id.as_str())
         .header("x-runplane-protocol-version", PROTOCOL_VERSION);
     out.body(Body::from(resp.body)).map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "invalid_response", format!("the capability's response could not be sent: {e}")))
+}
+
+/// The tenant a request's key belongs to, if that tenant may be served now (active and
+/// provisioned). The tenant comes from the credential only.
+pub(crate) fn serving_tenant(node: &Node, headers: &axum::http::HeaderMap) -> Result<(crate::auth::KeyOwner, Tenant), ApiError> {
+    let owner = node
+        .keys
+        .lookup(bearer(headers)?)
+        .ok_or_else(|| ApiError::unauthorized("the API key is not valid; ask your administrator for a tenant key"))?;
+    let tenant = node
+        .tenant(&owner.tenant)
+        .ok_or_else(|| ApiError::unauthorized("the API key is not valid; ask your administrator for a tenant key"))?;
+    if tenant.status != "active" {
+        return Err(ApiError::forbidden(format!("tenant {} is suspended; contact your administrator", tenant.id)));
+    }
+    if tenant.provisioning != "ready" {
+        return Err(ApiError::unavailable(format!(
+            "tenant {}'s stores are not provisioned yet ({}); retry shortly or ask your administrator",
+            tenant.id, tenant.provisioning
+        )));
+    }
+    Ok((owner, tenant))
+}
+
+/// Admits one invocation of `tenant`: its quota first (an exhausted CPU window is
+/// refused until it ends), then its turn from the scheduler (a full queue is refused at
+/// once). Every refusal is a 429 with `Retry-After`, an audit event in the tenant's log
+/// and a metric. The pass is the right to run until dropped.
+pub(crate) async fn admit(node: &Node, tenant: &Tenant) -> Result<(Admitted, Pass), ApiError> {
+    let tier = tier_of(tenant);
+    let admitted = match node.quotas.admit(&tenant.id, tier, node.now_secs()) {
+        Ok(a) => a,
+        Err(r) => return Err(refuse(node, &tenant.id, r.resource, r.message, r.retry_after_secs).await),
+    };
+    node.metrics.scheduler_queued.inc();
+    let pass = node.scheduler.admit(&tenant.id, admitted.share).await;
+    node.metrics.scheduler_queued.dec();
+    match pass {
+        Ok(pass) => Ok((admitted, pass)),
+        Err(rejected) => {
+            admitted.settle(0);
+            Err(refuse(node, &tenant.id, Resource::Concurrency, rejected.to_string(), rejected.retry_after_secs).await)
+        }
+    }
+}
+
+/// A quota refusal before the invocation ran: audited, counted, answered with 429.
+async fn refuse(node: &Node, tenant: &str, resource: Resource, message: String, retry_after: u64) -> ApiError {
+    node.metrics.quota_violations.get_or_create(&QuotaLabels { tenant: tenant.to_owned(), resource: resource.as_str().into() }).inc();
+    let mut ev = node.event("runtime", Some(tenant), "quota.exceeded", tenant, Outcome::error("quota_exceeded", Some(429)));
+    ev.details.insert("resource".into(), resource.as_str().into());
+    ev.details.insert("message".into(), message.clone().into());
+    // The refusal has no effect to protect, so it is answered even if the audit log
+    // cannot take it (which `append` counts as an audit failure).
+    let _ = node.append(LogId::tenant(tenant), ev).await;
+    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message);
+    e.headers.push(("retry-after", retry_after.to_string()));
+    e
+}
+
+/// Adds what a quota violation inside the sandbox needs: the metric, and `Retry-After`
+/// (the end of the window) for the rate-like quotas.
+pub(crate) fn quota_error(node: &Node, tenant: &Tenant, mut api: ApiError, e: &runplane_host::InvokeError) -> ApiError {
+    if let runplane_host::InvokeError::QuotaExceeded(v) = e {
+        node.metrics.quota_violations.get_or_create(&QuotaLabels { tenant: tenant.id.clone(), resource: v.resource.as_str().into() }).inc();
+        if matches!(v.resource, Resource::Cpu | Resource::Network) {
+            api.headers.push(("retry-after", node.quotas.window_left(&tenant.id, tier_of(tenant), node.now_secs()).to_string()));
+        }
+    }
+    api
 }
 
 /// `sha256:` of the canonical JSON of the request's method, path and body digest.

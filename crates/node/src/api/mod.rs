@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod apps;
 pub mod ops;
+pub mod tenancy;
 
 use std::sync::Arc;
 
@@ -41,6 +42,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/tenants/{id}/suspend", post(admin::suspend_tenant))
         .route("/v1/tenants/{id}/resume", post(admin::resume_tenant))
         .route("/v1/tenants/{id}/keys", post(admin::create_key))
+        .route("/v1/tenants/{id}/quota", get(tenancy::get_quota).put(tenancy::set_quota))
+        .route("/v1/scheduler/plan", post(tenancy::plan))
+        .route("/v1/contracts", post(tenancy::register_contract))
+        .route("/v1/contracts/{id}", get(tenancy::get_contract))
+        .route("/v1/contracts/{id}/execute", post(tenancy::execute_contract))
         .route("/v1/tenants/{id}/secrets", get(admin::list_secrets))
         .route("/v1/tenants/{id}/secrets/{name}", put(admin::put_secret))
         .route(

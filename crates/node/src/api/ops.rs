@@ -66,6 +66,8 @@ pub async fn not_found(uri: Uri) -> ApiError {
         crate::api::admin::audit_checkpoint, crate::api::admin::audit_checkpoints, crate::api::admin::audit_entries,
         crate::api::admin::audit_inclusion, crate::api::admin::audit_consistency, crate::api::admin::replay_log,
         crate::api::admin::replay_invocation,
+        crate::api::tenancy::get_quota, crate::api::tenancy::set_quota, crate::api::tenancy::plan,
+        crate::api::tenancy::register_contract, crate::api::tenancy::get_contract, crate::api::tenancy::execute_contract,
         crate::api::apps::serve,
     ),
     components(schemas(crate::error::ErrorResponse, crate::error::ErrorBody)),

@@ -1,0 +1,110 @@
+//! What one invocation may use beyond the sandbox's fixed limits — the tenant's quota as
+//! the node hands it down — and the two things enforcing it while the guest runs: the
+//! quota [`Meter`] and the invocation's [`CpuTurn`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runplane_tenancy::{Budget, FairGate, FlowLimits, Pass, Resource};
+
+/// Per-invocation limits from the tenant's quota. `None` means the sandbox default;
+/// a value above the sandbox's own limit is capped by it.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Linear-memory cap (the tenant's `max_memory_mb`).
+    pub memory_bytes: Option<usize>,
+    /// Fuel this invocation may burn (what is left of the tenant's CPU window).
+    pub fuel: Option<u64>,
+    /// The tenant's outbound-HTTP budget for the current window, drawn from as bytes
+    /// move. `None`: not metered (replay serves responses from the journal).
+    pub network: Option<Arc<Budget>>,
+    /// The tenant's share of CPU turns (its tier's weight); 0 counts as 1.
+    pub weight: u32,
+}
+
+/// A quota the invocation ran into. It ends the invocation with this error, whatever
+/// the capability answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaViolation {
+    pub resource: Resource,
+    pub message: String,
+}
+
+/// Trap payload: the invocation was stopped because it exceeded a quota.
+#[derive(Debug, thiserror::Error)]
+#[error("quota exceeded")]
+pub(crate) struct QuotaStop;
+
+/// Where the first quota violation of an invocation is kept; shared with the futures
+/// the host functions create.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Meter {
+    violation: Arc<Mutex<Option<QuotaViolation>>>,
+}
+
+impl Meter {
+    pub(crate) fn violate(&self, resource: Resource, message: String) {
+        let mut v = self.violation.lock().unwrap_or_else(|p| p.into_inner());
+        if v.is_none() {
+            *v = Some(QuotaViolation { resource, message });
+        }
+    }
+
+    pub(crate) fn violation(&self) -> Option<QuotaViolation> {
+        self.violation.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Traps the guest if a quota was exceeded (checked at every port call and tick).
+    pub(crate) fn check(&self) -> wasmtime::Result<()> {
+        if self.violation.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Err(wasmtime::Error::new(QuotaStop));
+        }
+        Ok(())
+    }
+}
+
+/// The right to execute wasm on one of the node's CPU slots. Held while the guest
+/// computes; given back at every epoch tick and around every port call, and taken
+/// again through the host's [`FairGate`], so a tenant flooding the node with CPU-bound
+/// work gets its weighted share of the slots and no more.
+#[derive(Clone)]
+pub(crate) struct CpuTurn {
+    gate: FairGate,
+    flow: Arc<str>,
+    weight: u32,
+    held: Arc<Mutex<Option<Pass>>>,
+}
+
+impl CpuTurn {
+    pub(crate) fn new(gate: FairGate, flow: &str, weight: u32) -> Self {
+        CpuTurn { gate, flow: flow.into(), weight: weight.max(1), held: Arc::default() }
+    }
+
+    pub(crate) async fn acquire(&self) {
+        let limits = FlowLimits { weight: self.weight, max_running: u32::MAX, max_queued: usize::MAX };
+        // An unbounded queue never refuses.
+        let pass = self.gate.enter(&self.flow, limits, 1).await.ok();
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = pass;
+    }
+
+    pub(crate) fn release(&self) {
+        let pass = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(pass);
+    }
+
+    /// Gives the turn back, lets other tasks on this thread run, and queues for the
+    /// next turn.
+    pub(crate) async fn yield_turn(self) {
+        self.release();
+        tokio::task::yield_now().await;
+        self.acquire().await;
+    }
+}
+
+/// What every port call needs besides its arguments.
+#[derive(Clone)]
+pub(crate) struct PortIo {
+    pub(crate) timeout: Duration,
+    pub(crate) meter: Meter,
+    pub(crate) cpu: CpuTurn,
+}

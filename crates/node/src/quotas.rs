@@ -1,0 +1,428 @@
+//! Tenant quotas at run time (spec §5.2): each tenant's `ExecutionQuota` (its own, or
+//! its tier's defaults), the windows its CPU and network budgets are drawn from, and its
+//! metered disk usage — persisted in the control store so it survives restarts.
+//!
+//! Where each field is enforced:
+//! - `max_concurrent_tasks`: at admission, by the [`TenantScheduler`];
+//! - `max_cpu_seconds`: each invocation reserves fuel from the window's budget (at most
+//!   the sandbox's per-invocation fuel) and gives back what it did not burn; an empty
+//!   window is refused at admission with `Retry-After` = the window's end;
+//! - `max_memory_mb`: the sandbox's memory cap for the invocation;
+//! - `max_disk_mb`: every write through records, state, events and blobs
+//!   ([`meter_ports`]) — a write that would pass it fails with `quota-exceeded`;
+//! - `max_network_kb`: outbound HTTP bytes, counted by the host as they move.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use runplane_host::Limits;
+use runplane_ports::{
+    BlobStore, EventStore, KeyValueStore, KeyPage, NewEvent, ObjectMeta, Page, PortError, PortResult, PortSet, Record, RecordStore,
+    StoredEvent, TenantId, Filter,
+};
+use runplane_tenancy::{Budget, ExecutionQuota, Resource, Share, Tier, WindowedBudget};
+use tokio::sync::Notify;
+
+use crate::control::ControlStore;
+use crate::error::ApiError;
+
+/// The tenant's tier (an unknown stored value counts as the lowest).
+pub(crate) fn tier_of(tenant: &crate::control::Tenant) -> Tier {
+    Tier::parse(&tenant.tier).unwrap_or(Tier::Free)
+}
+
+/// One tenant's quota state.
+pub(crate) struct TenantQuota {
+    quota: Mutex<(ExecutionQuota, bool)>,
+    cpu: WindowedBudget,
+    network: WindowedBudget,
+    disk_bytes: AtomicI64,
+    disk_dirty: AtomicBool,
+}
+
+impl TenantQuota {
+    fn new(quota: ExecutionQuota, custom: bool, now_secs: u64, disk: i64) -> Self {
+        TenantQuota {
+            quota: Mutex::new((quota, custom)),
+            cpu: WindowedBudget::new(now_secs, quota.window_seconds, quota.cpu_fuel()),
+            network: WindowedBudget::new(now_secs, quota.window_seconds, quota.network_bytes()),
+            disk_bytes: AtomicI64::new(disk),
+            disk_dirty: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn quota(&self) -> ExecutionQuota {
+        self.quota.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    fn is_custom(&self) -> bool {
+        self.quota.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    pub(crate) fn disk_bytes(&self) -> i64 {
+        self.disk_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// What admission gives an invocation: its limits, its share of the scheduler, and the
+/// CPU reservation to settle afterwards.
+pub(crate) struct Admitted {
+    pub(crate) limits: Limits,
+    pub(crate) share: Share,
+    cpu: Arc<Budget>,
+    reserved_fuel: u64,
+}
+
+impl Admitted {
+    /// Gives back the reserved fuel the invocation did not burn.
+    pub(crate) fn settle(&self, fuel_consumed: u64) {
+        self.cpu.give_back(self.reserved_fuel.saturating_sub(fuel_consumed));
+    }
+}
+
+/// A quota refused before an invocation ran.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    pub(crate) resource: Resource,
+    pub(crate) message: String,
+    pub(crate) retry_after_secs: u64,
+}
+
+/// Every tenant's quota state. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Quotas {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tenants: RwLock<HashMap<String, Arc<TenantQuota>>>,
+    custom: RwLock<HashMap<String, ExecutionQuota>>,
+    disk_loaded: RwLock<HashMap<String, i64>>,
+    control: ControlStore,
+    flush: Arc<Notify>,
+    sandbox_fuel: u64,
+    max_queued: usize,
+}
+
+impl Quotas {
+    /// Loads custom quotas and persisted disk usage, and starts the task that writes
+    /// usage changes back (coalesced: one transaction per burst of writes).
+    pub(crate) async fn load(control: ControlStore, sandbox_fuel: u64, max_queued: usize) -> Result<Self, ApiError> {
+        let mut custom = HashMap::new();
+        for (tenant, json) in control.quotas().await? {
+            let q: ExecutionQuota = serde_json::from_str(&json)
+                .map_err(|e| ApiError::unavailable(format!("the stored quota of tenant {tenant} cannot be read: {e}")))?;
+            custom.insert(tenant, q);
+        }
+        let disk_loaded = control.disk_usage().await?.into_iter().collect();
+        let quotas = Quotas {
+            inner: Arc::new(Inner {
+                tenants: RwLock::default(),
+                custom: RwLock::new(custom),
+                disk_loaded: RwLock::new(disk_loaded),
+                control,
+                flush: Arc::new(Notify::new()),
+                sandbox_fuel,
+                max_queued,
+            }),
+        };
+        let weak = Arc::downgrade(&quotas.inner);
+        let flush = quotas.inner.flush.clone();
+        tokio::spawn(async move {
+            loop {
+                let notified = flush.notified();
+                let Some(inner) = weak.upgrade() else { return };
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let dirty: Vec<(String, i64)> = inner
+                    .tenants
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .filter(|(_, t)| t.disk_dirty.swap(false, Ordering::AcqRel))
+                    .map(|(id, t)| (id.clone(), t.disk_bytes()))
+                    .collect();
+                if !dirty.is_empty()
+                    && let Err(e) = inner.control.set_disk_usage(&dirty).await
+                {
+                    tracing::error!(error = %e.message, "could not persist disk usage; retrying");
+                    for (id, _) in &dirty {
+                        if let Some(t) = inner.tenants.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+                            t.disk_dirty.store(true, Ordering::Release);
+                        }
+                    }
+                    drop(inner);
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+                drop(inner);
+                notified.await;
+            }
+        });
+        Ok(quotas)
+    }
+
+    /// The tenant's quota state, created on first use from its own quota or its tier's.
+    pub(crate) fn tenant(&self, tenant: &str, tier: Tier, now_secs: u64) -> Arc<TenantQuota> {
+        if let Some(t) = self.inner.tenants.read().unwrap_or_else(|p| p.into_inner()).get(tenant) {
+            return t.clone();
+        }
+        let custom = self.inner.custom.read().unwrap_or_else(|p| p.into_inner()).get(tenant).copied();
+        let disk = self.inner.disk_loaded.read().unwrap_or_else(|p| p.into_inner()).get(tenant).copied().unwrap_or(0);
+        let state = Arc::new(TenantQuota::new(custom.unwrap_or_else(|| tier.default_quota()), custom.is_some(), now_secs, disk));
+        self.inner.tenants.write().unwrap_or_else(|p| p.into_inner()).entry(tenant.to_owned()).or_insert(state).clone()
+    }
+
+    /// Whether the tenant has a quota of its own (rather than its tier's).
+    pub(crate) fn is_custom(&self, tenant: &str, tier: Tier, now_secs: u64) -> bool {
+        self.tenant(tenant, tier, now_secs).is_custom()
+    }
+
+    /// Sets a tenant's quota (persisted first); it applies from the next invocation.
+    pub(crate) async fn set(&self, tenant: &str, tier: Tier, quota: ExecutionQuota, now_secs: u64, at: &str) -> Result<(), ApiError> {
+        let json = serde_json::to_string(&quota).map_err(|e| ApiError::unavailable(format!("quota: {e}")))?;
+        self.inner.control.set_quota(tenant, &json, at).await?;
+        self.inner.custom.write().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_owned(), quota);
+        let state = self.tenant(tenant, tier, now_secs);
+        *state.quota.lock().unwrap_or_else(|p| p.into_inner()) = (quota, true);
+        Ok(())
+    }
+
+    /// Admission checks of the quota (the scheduler checks concurrency): a CPU window
+    /// with nothing left is refused until it ends. Reserves this invocation's fuel.
+    pub(crate) fn admit(&self, tenant: &str, tier: Tier, now_secs: u64) -> Result<Admitted, Refusal> {
+        let state = self.tenant(tenant, tier, now_secs);
+        let q = state.quota();
+        let (cpu, cpu_ends) = state.cpu.at(now_secs, q.window_seconds, q.cpu_fuel());
+        let reserved_fuel = cpu.take_up_to(self.inner.sandbox_fuel);
+        if reserved_fuel == 0 {
+            return Err(Refusal {
+                resource: Resource::Cpu,
+                message: format!(
+                    "tenant {tenant} has used its CPU quota of {} s for this {} s window; retry after {} s or ask for a larger max_cpu_seconds",
+                    q.max_cpu_seconds,
+                    q.window_seconds,
+                    cpu_ends.saturating_sub(now_secs)
+                ),
+                retry_after_secs: cpu_ends.saturating_sub(now_secs).max(1),
+            });
+        }
+        let (network, _) = state.network.at(now_secs, q.window_seconds, q.network_bytes());
+        Ok(Admitted {
+            limits: Limits {
+                memory_bytes: usize::try_from(q.memory_bytes()).ok(),
+                fuel: Some(reserved_fuel),
+                network: Some(network),
+                weight: tier.weight(),
+            },
+            share: Share { weight: tier.weight(), max_concurrent: q.max_concurrent_tasks, max_queued: self.inner.max_queued },
+            cpu,
+            reserved_fuel,
+        })
+    }
+
+    /// Seconds until the tenant's current window ends (the `Retry-After` of a rate quota).
+    pub(crate) fn window_left(&self, tenant: &str, tier: Tier, now_secs: u64) -> u64 {
+        let q = self.tenant(tenant, tier, now_secs).quota();
+        let w = q.window_seconds.max(1);
+        (w - now_secs % w).max(1)
+    }
+
+    /// Usage in the current window, for the admin API.
+    pub(crate) fn usage(&self, tenant: &str, tier: Tier, now_secs: u64) -> (u64, u64, i64) {
+        let state = self.tenant(tenant, tier, now_secs);
+        let q = state.quota();
+        let (cpu, _) = state.cpu.at(now_secs, q.window_seconds, q.cpu_fuel());
+        let (net, _) = state.network.at(now_secs, q.window_seconds, q.network_bytes());
+        (q.cpu_fuel().saturating_sub(cpu.left()), q.network_bytes().saturating_sub(net.left()), state.disk_bytes())
+    }
+
+    fn changed(&self, state: &TenantQuota) {
+        state.disk_dirty.store(true, Ordering::Release);
+        self.inner.flush.notify_one();
+    }
+}
+
+/// Wraps the stores of a tenant's ports so every write is metered against its disk
+/// quota. Replay never reaches these (it is served from the journal).
+pub(crate) fn meter_ports(quotas: &Quotas, state: Arc<TenantQuota>, ports: PortSet) -> PortSet {
+    let meter = DiskMeter { quotas: quotas.clone(), state };
+    PortSet {
+        records: Arc::new(Metered { inner: ports.records, meter: meter.clone() }),
+        kv: Arc::new(Metered { inner: ports.kv, meter: meter.clone() }),
+        events: Arc::new(Metered { inner: ports.events, meter: meter.clone() }),
+        blobs: Arc::new(Metered { inner: ports.blobs, meter }),
+        ..ports
+    }
+}
+
+#[derive(Clone)]
+struct DiskMeter {
+    quotas: Quotas,
+    state: Arc<TenantQuota>,
+}
+
+impl DiskMeter {
+    /// Refuses a write that would grow usage past the quota (shrinking is always fine).
+    fn check(&self, delta: i64) -> PortResult<()> {
+        if delta <= 0 {
+            return Ok(());
+        }
+        let limit = self.state.quota().disk_bytes() as i64;
+        let used = self.state.disk_bytes();
+        if used.saturating_add(delta) > limit {
+            return Err(PortError::QuotaExceeded(format!(
+                "this write of {delta} bytes would take the tenant past its disk quota of {} MB ({used} bytes in use); delete data or ask for a larger max_disk_mb",
+                limit >> 20
+            )));
+        }
+        Ok(())
+    }
+
+    fn add(&self, delta: i64) {
+        if delta != 0 {
+            self.state.disk_bytes.fetch_add(delta, Ordering::AcqRel);
+            self.quotas.changed(&self.state);
+        }
+    }
+}
+
+struct Metered<T: ?Sized> {
+    inner: Arc<T>,
+    meter: DiskMeter,
+}
+
+fn len(s: &str) -> i64 {
+    s.len() as i64
+}
+
+#[async_trait]
+impl RecordStore for Metered<dyn RecordStore> {
+    async fn put(&self, tenant: &TenantId, collection: &str, id: &str, body: &str, expected_revision: Option<u64>) -> PortResult<Record> {
+        let old = self.inner.get(tenant, collection, id).await?.map_or(0, |r| len(&r.id) + len(&r.body));
+        let delta = len(id) + len(body) - old;
+        self.meter.check(delta)?;
+        let r = self.inner.put(tenant, collection, id, body, expected_revision).await?;
+        self.meter.add(delta);
+        Ok(r)
+    }
+
+    async fn get(&self, tenant: &TenantId, collection: &str, id: &str) -> PortResult<Option<Record>> {
+        self.inner.get(tenant, collection, id).await
+    }
+
+    async fn delete(&self, tenant: &TenantId, collection: &str, id: &str, expected_revision: Option<u64>) -> PortResult<bool> {
+        let old = self.inner.get(tenant, collection, id).await?.map_or(0, |r| len(&r.id) + len(&r.body));
+        let deleted = self.inner.delete(tenant, collection, id, expected_revision).await?;
+        if deleted {
+            self.meter.add(-old);
+        }
+        Ok(deleted)
+    }
+
+    async fn query(&self, tenant: &TenantId, collection: &str, filters: &[Filter], limit: u32, cursor: Option<&str>) -> PortResult<Page> {
+        self.inner.query(tenant, collection, filters, limit, cursor).await
+    }
+}
+
+#[async_trait]
+impl KeyValueStore for Metered<dyn KeyValueStore> {
+    async fn get(&self, tenant: &TenantId, bucket: &str, key: &str) -> PortResult<Option<Vec<u8>>> {
+        self.inner.get(tenant, bucket, key).await
+    }
+
+    async fn set(&self, tenant: &TenantId, bucket: &str, key: &str, value: &[u8]) -> PortResult<()> {
+        let old = self.inner.get(tenant, bucket, key).await?.map_or(0, |v| len(key) + v.len() as i64);
+        let delta = len(key) + value.len() as i64 - old;
+        self.meter.check(delta)?;
+        self.inner.set(tenant, bucket, key, value).await?;
+        self.meter.add(delta);
+        Ok(())
+    }
+
+    async fn delete(&self, tenant: &TenantId, bucket: &str, key: &str) -> PortResult<()> {
+        let old = self.inner.get(tenant, bucket, key).await?.map_or(0, |v| len(key) + v.len() as i64);
+        self.inner.delete(tenant, bucket, key).await?;
+        self.meter.add(-old);
+        Ok(())
+    }
+
+    async fn exists(&self, tenant: &TenantId, bucket: &str, key: &str) -> PortResult<bool> {
+        self.inner.exists(tenant, bucket, key).await
+    }
+
+    async fn list_keys(&self, tenant: &TenantId, bucket: &str, cursor: Option<&str>) -> PortResult<KeyPage> {
+        self.inner.list_keys(tenant, bucket, cursor).await
+    }
+
+    async fn increment(&self, tenant: &TenantId, bucket: &str, key: &str, delta: i64) -> PortResult<i64> {
+        // A counter holds at most 20 digits: charge a new key its worst case.
+        let new_key = !self.inner.exists(tenant, bucket, key).await?;
+        let size = if new_key { len(key) + 20 } else { 0 };
+        self.meter.check(size)?;
+        let v = self.inner.increment(tenant, bucket, key, delta).await?;
+        self.meter.add(size);
+        Ok(v)
+    }
+
+    async fn compare_and_swap(&self, tenant: &TenantId, bucket: &str, key: &str, expected: Option<&[u8]>, new: &[u8]) -> PortResult<bool> {
+        let old = expected.map_or(0, |v| len(key) + v.len() as i64);
+        let delta = len(key) + new.len() as i64 - old;
+        self.meter.check(delta)?;
+        let swapped = self.inner.compare_and_swap(tenant, bucket, key, expected, new).await?;
+        if swapped {
+            self.meter.add(delta);
+        }
+        Ok(swapped)
+    }
+}
+
+#[async_trait]
+impl EventStore for Metered<dyn EventStore> {
+    async fn append(&self, tenant: &TenantId, stream: &str, events: &[NewEvent], expected_version: Option<u64>) -> PortResult<u64> {
+        let delta: i64 = events.iter().map(|e| len(stream) + len(&e.event_type) + len(&e.data)).sum();
+        self.meter.check(delta)?;
+        let v = self.inner.append(tenant, stream, events, expected_version).await?;
+        self.meter.add(delta);
+        Ok(v)
+    }
+
+    async fn read(&self, tenant: &TenantId, stream: &str, from: u64, limit: u32) -> PortResult<Vec<StoredEvent>> {
+        self.inner.read(tenant, stream, from, limit).await
+    }
+}
+
+#[async_trait]
+impl BlobStore for Metered<dyn BlobStore> {
+    async fn put(&self, tenant: &TenantId, container: &str, name: &str, data: Vec<u8>, content_type: Option<&str>) -> PortResult<ObjectMeta> {
+        let old = self.inner.metadata(tenant, container, name).await?.map_or(0, |m| len(name) + m.size as i64);
+        let delta = len(name) + data.len() as i64 - old;
+        self.meter.check(delta)?;
+        let meta = self.inner.put(tenant, container, name, data, content_type).await?;
+        self.meter.add(delta);
+        Ok(meta)
+    }
+
+    async fn get(&self, tenant: &TenantId, container: &str, name: &str, range: Option<(u64, u64)>) -> PortResult<Option<Vec<u8>>> {
+        self.inner.get(tenant, container, name, range).await
+    }
+
+    async fn delete(&self, tenant: &TenantId, container: &str, name: &str) -> PortResult<bool> {
+        let old = self.inner.metadata(tenant, container, name).await?.map_or(0, |m| len(name) + m.size as i64);
+        let deleted = self.inner.delete(tenant, container, name).await?;
+        if deleted {
+            self.meter.add(-old);
+        }
+        Ok(deleted)
+    }
+
+    async fn list(&self, tenant: &TenantId, container: &str, prefix: &str) -> PortResult<Vec<ObjectMeta>> {
+        self.inner.list(tenant, container, prefix).await
+    }
+
+    async fn metadata(&self, tenant: &TenantId, container: &str, name: &str) -> PortResult<Option<ObjectMeta>> {
+        self.inner.metadata(tenant, container, name).await
+    }
+}
