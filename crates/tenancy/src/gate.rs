@@ -67,6 +67,8 @@ impl FairGate {
             } else {
                 let (tx, rx) = oneshot::channel();
                 inner.queue.push(flow, limits, cost, tx).map_err(|(full, _)| full)?;
+                // Places may be free for this flow while others wait at their own bounds.
+                self.dispatch(&mut inner);
                 Some(rx)
             }
         };
