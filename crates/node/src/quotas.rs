@@ -186,7 +186,9 @@ impl Quotas {
         self.inner.control.set_quota(tenant, &json, at).await?;
         self.inner.custom.write().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_owned(), quota);
         let state = self.tenant(tenant, tier, now_secs);
-        *state.quota.lock().unwrap_or_else(|p| p.into_inner()) = (quota, true);
+        let old = std::mem::replace(&mut *state.quota.lock().unwrap_or_else(|p| p.into_inner()), (quota, true)).0;
+        state.cpu.resize(now_secs, old.window_seconds, old.cpu_fuel(), quota.window_seconds, quota.cpu_fuel());
+        state.network.resize(now_secs, old.window_seconds, old.network_bytes(), quota.window_seconds, quota.network_bytes());
         Ok(())
     }
 

@@ -682,3 +682,6 @@ async fn message_deliveries_replay_identically() {
     assert_eq!(s, StatusCode::OK, "{report}");
     assert_eq!(report["identical"], true, "{report}");
 }
+
+#[path = "support/tenancy.rs"]
+mod tenancy;

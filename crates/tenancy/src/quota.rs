@@ -205,6 +205,17 @@ impl WindowedBudget {
     }
 }
 
+impl WindowedBudget {
+    /// Applies a changed amount (or window) at once: what was used in the current window
+    /// stays used, so raising a quota adds the difference and lowering it can leave
+    /// nothing for the rest of the window.
+    pub fn resize(&self, now_secs: u64, old_window_secs: u64, old_amount: u64, window_secs: u64, amount: u64) {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let used = if cur.0 == window_start(now_secs, old_window_secs) { old_amount.saturating_sub(cur.1.left()) } else { 0 };
+        *cur = (window_start(now_secs, window_secs), std::sync::Arc::new(Budget::new(amount.saturating_sub(used))));
+    }
+}
+
 /// Windows are aligned to multiples of their length, so every node agrees on them.
 fn window_start(now_secs: u64, window_secs: u64) -> u64 {
     let w = window_secs.max(1);
@@ -246,6 +257,13 @@ mod tests {
         let (fresh, ends) = w.at(7_200, 3_600, 100);
         assert_eq!((fresh.left(), ends), (100, 10_800));
         assert_eq!(b.left(), 0, "the old window's budget is not refilled");
+        // A changed quota counts what this window already used.
+        let (b, _) = w.at(7_300, 3_600, 100);
+        assert!(b.try_take(30));
+        w.resize(7_300, 3_600, 100, 3_600, 50);
+        assert_eq!(w.at(7_300, 3_600, 50).0.left(), 20);
+        w.resize(7_300, 3_600, 50, 3_600, 10);
+        assert_eq!(w.at(7_300, 3_600, 10).0.left(), 0);
     }
 
     #[test]
