@@ -21,14 +21,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-struct Result {
-    name: String,
-    requests: u64,
-    errors: u64,
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
+#[path = "load.rs"]
+mod load;
+
+use load::{load, request};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -117,21 +113,6 @@ async fn setup_runplane(addr: SocketAddr, admin: &str) -> anyhow::Result<String>
     Ok(key)
 }
 
-async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Bytes>) -> anyhow::Result<Bytes> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder().method(method).uri(path).header("host", addr.to_string()).header("content-type", "application/json");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = sender.send_request(req.body(Full::new(body.unwrap_or_default()))?).await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    anyhow::ensure!(status.is_success(), "{method} {path}: {status} {}", String::from_utf8_lossy(&bytes));
-    Ok(bytes)
-}
-
 async fn native_hello() -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -146,65 +127,3 @@ async fn native_hello() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Closed-loop load: each connection sends the next request when the last answered.
-async fn load(name: &str, addr: SocketAddr, path: &str, key: Option<&str>, duration: Duration, connections: usize) -> Result {
-    // Warm up (compiles caches, opens stores).
-    let _ = one_connection(addr, path, key, Duration::from_millis(500)).await;
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let path = path.to_owned();
-        let key = key.map(str::to_owned);
-        tasks.push(tokio::spawn(async move { one_connection(addr, &path, key.as_deref(), duration).await }));
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        if let Ok((l, e)) = t.await {
-            latencies.extend(l);
-            errors += e;
-        }
-    }
-    latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64;
-    Result {
-        name: name.into(),
-        requests: latencies.len() as u64,
-        errors,
-        rps: latencies.len() as f64 / duration.as_secs_f64(),
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-    }
-}
-
-async fn one_connection(addr: SocketAddr, path: &str, key: Option<&str>, duration: Duration) -> (Vec<u64>, u64) {
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return (latencies, 1) };
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await else { return (latencies, 1) };
-    tokio::spawn(conn);
-    let end = Instant::now() + duration;
-    while Instant::now() < end {
-        let mut req = hyper::Request::builder().uri(path).header("host", addr.to_string());
-        if let Some(k) = key {
-            req = req.header("authorization", format!("Bearer {k}"));
-        }
-        let Ok(req) = req.body(Empty::new()) else { break };
-        let started = Instant::now();
-        match sender.send_request(req).await {
-            Ok(resp) => {
-                let ok = resp.status().is_success();
-                let _ = resp.into_body().collect().await;
-                if ok {
-                    latencies.push(started.elapsed().as_micros() as u64);
-                } else {
-                    errors += 1;
-                }
-            }
-            Err(_) => {
-                errors += 1;
-                break;
-            }
-        }
-    }
-    (latencies, errors)
-}

@@ -42,6 +42,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Register and show runtime contracts.
+    Contract {
+        #[command(subcommand)]
+        cmd: ContractCmd,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Deploy NAME@VERSION to a route (or `deploy list`).
     Deploy {
         /// `name@version`, or `list`.
@@ -96,6 +103,36 @@ pub enum TenantCmd {
     Delete { id: String },
     /// Issue another API key.
     Key { id: String },
+    /// Show a tenant's quota and usage; with any option, change those fields (audited).
+    Quota {
+        id: String,
+        #[arg(long)]
+        cpu_seconds: Option<u64>,
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        #[arg(long)]
+        disk_mb: Option<u64>,
+        #[arg(long)]
+        network_kb: Option<u64>,
+        #[arg(long)]
+        concurrent_tasks: Option<u32>,
+        #[arg(long)]
+        window_seconds: Option<u64>,
+        /// Why (recorded in the audit event).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ContractCmd {
+    /// Register a runtime contract (a JSON file) for the task export on a route.
+    Register {
+        file: PathBuf,
+        #[arg(long)]
+        route: String,
+    },
+    Show { id: String },
 }
 
 #[derive(Subcommand)]
@@ -256,6 +293,40 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 TenantCmd::Resume { id } => c.call(Method::POST, &format!("/v1/tenants/{id}/resume"), None).await?,
                 TenantCmd::Delete { id } => c.call(Method::DELETE, &format!("/v1/tenants/{id}"), None).await?,
                 TenantCmd::Key { id } => c.call(Method::POST, &format!("/v1/tenants/{id}/keys"), None).await?,
+                TenantCmd::Quota { id, cpu_seconds, memory_mb, disk_mb, network_kb, concurrent_tasks, window_seconds, reason } => {
+                    let path = format!("/v1/tenants/{id}/quota");
+                    let changes = [
+                        ("max_cpu_seconds", cpu_seconds),
+                        ("max_memory_mb", memory_mb),
+                        ("max_disk_mb", disk_mb),
+                        ("max_network_kb", network_kb),
+                        ("max_concurrent_tasks", concurrent_tasks.map(u64::from)),
+                        ("window_seconds", window_seconds),
+                    ];
+                    if changes.iter().all(|(_, v)| v.is_none()) {
+                        c.call(Method::GET, &path, None).await?
+                    } else {
+                        let mut quota = c.call(Method::GET, &path, None).await?["quota"].clone();
+                        for (field, value) in changes {
+                            if let Some(v) = value {
+                                quota[field] = json!(v);
+                            }
+                        }
+                        c.call(Method::PUT, &path, Some(json!({"quota": quota, "reason": reason}))).await?
+                    }
+                }
+            };
+            print(&v);
+        }
+        AdminCommand::Contract { cmd, target } => {
+            let c = Client::from_target(&target)?;
+            let v = match cmd {
+                ContractCmd::Register { file, route } => {
+                    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read the contract file {}", file.display()))?;
+                    let contract: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+                    c.call(Method::POST, "/v1/contracts", Some(json!({"route": route, "contract": contract}))).await?
+                }
+                ContractCmd::Show { id } => c.call(Method::GET, &format!("/v1/contracts/{id}"), None).await?,
             };
             print(&v);
         }

@@ -264,11 +264,14 @@ pub fn builtin_backends() -> BTreeMap<String, Backend> {
 pub struct SchedulerConfig {
     /// Invocations of one tenant that may wait for a turn; one more gets 429.
     pub max_queued_per_tenant: usize,
+    /// `false` turns off quotas and fair admission (only the global cap remains): for
+    /// measuring their cost, never for a node serving several tenants.
+    pub enabled: bool,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { max_queued_per_tenant: 128 }
+        SchedulerConfig { max_queued_per_tenant: 128, enabled: true }
     }
 }
 

@@ -67,18 +67,26 @@ impl TenantQuota {
 }
 
 /// What admission gives an invocation: its limits, its share of the scheduler, and the
-/// CPU reservation to settle afterwards.
+/// CPU window to charge afterwards.
 pub(crate) struct Admitted {
     pub(crate) limits: Limits,
     pub(crate) share: Share,
     cpu: Arc<Budget>,
-    reserved_fuel: u64,
 }
 
 impl Admitted {
-    /// Gives back the reserved fuel the invocation did not burn.
+    /// No quota applies (the scheduler is turned off).
+    pub(crate) fn unlimited() -> Self {
+        Admitted {
+            limits: Limits { weight: 1, ..Limits::default() },
+            share: Share { weight: 1, max_concurrent: u32::MAX, max_queued: usize::MAX },
+            cpu: Arc::new(Budget::new(0)),
+        }
+    }
+
+    /// Charges the fuel the invocation burned to its window.
     pub(crate) fn settle(&self, fuel_consumed: u64) {
-        self.cpu.give_back(self.reserved_fuel.saturating_sub(fuel_consumed));
+        self.cpu.take_up_to(fuel_consumed);
     }
 }
 
@@ -193,13 +201,17 @@ impl Quotas {
     }
 
     /// Admission checks of the quota (the scheduler checks concurrency): a CPU window
-    /// with nothing left is refused until it ends. Reserves this invocation's fuel.
+    /// with nothing left is refused until it ends. The invocation may burn what is left
+    /// (at most the sandbox's fuel) and is charged what it burned; invocations running
+    /// at once each see the same remainder, so a window can be overdrawn by at most
+    /// `max_concurrent_tasks - 1` invocations' fuel — reserving instead would let one
+    /// invocation lock its tenant's whole window.
     pub(crate) fn admit(&self, tenant: &str, tier: Tier, now_secs: u64) -> Result<Admitted, Refusal> {
         let state = self.tenant(tenant, tier, now_secs);
         let q = state.quota();
         let (cpu, cpu_ends) = state.cpu.at(now_secs, q.window_seconds, q.cpu_fuel());
-        let reserved_fuel = cpu.take_up_to(self.inner.sandbox_fuel);
-        if reserved_fuel == 0 {
+        let fuel = cpu.left().min(self.inner.sandbox_fuel);
+        if fuel == 0 {
             return Err(Refusal {
                 resource: Resource::Cpu,
                 message: format!(
@@ -215,13 +227,12 @@ impl Quotas {
         Ok(Admitted {
             limits: Limits {
                 memory_bytes: usize::try_from(q.memory_bytes()).ok(),
-                fuel: Some(reserved_fuel),
+                fuel: Some(fuel),
                 network: Some(network),
                 weight: tier.weight(),
             },
             share: Share { weight: tier.weight(), max_concurrent: q.max_concurrent_tasks, max_queued: self.inner.max_queued },
             cpu,
-            reserved_fuel,
         })
     }
 

@@ -127,7 +127,11 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
             }
         }
     };
-    let ports = crate::quotas::meter_ports(&node.quotas, node.quotas.tenant(&tenant.id, crate::quotas::tier_of(&tenant), node.now_secs()), ports);
+    let ports = if node.config.scheduler.enabled {
+        crate::quotas::meter_ports(&node.quotas, node.quotas.tenant(&tenant.id, crate::quotas::tier_of(&tenant), node.now_secs()), ports)
+    } else {
+        ports
+    };
     let payload_len = delivery.message.payload.len() as u64;
     let input = Input::Message {
         topic: delivery.topic.clone(),

@@ -125,8 +125,7 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
     let request_digest = digest_request(parts.method.as_str(), &path_and_query, &body);
 
     let (admitted, _pass) = admit(node, &tenant).await?;
-    let ports = node.bindings.ports(&tenant.id, tenant.mode).await?;
-    let ports = meter_ports(&node.quotas, node.quotas.tenant(&tenant.id, tier_of(&tenant), node.now_secs()), ports);
+    let ports = tenant_ports(node, &tenant).await?;
     node.metrics.in_flight.inc();
     let started = Instant::now();
     let journal = Journal::record();
@@ -228,7 +227,11 @@ pub(crate) fn serving_tenant(node: &Node, headers: &axum::http::HeaderMap) -> Re
 /// refused until it ends), then its turn from the scheduler (a full queue is refused at
 /// once). Every refusal is a 429 with `Retry-After`, an audit event in the tenant's log
 /// and a metric. The pass is the right to run until dropped.
-pub(crate) async fn admit(node: &Node, tenant: &Tenant) -> Result<(Admitted, Pass), ApiError> {
+pub(crate) async fn admit(node: &Node, tenant: &Tenant) -> Result<(Admitted, Option<Pass>), ApiError> {
+    if !node.config.scheduler.enabled {
+        let pass = node.scheduler.admit("", Admitted::unlimited().share).await;
+        return Ok((Admitted::unlimited(), pass.ok()));
+    }
     let tier = tier_of(tenant);
     let admitted = match node.quotas.admit(&tenant.id, tier, node.now_secs()) {
         Ok(a) => a,
@@ -238,12 +241,20 @@ pub(crate) async fn admit(node: &Node, tenant: &Tenant) -> Result<(Admitted, Pas
     let pass = node.scheduler.admit(&tenant.id, admitted.share).await;
     node.metrics.scheduler_queued.dec();
     match pass {
-        Ok(pass) => Ok((admitted, pass)),
+        Ok(pass) => Ok((admitted, Some(pass))),
         Err(rejected) => {
-            admitted.settle(0);
             Err(refuse(node, &tenant.id, Resource::Concurrency, rejected.to_string(), rejected.retry_after_secs).await)
         }
     }
+}
+
+/// The tenant's ports for an invocation, with writes metered against its disk quota.
+pub(crate) async fn tenant_ports(node: &Node, tenant: &Tenant) -> Result<runplane_ports::PortSet, ApiError> {
+    let ports = node.bindings.ports(&tenant.id, tenant.mode).await?;
+    if !node.config.scheduler.enabled {
+        return Ok(ports);
+    }
+    Ok(meter_ports(&node.quotas, node.quotas.tenant(&tenant.id, tier_of(tenant), node.now_secs()), ports))
 }
 
 /// A quota refusal before the invocation ran: audited, counted, answered with 429.

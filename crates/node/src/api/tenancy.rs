@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::admin::{known_tenant, require_admin};
-use crate::api::apps::{admit, new_context, quota_error, serving_tenant};
+use crate::api::apps::{admit, new_context, quota_error, serving_tenant, tenant_ports};
 use crate::api::{JsonBody, versioned};
 use crate::error::{ApiError, invoke_error};
 use crate::node::Node;
-use crate::quotas::{meter_ports, tier_of};
+use crate::quotas::tier_of;
 
 /// A tenant's quota and what it has used.
 #[derive(Serialize, ToSchema)]
@@ -275,8 +275,7 @@ pub async fn execute_contract(State(node): State<Arc<Node>>, headers: HeaderMap,
     let mut context = new_context(&node, &tenant_id, &owner.key_id, None, node.entropy.uuid().simple().to_string(), &cap.name, &cap.digest);
     context.execution_seed = contract.contract.execution_seed;
     let context = Arc::new(context);
-    let ports = node.bindings.ports(&tenant.id, tenant.mode).await?;
-    let ports = meter_ports(&node.quotas, node.quotas.tenant(&tenant.id, tier_of(&tenant), node.now_secs()), ports);
+    let ports = tenant_ports(&node, &tenant).await?;
     let l = contract.contract.resource_limits;
     let limits = Limits {
         memory_bytes: admitted.limits.memory_bytes.map(|m| m.min(usize::try_from(l.max_memory_mb << 20).unwrap_or(usize::MAX))),

@@ -1,0 +1,186 @@
+//! Tenancy benchmarks (issue: quotas and scheduling). Not tests.
+//!
+//! 1. **Noisy neighbour**: tenant B sends a light steady load (one request every
+//!    `PACE` ms to `hello`) alone, then while tenant A floods the node at saturation with
+//!    the CPU-heavy `cpu-burn` component on many connections. Reports B's p50/p99 in
+//!    both phases and their ratio (target: B's p99 under the flood ≤ 2 × alone).
+//! 2. **Scheduling overhead**: closed-loop `hello` throughput with quotas and the fair
+//!    scheduler on, then on a node with them off (`[scheduler] enabled = false` and no
+//!    CPU turns). Target ratio ≥ 0.9.
+//!
+//! Usage: `cargo run --release -p runplane-bench --bin tenancy-bench -- [SECONDS] [FLOOD_CONNECTIONS] [BURN_ITERS]`
+//! Writes JSON to `target/bench/tenancy.json` (or `$BENCH_OUT`).
+
+#[path = "load.rs"]
+mod load;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+const ADMIN: &str = "bench-admin-token-0123456789abcdef";
+/// B's pace: one request every this many milliseconds.
+const PACE_MS: u64 = 20;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let flood: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
+    let iters: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20_000_000);
+    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench/tenancy.json".into());
+    let duration = Duration::from_secs(seconds);
+
+    // 1. Noisy neighbour.
+    let dir = tempfile::tempdir()?;
+    let node = start(dir.path(), true).await?;
+    let a = tenant(node.addr, "noisy").await?;
+    let b = tenant(node.addr, "quiet").await?;
+    deploy(node.addr, "hello", runplane_examples::HELLO).await?;
+    deploy(node.addr, "cpu-burn", runplane_examples::CPU_BURN).await?;
+    let burn_path = format!("/apps/cpu-burn/?iters={iters}");
+    let started = Instant::now();
+    load::request(node.addr, "GET", &burn_path, Some(&a), None).await?;
+    let burn_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let alone = paced(node.addr, "/apps/hello/", &b, duration).await;
+    let flooders: Vec<_> = (0..flood)
+        .map(|_| {
+            let (path, key) = (burn_path.clone(), a.clone());
+            let addr = node.addr;
+            tokio::spawn(async move { load::one_connection(addr, &path, Some(&key), duration + Duration::from_secs(1)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flooded = paced(node.addr, "/apps/hello/", &b, duration).await;
+    let (mut a_done, mut a_refused) = (0usize, 0u64);
+    for f in flooders {
+        let (l, e) = f.await?;
+        a_done += l.len();
+        a_refused += e;
+    }
+    drop(node);
+
+    // 2. Scheduling on vs off.
+    let on_dir = tempfile::tempdir()?;
+    let on = start(on_dir.path(), true).await?;
+    let key = tenant(on.addr, "bench").await?;
+    deploy(on.addr, "hello", runplane_examples::HELLO).await?;
+    let with = load::load("quotas + scheduler on", on.addr, "/apps/hello/", Some(&key), duration, 32).await;
+    drop(on);
+    let off_dir = tempfile::tempdir()?;
+    let off = start(off_dir.path(), false).await?;
+    let key = tenant(off.addr, "bench").await?;
+    deploy(off.addr, "hello", runplane_examples::HELLO).await?;
+    let without = load::load("quotas + scheduler off", off.addr, "/apps/hello/", Some(&key), duration, 32).await;
+
+    let ratio_p99 = flooded.p99_us / alone.p99_us.max(1.0);
+    println!("\nnoisy neighbour: A floods cpu-burn ({iters} iterations ≈ {burn_ms:.0} ms alone) on {flood} connections; B sends hello every {PACE_MS} ms");
+    println!("{:<24} {:>9} {:>10} {:>10}", "B's latency", "requests", "p50 µs", "p99 µs");
+    println!("{:<24} {:>9} {:>10.0} {:>10.0}", "B alone", alone.n, alone.p50_us, alone.p99_us);
+    println!("{:<24} {:>9} {:>10.0} {:>10.0}", "B under A's flood", flooded.n, flooded.p50_us, flooded.p99_us);
+    println!("B p99 under flood / alone = {ratio_p99:.2}   (target ≤ 2)");
+    println!("A completed {a_done} cpu-burn requests ({a_refused} refused or failed) meanwhile; B errors: {}", flooded.errors);
+    println!("\n{:<26} {:>10} {:>12} {:>10} {:>10}", "hello, 32 connections", "requests", "req/s", "p50 µs", "p99 µs");
+    for r in [&with, &without] {
+        println!("{:<26} {:>10} {:>12.0} {:>10.0} {:>10.0}", r.name, r.requests, r.rps, r.p50_us, r.p99_us);
+    }
+    let ratio_rps = with.rps / without.rps.max(1.0);
+    println!("on / off = {ratio_rps:.3}   (target ≥ 0.9)");
+
+    let json = json!({
+        "benchmark": "tenancy",
+        "seconds": seconds,
+        "noisy_neighbour": {
+            "flood_connections": flood, "burn_iters": iters, "burn_ms_alone": burn_ms, "pace_ms": PACE_MS,
+            "b_alone": {"requests": alone.n, "errors": alone.errors, "p50_us": alone.p50_us, "p99_us": alone.p99_us},
+            "b_under_flood": {"requests": flooded.n, "errors": flooded.errors, "p50_us": flooded.p50_us, "p99_us": flooded.p99_us},
+            "a_completed": a_done, "a_refused_or_failed": a_refused,
+            "ratio_p99": ratio_p99, "target_ratio_p99": 2.0,
+        },
+        "scheduling_overhead": {
+            "on": {"requests": with.requests, "rps": with.rps, "p50_us": with.p50_us, "p99_us": with.p99_us},
+            "off": {"requests": without.requests, "rps": without.rps, "p50_us": without.p50_us, "p99_us": without.p99_us},
+            "ratio_rps": ratio_rps, "target_ratio_rps": 0.9,
+        },
+    });
+    if let Some(parent) = std::path::Path::new(&out).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
+    println!("wrote {out}");
+    Ok(())
+}
+
+async fn start(dir: &std::path::Path, scheduling: bool) -> anyhow::Result<runplane_node::RunningNode> {
+    let mut config = runplane_node::NodeConfig::embedded("127.0.0.1:0".parse()?, dir.to_path_buf());
+    config.admin_token = Some(ADMIN.into());
+    config.scheduler.enabled = scheduling;
+    if !scheduling {
+        // No CPU turns either: as many guests run at once as the pool holds.
+        config.sandbox.cpu_slots = config.sandbox.max_instances;
+    }
+    runplane_node::Node::start(config).await
+}
+
+async fn tenant(addr: SocketAddr, id: &str) -> anyhow::Result<String> {
+    let created = load::request(addr, "POST", "/v1/tenants", Some(ADMIN), Some(json!({"id": id}).to_string().into())).await?;
+    Ok(serde_json::from_slice::<serde_json::Value>(&created)?["api_key"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn deploy(addr: SocketAddr, name: &str, wasm: &'static [u8]) -> anyhow::Result<()> {
+    load::request(addr, "POST", &format!("/v1/capabilities?name={name}&version=1.0.0"), Some(ADMIN), Some(Bytes::from_static(wasm))).await?;
+    load::request(addr, "POST", "/v1/deployments", Some(ADMIN), Some(json!({"capability": name, "version": "1.0.0", "route": name}).to_string().into())).await?;
+    Ok(())
+}
+
+struct Paced {
+    n: usize,
+    errors: u64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// One request every `PACE_MS` on one keep-alive connection (a light, steady tenant).
+async fn paced(addr: SocketAddr, path: &str, key: &str, duration: Duration) -> Paced {
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let connect = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await.ok()
+    };
+    if let Some((mut sender, conn)) = connect.await {
+        tokio::spawn(conn);
+        let end = Instant::now() + duration;
+        let mut tick = tokio::time::interval(Duration::from_millis(PACE_MS));
+        while Instant::now() < end {
+            tick.tick().await;
+            let Ok(req) = hyper::Request::builder().uri(path).header("host", addr.to_string()).header("authorization", format!("Bearer {key}")).body(Empty::new())
+            else {
+                break;
+            };
+            let started = Instant::now();
+            match sender.send_request(req).await {
+                Ok(resp) if resp.status().is_success() => {
+                    let _ = resp.into_body().collect().await;
+                    latencies.push(started.elapsed().as_micros() as u64);
+                }
+                Ok(resp) => {
+                    let _ = resp.into_body().collect().await;
+                    errors += 1;
+                }
+                Err(_) => {
+                    errors += 1;
+                    break;
+                }
+            }
+        }
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64;
+    Paced { n: latencies.len(), errors, p50_us: pct(0.5), p99_us: pct(0.99) }
+}
