@@ -120,6 +120,9 @@ async fn start(dir: &std::path::Path, scheduling: bool) -> anyhow::Result<runpla
     let mut config = runplane_node::NodeConfig::embedded("127.0.0.1:0".parse()?, dir.to_path_buf());
     config.admin_token = Some(ADMIN.into());
     config.scheduler.enabled = scheduling;
+    if let Some(n) = std::env::var("BENCH_CPU_SLOTS").ok().and_then(|v| v.parse().ok()) {
+        config.sandbox.cpu_slots = n;
+    }
     if !scheduling {
         // No CPU turns either: as many guests run at once as the pool holds.
         config.sandbox.cpu_slots = config.sandbox.max_instances;
