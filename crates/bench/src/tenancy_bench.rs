@@ -38,8 +38,8 @@ async fn main() -> anyhow::Result<()> {
     // 1. Noisy neighbour.
     let dir = tempfile::tempdir()?;
     let node = start(dir.path(), true).await?;
-    let a = tenant(node.addr, "noisy").await?;
-    let b = tenant(node.addr, "quiet").await?;
+    let a = tenant(node.addr, "noisy", "free").await?;
+    let b = tenant(node.addr, "quiet", "free").await?;
     deploy(node.addr, "hello", runplane_examples::HELLO).await?;
     deploy(node.addr, "cpu-burn", runplane_examples::CPU_BURN).await?;
     let burn_path = format!("/apps/cpu-burn/?iters={iters}");
@@ -68,13 +68,15 @@ async fn main() -> anyhow::Result<()> {
     // 2. Scheduling on vs off.
     let on_dir = tempfile::tempdir()?;
     let on = start(on_dir.path(), true).await?;
-    let key = tenant(on.addr, "bench").await?;
+    // Enterprise: its concurrency quota (128) is above the 32 connections, so the run
+    // measures the machinery, not a quota holding the tenant back.
+    let key = tenant(on.addr, "bench", "enterprise").await?;
     deploy(on.addr, "hello", runplane_examples::HELLO).await?;
     let with = load::load("quotas + scheduler on", on.addr, "/apps/hello/", Some(&key), duration, 32).await;
     drop(on);
     let off_dir = tempfile::tempdir()?;
     let off = start(off_dir.path(), false).await?;
-    let key = tenant(off.addr, "bench").await?;
+    let key = tenant(off.addr, "bench", "enterprise").await?;
     deploy(off.addr, "hello", runplane_examples::HELLO).await?;
     let without = load::load("quotas + scheduler off", off.addr, "/apps/hello/", Some(&key), duration, 32).await;
 
@@ -130,8 +132,8 @@ async fn start(dir: &std::path::Path, scheduling: bool) -> anyhow::Result<runpla
     runplane_node::Node::start(config).await
 }
 
-async fn tenant(addr: SocketAddr, id: &str) -> anyhow::Result<String> {
-    let created = load::request(addr, "POST", "/v1/tenants", Some(ADMIN), Some(json!({"id": id}).to_string().into())).await?;
+async fn tenant(addr: SocketAddr, id: &str, tier: &str) -> anyhow::Result<String> {
+    let created = load::request(addr, "POST", "/v1/tenants", Some(ADMIN), Some(json!({"id": id, "tier": tier}).to_string().into())).await?;
     Ok(serde_json::from_slice::<serde_json::Value>(&created)?["api_key"].as_str().unwrap_or_default().to_owned())
 }
 
