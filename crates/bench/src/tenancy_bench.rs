@@ -9,7 +9,9 @@
 //!    CPU turns). Target ratio ≥ 0.9.
 //!
 //! Usage: `cargo run --release -p runplane-bench --bin tenancy-bench -- [SECONDS] [FLOOD_CONNECTIONS] [BURN_ITERS]`
-//! Writes JSON to `target/bench/tenancy.json` (or `$BENCH_OUT`).
+//! Writes JSON to `target/bench/tenancy.json` (or `$BENCH_OUT`). For investigation:
+//! `BENCH_CPU_SLOTS` overrides `sandbox.cpu_slots`; `BENCH_GLOBAL_QUEUE_INTERVAL` and
+//! `BENCH_EVENT_INTERVAL` tune the bench process's tokio runtime (node and load share it).
 
 #[path = "load.rs"]
 mod load;
@@ -26,8 +28,19 @@ const ADMIN: &str = "bench-admin-token-0123456789abcdef";
 /// B's pace: one request every this many milliseconds.
 const PACE_MS: u64 = 20;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = std::env::var("BENCH_GLOBAL_QUEUE_INTERVAL").ok().and_then(|v| v.parse().ok()) {
+        rt.global_queue_interval(n);
+    }
+    if let Some(n) = std::env::var("BENCH_EVENT_INTERVAL").ok().and_then(|v| v.parse().ok()) {
+        rt.event_interval(n);
+    }
+    rt.build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
     let flood: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
@@ -178,7 +191,8 @@ async fn paced(addr: SocketAddr, path: &str, key: &str, duration: Duration) -> P
                     let _ = resp.into_body().collect().await;
                     errors += 1;
                 }
-                Err(_) => {
+                Err(e) => {
+                    eprintln!("B's connection failed after {:?}: {e}", started.elapsed());
                     errors += 1;
                     break;
                 }
