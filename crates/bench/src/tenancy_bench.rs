@@ -172,7 +172,11 @@ async fn paced(addr: SocketAddr, path: &str, key: &str, duration: Duration) -> P
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await.ok()
     };
     if let Some((mut sender, conn)) = connect.await {
-        tokio::spawn(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                eprintln!("B's connection ended: {e:?}");
+            }
+        });
         let end = Instant::now() + duration;
         let mut tick = tokio::time::interval(Duration::from_millis(PACE_MS));
         while Instant::now() < end {
