@@ -28,8 +28,9 @@ pub struct ExecutionQuota {
     pub window_seconds: u64,
 }
 
-/// Fuel that counts as one second of CPU. Calibrated on the `cpu-burn` example: about
-/// what one core of a 2020s server executes in a second.
+/// Fuel that counts as one second of CPU: a nominal rate, of the order of the wasm
+/// instructions one modern core executes per second (not measured per machine), so CPU
+/// quotas are deterministic and the same on every node.
 pub const FUEL_PER_CPU_SECOND: u64 = 1_000_000_000;
 
 /// A tenant's tier (spec §7.3, S2-VII): sets default quotas and the scheduling weight.
