@@ -10,12 +10,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use runplane_ports::{
     EventStore, Filter, KeyPage, KeyValueStore, NewEvent, Page, PortError, PortResult, Record, RecordStore,
-    SecretInfo, SecretStore, SecretValue, StoredEvent, TenantId, validate_name,
+    SealedSecretStore, SealedVersion, SecretInfo, StoredEvent, TenantId, validate_name,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
-use crate::sql::{
+use crate::sql::{secret_version, 
     FilterKind, KEY_PAGE, MAX_NAME, check_append, check_filters, check_key, check_limit, db_code, filter_number,
     revision,
 };
@@ -540,41 +540,68 @@ impl EventStore for MySqlStore {
     }
 }
 
+/// Sealed secret versions.
 #[async_trait]
-impl SecretStore for MySqlStore {
-    async fn get(&self, tenant: &TenantId, name: &str) -> PortResult<SecretValue> {
+impl SealedSecretStore for MySqlStore {
+    async fn latest(&self, tenant: &TenantId, name: &str) -> PortResult<Option<SealedVersion>> {
         validate_name("secret", name, MAX_NAME)?;
-        let value: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT value FROM secrets WHERE tenant_id = ? AND name = ? ORDER BY version DESC LIMIT 1")
-                .bind(tenant.as_str())
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-        value.map(SecretValue::new).ok_or_else(|| PortError::NotFound(format!("secret {name}")))
-    }
-
-    async fn put(&self, tenant: &TenantId, name: &str, value: SecretValue) -> PortResult<u64> {
-        validate_name("secret", name, MAX_NAME)?;
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let last: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM secrets WHERE tenant_id = ? AND name = ? FOR UPDATE",
+        let row = sqlx::query(
+            "SELECT CAST(version AS SIGNED), value FROM secrets WHERE tenant_id = ? AND name = ? ORDER BY version DESC LIMIT 1",
         )
         .bind(tenant.as_str())
         .bind(name)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;
+        row.map(|r| {
+            Ok(SealedVersion { version: r.try_get::<i64, _>(0).map_err(db_err)? as u64, sealed: r.try_get(1).map_err(db_err)? })
+        })
+        .transpose()
+    }
+
+    async fn version(&self, tenant: &TenantId, name: &str, version: u64) -> PortResult<Option<SealedVersion>> {
+        validate_name("secret", name, MAX_NAME)?;
+        let sealed: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM secrets WHERE tenant_id = ? AND name = ? AND version = ?")
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(secret_version(version)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(sealed.map(|sealed| SealedVersion { version, sealed }))
+    }
+
+    async fn insert(&self, tenant: &TenantId, name: &str, version: u64, sealed: &[u8]) -> PortResult<()> {
+        validate_name("secret", name, MAX_NAME)?;
         sqlx::query("INSERT INTO secrets (tenant_id, name, version, value) VALUES (?, ?, ?, ?)")
             .bind(tenant.as_str())
             .bind(name)
-            .bind(last + 1)
-            .bind(value.expose())
-            .execute(&mut *tx)
+            .bind(secret_version(version)?)
+            .bind(sealed)
+            .execute(&self.pool)
             .await
-            .map_err(|e| if is_duplicate(&e) { PortError::Conflict(format!("secret {name} was written concurrently; retry")) } else { db_err(e) })?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(last as u64 + 1)
+            .map_err(|e| {
+                if is_duplicate(&e) {
+                    PortError::Conflict(format!("secret {name} version {version} was written concurrently; retry"))
+                } else {
+                    db_err(e)
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn replace(&self, tenant: &TenantId, name: &str, version: u64, expected: &[u8], sealed: &[u8]) -> PortResult<bool> {
+        validate_name("secret", name, MAX_NAME)?;
+        let done = sqlx::query("UPDATE secrets SET value = ? WHERE tenant_id = ? AND name = ? AND version = ? AND value = ?")
+            .bind(sealed)
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(secret_version(version)?)
+            .bind(expected)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list(&self, tenant: &TenantId) -> PortResult<Vec<SecretInfo>> {

@@ -16,12 +16,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use runplane_ports::{
     EventStore, Filter, KeyPage, KeyValueStore, NewEvent, Page, PortError, PortResult, Record, RecordStore,
-    SecretInfo, SecretStore, SecretValue, StoredEvent, TenantId, validate_name,
+    SealedSecretStore, SealedVersion, SecretInfo, StoredEvent, TenantId, validate_name,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Postgres, Row, Transaction};
 
-use crate::sql::{
+use crate::sql::{secret_version, 
     KEY_PAGE, MAX_NAME, check_append, check_filters, check_key, check_limit, db_code, revision,
 };
 use crate::{decode_cursor, encode_cursor};
@@ -662,42 +662,68 @@ impl EventStore for PgStore {
     }
 }
 
+/// Sealed secret versions (under the tenant's row-level security).
 #[async_trait]
-impl SecretStore for PgStore {
-    async fn get(&self, tenant: &TenantId, name: &str) -> PortResult<SecretValue> {
+impl SealedSecretStore for PgStore {
+    async fn latest(&self, tenant: &TenantId, name: &str) -> PortResult<Option<SealedVersion>> {
         validate_name("secret", name, MAX_NAME)?;
         let mut tx = self.begin(tenant).await?;
-        let value: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT value FROM secrets WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
-        )
-        .bind(tenant.as_str())
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        let row = sqlx::query("SELECT version, value FROM secrets WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1")
+            .bind(tenant.as_str())
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        value.map(SecretValue::new).ok_or_else(|| PortError::NotFound(format!("secret {name}")))
+        Ok(row.map(|r| SealedVersion { version: r.get::<i64, _>(0) as u64, sealed: r.get(1) }))
     }
 
-    async fn put(&self, tenant: &TenantId, name: &str, value: SecretValue) -> PortResult<u64> {
+    async fn version(&self, tenant: &TenantId, name: &str, version: u64) -> PortResult<Option<SealedVersion>> {
         validate_name("secret", name, MAX_NAME)?;
         let mut tx = self.begin(tenant).await?;
-        let version: i64 = sqlx::query_scalar(
-            "INSERT INTO secrets (tenant_id, name, version, value)
-             SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3 FROM secrets WHERE tenant_id = $1 AND name = $2
-             RETURNING version",
-        )
-        .bind(tenant.as_str())
-        .bind(name)
-        .bind(value.expose())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| match db_code(&e).as_deref() {
-            Some(UNIQUE_VIOLATION) => PortError::Conflict(format!("secret {name} was written concurrently; retry")),
-            _ => db_err(e),
-        })?;
+        let sealed: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM secrets WHERE tenant_id = $1 AND name = $2 AND version = $3")
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(secret_version(version)?)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        Ok(version as u64)
+        Ok(sealed.map(|sealed| SealedVersion { version, sealed }))
+    }
+
+    async fn insert(&self, tenant: &TenantId, name: &str, version: u64, sealed: &[u8]) -> PortResult<()> {
+        validate_name("secret", name, MAX_NAME)?;
+        let mut tx = self.begin(tenant).await?;
+        sqlx::query("INSERT INTO secrets (tenant_id, name, version, value) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(secret_version(version)?)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match db_code(&e).as_deref() {
+                Some(UNIQUE_VIOLATION) => PortError::Conflict(format!("secret {name} version {version} was written concurrently; retry")),
+                _ => db_err(e),
+            })?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn replace(&self, tenant: &TenantId, name: &str, version: u64, expected: &[u8], sealed: &[u8]) -> PortResult<bool> {
+        validate_name("secret", name, MAX_NAME)?;
+        let mut tx = self.begin(tenant).await?;
+        let done = sqlx::query("UPDATE secrets SET value = $5 WHERE tenant_id = $1 AND name = $2 AND version = $3 AND value = $4")
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(secret_version(version)?)
+            .bind(expected)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list(&self, tenant: &TenantId) -> PortResult<Vec<SecretInfo>> {

@@ -126,3 +126,11 @@ pub(crate) fn parse_counter(bucket: &str, key: &str, value: Option<&[u8]>) -> Po
         }),
     }
 }
+
+/// A secret version number as the databases store it (1..=i64::MAX).
+pub(crate) fn secret_version(v: u64) -> PortResult<i64> {
+    match i64::try_from(v) {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(PortError::Invalid(format!("secret version {v} is out of range (1-{})", i64::MAX))),
+    }
+}

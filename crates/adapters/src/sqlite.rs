@@ -11,12 +11,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use runplane_ports::{
     EventStore, Filter, KeyPage, KeyValueStore, NewEvent, Page, PortError, PortResult, Record, RecordStore,
-    SecretInfo, SecretStore, SecretValue, StoredEvent, TenantId, validate_name,
+    SealedSecretStore, SealedVersion, SecretInfo, StoredEvent, TenantId, validate_name,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::sql::{FilterKind, KEY_PAGE, MAX_NAME, check_append, check_filters, check_key, check_limit, filter_number, parse_counter, revision};
+use crate::sql::{secret_version, FilterKind, KEY_PAGE, MAX_NAME, check_append, check_filters, check_key, check_limit, filter_number, parse_counter, revision};
 use crate::{decode_cursor, encode_cursor};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -457,42 +457,63 @@ impl EventStore for SqliteStore {
     }
 }
 
-/// The simple secret store of the embedded node: versioned values per tenant in the
-/// same database. (The envelope-encrypted store replaces the storage format, not the port.)
+/// Sealed secret versions of the embedded node, in the same database; the
+/// envelope layer (`runplane-secrets`) seals and opens them.
 #[async_trait]
-impl SecretStore for SqliteStore {
-    async fn get(&self, tenant: &TenantId, name: &str) -> PortResult<SecretValue> {
+impl SealedSecretStore for SqliteStore {
+    async fn latest(&self, tenant: &TenantId, name: &str) -> PortResult<Option<SealedVersion>> {
         validate_name("secret", name, MAX_NAME)?;
-        let value: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT value FROM secrets WHERE tenant_id = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1",
-        )
-        .bind(tenant.as_str())
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        value.map(SecretValue::new).ok_or_else(|| PortError::NotFound(format!("secret {name}")))
-    }
-
-    async fn put(&self, tenant: &TenantId, name: &str, value: SecretValue) -> PortResult<u64> {
-        validate_name("secret", name, MAX_NAME)?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM secrets WHERE tenant_id = ?1 AND name = ?2")
+        let row = sqlx::query("SELECT version, value FROM secrets WHERE tenant_id = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1")
             .bind(tenant.as_str())
             .bind(name)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
+        Ok(row.map(|r| SealedVersion { version: r.get::<i64, _>(0) as u64, sealed: r.get(1) }))
+    }
+
+    async fn version(&self, tenant: &TenantId, name: &str, version: u64) -> PortResult<Option<SealedVersion>> {
+        validate_name("secret", name, MAX_NAME)?;
+        let sealed: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM secrets WHERE tenant_id = ?1 AND name = ?2 AND version = ?3")
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(secret_version(version)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(sealed.map(|sealed| SealedVersion { version, sealed }))
+    }
+
+    async fn insert(&self, tenant: &TenantId, name: &str, version: u64, sealed: &[u8]) -> PortResult<()> {
+        validate_name("secret", name, MAX_NAME)?;
         sqlx::query("INSERT INTO secrets (tenant_id, name, version, value) VALUES (?1, ?2, ?3, ?4)")
             .bind(tenant.as_str())
             .bind(name)
-            .bind(last + 1)
-            .bind(value.expose())
-            .execute(&mut *tx)
+            .bind(secret_version(version)?)
+            .bind(sealed)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    PortError::Conflict(format!("secret {name} version {version} was written concurrently; retry"))
+                }
+                _ => db_err(e),
+            })?;
+        Ok(())
+    }
+
+    async fn replace(&self, tenant: &TenantId, name: &str, version: u64, expected: &[u8], sealed: &[u8]) -> PortResult<bool> {
+        validate_name("secret", name, MAX_NAME)?;
+        let done = sqlx::query("UPDATE secrets SET value = ?5 WHERE tenant_id = ?1 AND name = ?2 AND version = ?3 AND value = ?4")
+            .bind(tenant.as_str())
+            .bind(name)
+            .bind(secret_version(version)?)
+            .bind(expected)
+            .bind(sealed)
+            .execute(&self.pool)
             .await
             .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(last as u64 + 1)
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list(&self, tenant: &TenantId) -> PortResult<Vec<SecretInfo>> {

@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
         records: sql.clone(),
         kv: sql.clone(),
         events: sql.clone(),
-        secrets: sql,
+        secrets: Arc::new(runplane_secrets::EnvelopeSecrets::new(sql, runplane_secrets::KeyRing::generate()?.shared())),
         messaging: Arc::new(InProcessBus::new()),
         blobs: Arc::new(ObjectBlobStore::open(&dir.path().join("blobs"))?),
         config: Arc::new(StaticConfig::default()),

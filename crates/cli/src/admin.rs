@@ -84,6 +84,48 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Versioned configuration sets (every change is a new revision).
+    Config {
+        #[command(subcommand)]
+        cmd: crate::control::ConfigCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Feature flags, instance-wide or per tenant.
+    Flag {
+        #[command(subcommand)]
+        cmd: crate::control::FlagCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The domain registry and tenants' active domains.
+    Domain {
+        #[command(subcommand)]
+        cmd: crate::control::DomainCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Capability tokens: mint, attenuate (offline), revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: crate::control::TokenCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Environments and promotion.
+    Env {
+        #[command(subcommand)]
+        cmd: crate::control::EnvCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Operator actions: pause/resume a route, drain a tenant.
+    Operate {
+        #[command(subcommand)]
+        cmd: crate::control::OperateCmd,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,9 +179,11 @@ pub enum ContractCmd {
 
 #[derive(Subcommand)]
 pub enum SecretCmd {
-    /// Store a new version; the value is read from stdin.
+    /// Store a new version (a rotation); the value is read from stdin.
     Put { tenant: String, name: String },
     List { tenant: String },
+    /// Rotate the key-encryption key (old versions stay readable, re-wrapped lazily).
+    RotateKek,
 }
 
 #[derive(Subcommand)]
@@ -231,7 +275,7 @@ impl Client {
         Client { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), token }
     }
 
-    fn from_target(t: &Target) -> anyhow::Result<Self> {
+    pub(crate) fn from_target(t: &Target) -> anyhow::Result<Self> {
         let token = match &t.token {
             Some(t) => t.clone(),
             None => {
@@ -277,7 +321,7 @@ impl Client {
     }
 }
 
-fn print(v: &Value) {
+pub(crate) fn print(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -343,6 +387,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     c.call(Method::PUT, &format!("/v1/tenants/{tenant}/secrets/{name}"), Some(json!({"value": value}))).await?
                 }
                 SecretCmd::List { tenant } => c.call(Method::GET, &format!("/v1/tenants/{tenant}/secrets"), None).await?,
+                SecretCmd::RotateKek => c.call(Method::POST, "/v1/secrets/kek/rotate", None).await?,
             };
             print(&v);
         }
@@ -389,6 +434,15 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             }
             println!("identical: invocation {invocation_id} reproduces its response and audit leaf");
         }
+        AdminCommand::Config { cmd, target } => crate::control::config(&Client::from_target(&target)?, cmd).await?,
+        AdminCommand::Flag { cmd, target } => crate::control::flag(&Client::from_target(&target)?, cmd).await?,
+        AdminCommand::Domain { cmd, target } => crate::control::domain(&Client::from_target(&target)?, cmd).await?,
+        AdminCommand::Token { cmd: crate::control::TokenCmd::Attenuate { token, operations, routes, expires_in_secs }, .. } => {
+            crate::control::attenuate(&token, operations, routes, expires_in_secs)?
+        }
+        AdminCommand::Token { cmd, target } => crate::control::token(&Client::from_target(&target)?, cmd).await?,
+        AdminCommand::Env { cmd, target } => crate::control::env(&Client::from_target(&target)?, cmd).await?,
+        AdminCommand::Operate { cmd, target } => crate::control::operate(&Client::from_target(&target)?, cmd).await?,
         AdminCommand::Audit { cmd: AuditCmd::Verify { bundle, since, key }, .. } => verify_bundle(&bundle, since.as_deref(), key.as_deref())?,
         AdminCommand::Audit { cmd: AuditCmd::Export { log, out }, target } => export_bundle(&Client::from_target(&target)?, &log, &out).await?,
         AdminCommand::Audit { cmd, target } => {

@@ -1,6 +1,7 @@
 //! The `runplane` command.
 
 mod admin;
+mod control;
 mod up;
 
 use std::io::Read;

@@ -20,7 +20,7 @@ async fn ports(dir: &std::path::Path) -> PortSet {
         records: sql.clone(),
         kv: sql.clone(),
         events: sql.clone(),
-        secrets: sql,
+        secrets: Arc::new(runplane_secrets::EnvelopeSecrets::new(sql, runplane_secrets::KeyRing::generate().expect("key ring").shared())),
         messaging: Arc::new(InProcessBus::new()),
         blobs: Arc::new(ObjectBlobStore::open(&dir.join("blobs")).expect("blobs")),
         config: Arc::new(StaticConfig::default()),

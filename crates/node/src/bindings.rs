@@ -28,9 +28,10 @@ use runplane_adapters::object_blobs::{ObjectBlobStore, S3Settings};
 use runplane_adapters::postgres::{self, PgSettings, PgStore};
 use runplane_adapters::sqlite::SqliteStore;
 use runplane_ports::{
-    ConfigStore, EventStore, KeyValueStore, MessageBus, PortError, PortSet, RecordStore, SecretStore,
+    ConfigStore, EventStore, KeyValueStore, MessageBus, PortError, PortSet, RecordStore, SealedSecretStore,
     Telemetry,
 };
+use runplane_secrets::{EnvelopeSecrets, SharedKeyRing};
 use tokio::sync::Mutex;
 
 use crate::config::{Backend, Bindings, Mode, NodeConfig, Port};
@@ -84,7 +85,7 @@ impl SqlStore {
             SqlStore::MySql(s, _) => s.clone(),
         }
     }
-    fn secrets(&self) -> Arc<dyn SecretStore> {
+    fn sealed_secrets(&self) -> Arc<dyn SealedSecretStore> {
         match self {
             SqlStore::Sqlite(s) => s.clone(),
             SqlStore::Postgres(s, _) => s.clone(),
@@ -118,6 +119,8 @@ pub struct BindingResolver {
     timeout: Duration,
     config: Arc<dyn ConfigStore>,
     telemetry: Arc<dyn Telemetry>,
+    /// The key-encryption keys every tenant's secrets are wrapped under.
+    keyring: SharedKeyRing,
     sql: Mutex<HashMap<(String, Scope), SqlStore>>,
     blobs: Mutex<HashMap<(String, Scope), Arc<ObjectBlobStore>>>,
     /// One bus per messaging backend name, whatever the tenants' modes: a backend's
@@ -178,8 +181,14 @@ impl BindingResolver {
     /// Builds the resolver and opens the instance's message bus (connected in the
     /// background), so that bad settings for it stop the start. Tenants' own buses are
     /// opened on first use.
-    pub async fn new(config: &NodeConfig, config_store: Arc<dyn ConfigStore>, telemetry: Arc<dyn Telemetry>) -> anyhow::Result<Self> {
+    pub async fn new(
+        config: &NodeConfig,
+        config_store: Arc<dyn ConfigStore>,
+        telemetry: Arc<dyn Telemetry>,
+        keyring: SharedKeyRing,
+    ) -> anyhow::Result<Self> {
         let resolver = BindingResolver {
+            keyring,
             data_dir: config.data_dir.clone(),
             backends: config.backends.clone(),
             bindings: config.bindings.clone(),
@@ -262,7 +271,7 @@ impl BindingResolver {
             records: self.sql(&b.records, &scope).await?.records(),
             kv: self.sql(&b.kv, &scope).await?.kv(),
             events: self.sql(&b.events, &scope).await?.events(),
-            secrets: self.sql(&b.secrets, &scope).await?.secrets(),
+            secrets: Arc::new(EnvelopeSecrets::new(self.sql(&b.secrets, &scope).await?.sealed_secrets(), self.keyring.clone())),
             messaging: self.bus(&b.messaging).await?.port(),
             blobs: self.blob_store(&b.blobs, &scope).await?,
             config: self.config.clone(),

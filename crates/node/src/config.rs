@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The instance's mode: `shared` hosts many tenants; `dedicated` exactly one.
     pub mode: Mode,
+    /// The environment this node serves (`[node] environment`, default `default`): its
+    /// config set applies, and its releases are what it deploys (spec §7.6).
+    pub environment: String,
     /// Admin token; when absent, one is generated at first start and written to
     /// `<data_dir>/admin-token` (mode 0600).
     pub admin_token: Option<String>,
@@ -64,6 +67,12 @@ pub struct NodeConfig {
     /// Where the audit logs live (`[audit] store`): `None` for `<data_dir>/audit.db`, or
     /// the name of a postgres or mysql backend, shared by every node of the instance.
     pub audit_store: Option<String>,
+    /// The key-encryption keys of secrets (`[secrets] kek_file`; default
+    /// `<data_dir>/secrets.kek`, created at first start with mode 0600).
+    pub kek_file: Option<PathBuf>,
+    /// The environment variable that, when set, holds the key-encryption keys instead of
+    /// the file (`[secrets] kek_env`, default `RUNPLANE_KEK`).
+    pub kek_env: String,
     /// `wasi:config` values per capability name.
     pub capability_config: BTreeMap<String, BTreeMap<String, String>>,
     /// Per-tenant overrides: `tenant → capability → key → value`.
@@ -283,6 +292,7 @@ impl NodeConfig {
             listen,
             data_dir,
             mode: Mode::Shared,
+            environment: "default".into(),
             admin_token: None,
             max_body_bytes: 1 << 20,
             sandbox: SandboxConfig::default(),
@@ -294,6 +304,8 @@ impl NodeConfig {
             seed_file: None,
             audit_key_file: None,
             audit_store: None,
+            kek_file: None,
+            kek_env: "RUNPLANE_KEK".into(),
             capability_config: BTreeMap::new(),
             tenant_config: BTreeMap::new(),
         }
@@ -325,11 +337,18 @@ impl NodeConfig {
         c.only_keys(
             &table,
             "",
-            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "config", "tenant_config"],
+            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "secrets", "config", "tenant_config"],
         );
 
         if let Some(node) = c.table(&table, "node") {
-            c.only_keys(node, "node", &["id", "listen", "data_dir", "mode", "admin_token", "max_body_bytes"]);
+            c.only_keys(node, "node", &["id", "listen", "data_dir", "mode", "environment", "admin_token", "max_body_bytes"]);
+            if let Some(v) = c.get::<String>(node, "node", "environment") {
+                if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                    c.problem("node.environment", "must be 1-64 characters of a-z, 0-9 and '-'");
+                } else {
+                    cfg.environment = v;
+                }
+            }
             if let Some(v) = c.get::<String>(node, "node", "id") {
                 if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                     c.problem("node.id", "must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'");
@@ -452,6 +471,19 @@ impl NodeConfig {
                 && v != "sqlite"
             {
                 cfg.audit_store = Some(v);
+            }
+        }
+        if let Some(t) = c.table(&table, "secrets") {
+            c.only_keys(t, "secrets", &["kek_file", "kek_env"]);
+            if let Some(v) = c.get::<String>(t, "secrets", "kek_file") {
+                cfg.kek_file = Some(PathBuf::from(v));
+            }
+            if let Some(v) = c.get::<String>(t, "secrets", "kek_env") {
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
+                    c.problem("secrets.kek_env", "must be an environment variable name of A-Z, 0-9 and '_'");
+                } else {
+                    cfg.kek_env = v;
+                }
             }
         }
         if let Some(conf) = table.get("config") {

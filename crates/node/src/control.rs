@@ -58,7 +58,26 @@ pub struct Deployment {
     pub allow_hosts: Vec<String>,
     /// Topics delivered to the capability's message handler.
     pub subscriptions: Vec<String>,
+    /// The feature flag gating the route: tenants for whom it is off get 403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
     pub created_at: String,
+}
+
+/// One stored configuration revision.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConfigVersionRow {
+    pub version: u64,
+    pub scope: String,
+    /// The whole set of this scope at this revision (canonical JSON of string values).
+    pub content: String,
+    pub created_at: String,
+    pub actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a rollback: the revision whose content this one restores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -252,11 +271,11 @@ impl ControlStore {
 
     pub async fn upsert_deployment(&self, d: &Deployment) -> Result<(), ApiError> {
         sqlx::query(
-            "INSERT INTO deployments (route, capability, version, digest, allow_hosts, subscriptions, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO deployments (route, capability, version, digest, allow_hosts, subscriptions, created_at, flag)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (route) DO UPDATE SET capability = excluded.capability, version = excluded.version,
                digest = excluded.digest, allow_hosts = excluded.allow_hosts, subscriptions = excluded.subscriptions,
-               created_at = excluded.created_at",
+               created_at = excluded.created_at, flag = excluded.flag",
         )
         .bind(&d.route)
         .bind(&d.capability)
@@ -265,6 +284,7 @@ impl ControlStore {
         .bind(serde_json::to_string(&d.allow_hosts).unwrap_or_default())
         .bind(serde_json::to_string(&d.subscriptions).unwrap_or_default())
         .bind(&d.created_at)
+        .bind(&d.flag)
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -277,7 +297,7 @@ impl ControlStore {
     }
 
     pub async fn deployments(&self) -> Result<Vec<Deployment>, ApiError> {
-        let rows = sqlx::query("SELECT route, capability, version, digest, allow_hosts, subscriptions, created_at FROM deployments ORDER BY route")
+        let rows = sqlx::query("SELECT route, capability, version, digest, allow_hosts, subscriptions, created_at, flag FROM deployments ORDER BY route")
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
@@ -291,6 +311,7 @@ impl ControlStore {
                 allow_hosts: serde_json::from_str(&r.get::<String, _>(4)).unwrap_or_default(),
                 subscriptions: serde_json::from_str(&r.get::<String, _>(5)).unwrap_or_default(),
                 created_at: r.get(6),
+                flag: r.get(7),
             })
             .collect())
     }
@@ -354,6 +375,73 @@ impl ControlStore {
     pub async fn contracts(&self) -> Result<Vec<(String, String, String)>, ApiError> {
         let rows = sqlx::query("SELECT contract_id, route, contract FROM contracts ORDER BY contract_id").fetch_all(&self.pool).await.map_err(db)?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Every document of `kind`, `(id, JSON body)`, sorted by id.
+    pub async fn documents(&self, kind: &str) -> Result<Vec<(String, String)>, ApiError> {
+        let rows = sqlx::query("SELECT id, body FROM documents WHERE kind = ?1 ORDER BY id").bind(kind).fetch_all(&self.pool).await.map_err(db)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Creates or replaces one document.
+    pub async fn put_document(&self, kind: &str, id: &str, body: &str, at: &str) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO documents (kind, id, body, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(body)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Deletes one document; `false` if there was none.
+    pub async fn delete_document(&self, kind: &str, id: &str) -> Result<bool, ApiError> {
+        let r = sqlx::query("DELETE FROM documents WHERE kind = ?1 AND id = ?2").bind(kind).bind(id).execute(&self.pool).await.map_err(db)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Appends a configuration revision and returns its number.
+    pub async fn insert_config_version(&self, v: &ConfigVersionRow) -> Result<u64, ApiError> {
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO config_versions (version, scope, content, created_at, actor, reason, restored_from)
+             SELECT COALESCE(MAX(version), 0) + 1, ?1, ?2, ?3, ?4, ?5, ?6 FROM config_versions
+             RETURNING version",
+        )
+        .bind(&v.scope)
+        .bind(&v.content)
+        .bind(&v.created_at)
+        .bind(&v.actor)
+        .bind(&v.reason)
+        .bind(v.restored_from.map(|n| n as i64))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(version as u64)
+    }
+
+    /// Every configuration revision, oldest first.
+    pub async fn config_versions(&self) -> Result<Vec<ConfigVersionRow>, ApiError> {
+        let rows = sqlx::query("SELECT version, scope, content, created_at, actor, reason, restored_from FROM config_versions ORDER BY version")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ConfigVersionRow {
+                version: r.get::<i64, _>(0) as u64,
+                scope: r.get(1),
+                content: r.get(2),
+                created_at: r.get(3),
+                actor: r.get(4),
+                reason: r.get(5),
+                restored_from: r.get::<Option<i64>, _>(6).map(|n| n as u64),
+            })
+            .collect())
     }
 
     pub async fn health(&self) -> bool {

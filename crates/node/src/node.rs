@@ -35,7 +35,8 @@ pub struct Node {
     pub(crate) tenants: RwLock<HashMap<String, Tenant>>,
     pub(crate) deployments: RwLock<HashMap<String, Arc<ActiveDeployment>>>,
     pub(crate) bindings: BindingResolver,
-    pub(crate) config_store: Arc<dyn ConfigStore>,
+    /// Versioned configuration (spec §7.1): the snapshot each invocation sees.
+    pub(crate) config_sets: Arc<crate::configsets::ConfigSets>,
     pub(crate) admin_token_hash: String,
     pub(crate) metrics: Metrics,
     pub(crate) clock: Arc<dyn Clock>,
@@ -48,6 +49,22 @@ pub struct Node {
     pub(crate) entropy: Entropy,
     /// The binding set's version number (bumped whenever what serves a port changes).
     pub(crate) binding_version: String,
+    /// The key-encryption keys of every tenant's secrets, and where they come from.
+    pub(crate) keyring: runplane_secrets::SharedKeyRing,
+    pub(crate) kek_source: KekSource,
+    /// Capability tokens: the signing authority and the verifier (spec §7.4).
+    pub(crate) tokens: crate::auth::Tokens,
+    /// Flags, domains, environments, pauses, revoked tokens (spec §7.3-7.6).
+    pub(crate) controlplane: crate::controlplane::ControlPlane,
+}
+
+/// Where the key-encryption keys of secrets come from.
+#[derive(Debug, Clone)]
+pub(crate) enum KekSource {
+    /// A key file the node may append a rotated key to.
+    File(std::path::PathBuf),
+    /// An environment variable: rotation is the operator's (add a key there, restart).
+    Env(String),
 }
 
 /// A node serving on a socket.
@@ -90,8 +107,14 @@ impl Node {
             .iter()
             .flat_map(|(t, caps)| caps.iter().map(move |(c, kv)| ((t.clone(), c.clone()), kv.clone())))
             .collect();
-        let config_store: Arc<dyn ConfigStore> = Arc::new(StaticConfig::new(config.capability_config.clone(), tenant_config));
-        let bindings = BindingResolver::new(&config, config_store.clone(), telemetry).await?;
+        let file_config = StaticConfig::new(config.capability_config.clone(), tenant_config);
+        let config_sets = Arc::new(crate::configsets::ConfigSets::new(&config.environment, file_config, &control.config_versions().await?)?);
+        let config_store: Arc<dyn ConfigStore> = config_sets.clone();
+        let (keyring, kek_source) = load_keyring(&config)?;
+        let tokens = crate::auth::Tokens::load(&config.data_dir.join("token.key"), &entropy)?;
+        let instance_id = audit.verifier().name().trim_start_matches("runplane/").to_owned();
+        let controlplane = crate::controlplane::ControlPlane::load(control.clone(), instance_id).await?;
+        let bindings = BindingResolver::new(&config, config_store.clone(), telemetry, keyring.clone()).await?;
         let binding_version = binding_version(&control, &binding_digest(&config)).await?;
 
         let (admin_token_hash, generated_admin_token) = admin_token(&config, &control, &entropy).await?;
@@ -112,13 +135,17 @@ impl Node {
             tenants: RwLock::new(tenants),
             deployments: RwLock::new(HashMap::new()),
             bindings,
-            config_store,
+            config_sets,
             admin_token_hash,
             metrics,
             clock,
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
             entropy,
             binding_version,
+            keyring,
+            kek_source,
+            tokens,
+            controlplane,
         });
         // Resume provisioning that a crash or an outage interrupted (in the background:
         // the node serves every other tenant meanwhile).
@@ -235,7 +262,7 @@ impl Node {
             response_digest: None,
             capability_digest: None,
             binding_set_version: Some(self.binding_version.clone()),
-            config_version: Some(self.config_store.version()),
+            config_version: Some(self.config_sets.snapshot().version()),
             usage: None,
             details: BTreeMap::new(),
         }
@@ -293,9 +320,30 @@ impl Node {
         Ok(())
     }
 
-    /// Appends an admin event to the instance's admin log (fail closed).
-    pub(crate) async fn audit_admin(&self, event: AuditEvent) -> Result<Receipt, ApiError> {
-        self.append(LogId::admin(), event).await
+    /// Records what an admin handler did. Inside an admin request the facts go into the
+    /// request's one `AdminEvent`, which the gate writes after the handler answered
+    /// (see [`crate::api::gate`]); elsewhere the event is appended to the admin log at
+    /// once. Fail closed either way.
+    pub(crate) async fn audit_admin(&self, event: AuditEvent) -> Result<(), ApiError> {
+        if crate::api::gate::in_admin_request() {
+            crate::api::gate::annotate(|r| {
+                if r.tenant.is_none() {
+                    r.tenant = event.tenant.clone();
+                }
+                if !r.targets.contains(&event.target) {
+                    r.targets.insert(0, event.target.clone());
+                }
+                if event.capability_digest.is_some() {
+                    r.capability_digest = event.capability_digest.clone();
+                }
+                if event.outcome.status != "ok" {
+                    r.outcome = Some(event.outcome.clone());
+                }
+                r.details.extend(event.details.clone());
+            });
+            return Ok(());
+        }
+        self.append(LogId::admin(), event).await.map(|_| ())
     }
 
     pub(crate) async fn append(&self, log: LogId, event: AuditEvent) -> Result<Receipt, ApiError> {
@@ -303,6 +351,59 @@ impl Node {
             self.metrics.audit_failures.inc();
             ApiError::from(e)
         })
+    }
+}
+
+/// The key-encryption keys: from the environment variable `[secrets] kek_env` when it
+/// is set, else from `[secrets] kek_file` (default `<data_dir>/secrets.kek`), created
+/// with one new key at first start.
+fn load_keyring(config: &NodeConfig) -> anyhow::Result<(runplane_secrets::SharedKeyRing, KekSource)> {
+    use runplane_secrets::KeyRing;
+    if let Ok(text) = std::env::var(&config.kek_env) {
+        let ring = KeyRing::parse(&text).map_err(|e| anyhow::anyhow!("{} holds no usable key-encryption keys: {e}", config.kek_env))?;
+        return Ok((ring.shared(), KekSource::Env(config.kek_env.clone())));
+    }
+    let path = config.kek_file.clone().unwrap_or_else(|| config.data_dir.join("secrets.kek"));
+    let ring = match std::fs::read_to_string(&path) {
+        Ok(text) => KeyRing::parse(&text).map_err(|e| {
+            anyhow::anyhow!("the key file {} is unusable ({e}); restore it from a backup — without it no stored secret can be read", path.display())
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let ring = KeyRing::generate()?;
+            write_private(&path, ring.to_text().as_bytes())
+                .map_err(|e| anyhow::anyhow!("cannot write the key file {}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), "created the key-encryption key file for secrets; back it up");
+            ring
+        }
+        Err(e) => return Err(anyhow::anyhow!("cannot read the key file {}: {e}", path.display())),
+    };
+    Ok((ring.shared(), KekSource::File(path)))
+}
+
+impl Node {
+    /// Adds a new key-encryption key and makes it current; versions wrapped under older
+    /// keys are re-wrapped as they are read. Returns the key ids before and after.
+    pub(crate) fn rotate_kek(&self) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        let path = match &self.kek_source {
+            KekSource::File(path) => path,
+            KekSource::Env(var) => {
+                return Err(ApiError::conflict(format!(
+                    "the key-encryption keys come from the environment variable {var}; rotate by appending a key to it and restarting the node"
+                )));
+            }
+        };
+        let mut guard = self.keyring.write().unwrap_or_else(|p| p.into_inner());
+        let before: Vec<String> = guard.ids().into_iter().map(str::to_owned).collect();
+        let rotated = guard.rotated().map_err(|e| ApiError::unavailable(e.to_string()))?;
+        // The file is written (and synced) before the new key is used, so no version is
+        // ever wrapped under a key that a restart would not find.
+        let tmp = path.with_extension("kek.tmp");
+        write_private(&tmp, rotated.to_text().as_bytes())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| ApiError::unavailable(format!("cannot write the key file {}: {e}; the keys were not rotated", path.display())))?;
+        let after = rotated.ids().into_iter().map(str::to_owned).collect();
+        *guard = Arc::new(rotated);
+        Ok((before, after))
     }
 }
 

@@ -31,7 +31,7 @@ pub use kv::{KeyPage, KeyValueStore};
 pub use messaging::{Delivery, Message, MessageBus, Subscription};
 pub use names::{TenantId, validate_name};
 pub use records::{Filter, Page, Record, RecordStore};
-pub use secrets::{SecretInfo, SecretStore, SecretValue};
+pub use secrets::{SealedSecretStore, SealedVersion, SecretInfo, SecretStore, SecretValue};
 pub use telemetry::{Level, Telemetry, TelemetryScope};
 
 use std::sync::Arc;

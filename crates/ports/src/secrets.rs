@@ -44,3 +44,35 @@ pub trait SecretStore: Send + Sync {
     /// Names and current versions, never values.
     async fn list(&self, tenant: &TenantId) -> PortResult<Vec<SecretInfo>>;
 }
+
+/// One stored secret version, sealed: opaque bytes to the store that keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedVersion {
+    pub version: u64,
+    pub sealed: Vec<u8>,
+}
+
+impl fmt::Debug for SealedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SealedVersion({}, <{} bytes>)", self.version, self.sealed.len())
+    }
+}
+
+/// Where sealed secret versions live (a SQL store of the tenant's binding). It never
+/// sees a plaintext: the envelope layer above it (`runplane-secrets`) seals before
+/// [`SealedSecretStore::insert`] and opens after a read, and implements [`SecretStore`].
+#[async_trait]
+pub trait SealedSecretStore: Send + Sync {
+    /// The highest version of `name`, if any.
+    async fn latest(&self, tenant: &TenantId, name: &str) -> PortResult<Option<SealedVersion>>;
+    /// One version of `name`, if it exists.
+    async fn version(&self, tenant: &TenantId, name: &str, version: u64) -> PortResult<Option<SealedVersion>>;
+    /// Stores `version` of `name`; [`crate::PortError::Conflict`] if it exists already
+    /// (another writer took that number: read the latest and retry).
+    async fn insert(&self, tenant: &TenantId, name: &str, version: u64, sealed: &[u8]) -> PortResult<()>;
+    /// Replaces the bytes of an existing version when they still equal `expected`
+    /// (re-wrapping under a new key-encryption key); `false` when they did not.
+    async fn replace(&self, tenant: &TenantId, name: &str, version: u64, expected: &[u8], sealed: &[u8]) -> PortResult<bool>;
+    /// Names and highest versions.
+    async fn list(&self, tenant: &TenantId) -> PortResult<Vec<SecretInfo>>;
+}

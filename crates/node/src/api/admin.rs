@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use runplane_audit::{LogId, Outcome};
 use runplane_ports::{SecretValue, TenantId};
@@ -13,21 +13,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{JsonBody, PageParams, paginate, versioned};
-use crate::auth::{KeyOwner, bearer, digests_equal, hash_secret, new_id, new_secret};
+use crate::auth::{KeyOwner, hash_secret, new_id, new_secret};
 use crate::config::Mode;
 use crate::control::{CapabilityVersion, Deployment, Tenant};
 use crate::error::ApiError;
 use crate::node::Node;
 
-/// Checks the admin token.
-pub(crate) fn require_admin(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = bearer(headers)?;
-    if digests_equal(&hash_secret(token), &node.admin_token_hash) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("the admin token is not valid; use the token from the node's data directory (admin-token) or its configuration"))
-    }
-}
 
 fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
     TenantId::new(id).map_err(|e| ApiError::bad_request("invalid_tenant_id", e.to_string()))
@@ -60,8 +51,7 @@ pub struct TenantCreated {
 /// Create a tenant and its first API key.
 #[utoipa::path(post, path = "/v1/tenants", request_body = CreateTenant, security(("admin_token" = [])),
     responses((status = 201, body = TenantCreated), (status = 400, body = crate::error::ErrorResponse), (status = 409, body = crate::error::ErrorResponse)))]
-pub async fn create_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(req): JsonBody<CreateTenant>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn create_tenant(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<CreateTenant>) -> Result<Response, ApiError> {
     tenant_id(&req.id)?;
     let mode = req.mode.unwrap_or(node.config.mode);
     if node.config.mode == Mode::Dedicated && !node.tenants.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
@@ -110,8 +100,7 @@ pub async fn create_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Js
 
 /// Provision (or resume provisioning) a tenant's stores.
 #[utoipa::path(post, path = "/v1/tenants/{id}/provision", security(("admin_token" = [])), responses((status = 200, body = Tenant), (status = 503, body = crate::error::ErrorResponse)))]
-pub async fn provision_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn provision_tenant(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let before = known_tenant(&node, &id)?;
     let result = node.provision(&id).await;
     let after = known_tenant(&node, &id)?;
@@ -145,16 +134,14 @@ pub struct TenantList {
 
 /// List tenants.
 #[utoipa::path(get, path = "/v1/tenants", params(PageParams), security(("admin_token" = [])), responses((status = 200, body = TenantList)))]
-pub async fn list_tenants(State(node): State<Arc<Node>>, headers: HeaderMap, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn list_tenants(State(node): State<Arc<Node>>, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
     let (items, next_cursor) = paginate(node.control.tenants().await?, |t| t.id.clone(), &page);
     Ok(versioned(TenantList { items, next_cursor }).into_response())
 }
 
 /// Show one tenant.
 #[utoipa::path(get, path = "/v1/tenants/{id}", security(("admin_token" = [])), responses((status = 200, body = Tenant), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn get_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn get_tenant(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     Ok(versioned(known_tenant(&node, &id)?).into_response())
 }
 
@@ -173,23 +160,20 @@ async fn set_status(node: &Arc<Node>, id: &str, status: &str, action: &str) -> R
 
 /// Suspend a tenant: its traffic gets 403 until resumed. Its data is kept.
 #[utoipa::path(post, path = "/v1/tenants/{id}/suspend", security(("admin_token" = [])), responses((status = 200, body = Tenant), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn suspend_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn suspend_tenant(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     set_status(&node, &id, "suspended", "tenant.suspend").await
 }
 
 /// Resume a suspended tenant.
 #[utoipa::path(post, path = "/v1/tenants/{id}/resume", security(("admin_token" = [])), responses((status = 200, body = Tenant), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn resume_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn resume_tenant(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     set_status(&node, &id, "active", "tenant.resume").await
 }
 
 /// Delete a tenant and revoke its keys. (Its data files are kept for the retention
 /// period; removing them is an operator action.)
 #[utoipa::path(delete, path = "/v1/tenants/{id}", security(("admin_token" = [])), responses((status = 204), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn delete_tenant(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn delete_tenant(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let before = known_tenant(&node, &id)?;
     node.control.delete_tenant(&id).await?;
     node.keys.remove_tenant(&id);
@@ -211,8 +195,7 @@ pub struct KeyCreated {
 
 /// Issue another API key for a tenant.
 #[utoipa::path(post, path = "/v1/tenants/{id}/keys", security(("admin_token" = [])), responses((status = 201, body = KeyCreated), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn create_key(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn create_key(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     known_tenant(&node, &id)?;
     let (api_key, key_id) = issue_key(&node, &id).await?;
     let mut ev = node.event("admin", Some(&id), "tenant.key.create", &id, Outcome::ok(Some(201)));
@@ -238,11 +221,10 @@ pub struct SecretVersion {
 #[utoipa::path(put, path = "/v1/tenants/{id}/secrets/{name}", request_body = PutSecret, security(("admin_token" = [])), responses((status = 200, body = SecretVersion), (status = 404, body = crate::error::ErrorResponse)))]
 pub async fn put_secret(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
+   
     Path((id, name)): Path<(String, String)>,
     JsonBody(req): JsonBody<PutSecret>,
 ) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
     let tenant = known_tenant(&node, &id)?;
     let ports = node.bindings.ports(&id, tenant.mode).await?;
     let version = ports.secrets.put(&tenant_id(&id)?, &name, SecretValue::new(req.value.into_bytes())).await?;
@@ -260,8 +242,7 @@ pub struct SecretList {
 
 /// List a tenant's secrets (names and versions, never values).
 #[utoipa::path(get, path = "/v1/tenants/{id}/secrets", security(("admin_token" = [])), responses((status = 200, body = SecretList)))]
-pub async fn list_secrets(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn list_secrets(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let tenant = known_tenant(&node, &id)?;
     let ports = node.bindings.ports(&id, tenant.mode).await?;
     let items = ports.secrets.list(&tenant_id(&id)?).await?.into_iter().map(|s| SecretVersion { name: s.name, version: s.version }).collect();
@@ -295,11 +276,10 @@ fn check_capability_name(name: &str, version: &str) -> Result<(), ApiError> {
     responses((status = 201, body = CapabilityVersion), (status = 200, body = CapabilityVersion), (status = 400, body = crate::error::ErrorResponse), (status = 409, body = crate::error::ErrorResponse)))]
 pub async fn push_capability(
     State(node): State<Arc<Node>>,
-    headers: HeaderMap,
+   
     Query(params): Query<PushParams>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
     check_capability_name(&params.name, &params.version)?;
     let label = format!("{}@{}", params.name, params.version);
     let digest = runplane_cjson::sha256_hex(&body);
@@ -349,8 +329,7 @@ pub struct CapabilityList {
 
 /// List pushed capability versions.
 #[utoipa::path(get, path = "/v1/capabilities", params(PageParams), security(("admin_token" = [])), responses((status = 200, body = CapabilityList)))]
-pub async fn list_capabilities(State(node): State<Arc<Node>>, headers: HeaderMap, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn list_capabilities(State(node): State<Arc<Node>>, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
     let mut all = node.control.capabilities().await?;
     all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     let (items, next_cursor) = paginate(all, |c| format!("{}@{}", c.name, c.version), &page);
@@ -368,13 +347,14 @@ pub struct Deploy {
     pub allow_hosts: Vec<String>,
     #[serde(default)]
     pub subscriptions: Vec<String>,
+    /// A feature flag gating the route: tenants for whom it is off get 403.
+    pub flag: Option<String>,
 }
 
 /// Deploy a capability version to a route (replacing what was there).
 #[utoipa::path(post, path = "/v1/deployments", request_body = Deploy, security(("admin_token" = [])),
     responses((status = 201, body = Deployment), (status = 400, body = crate::error::ErrorResponse), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn deploy(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(req): JsonBody<Deploy>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn deploy(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<Deploy>) -> Result<Response, ApiError> {
     check_capability_name(&req.capability, &req.version)?;
     let route = req.route.clone().unwrap_or_else(|| req.capability.clone());
     check_capability_name(&route, "x").map_err(|_| ApiError::bad_request("invalid_route", format!("route {route:?} must be 1-64 characters of a-z, 0-9 and '-'")))?;
@@ -389,8 +369,21 @@ pub async fn deploy(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(
     let cap = node.control.capability(&req.capability, &req.version).await?.ok_or_else(|| {
         ApiError::not_found(format!("{}@{} has not been pushed; push it with POST /v1/capabilities first", req.capability, req.version))
     })?;
+    let env = node.config.environment.clone();
+    if node.controlplane.environment(&env).is_some_and(|e| e.policies.require_promotion)
+        && node.controlplane.release(&env, &cap.name, &cap.version).is_none()
+    {
+        return Err(ApiError::conflict(format!(
+            "environment {env} requires promotion: {}@{} has not been promoted into it; promote it with POST /v1/environments/{env}/promote",
+            cap.name, cap.version
+        )));
+    }
+    if let Some(f) = &req.flag {
+        runplane_policy::flags::validate_feature_id(f).map_err(|e| ApiError::bad_request("invalid_flag", e.to_string()))?;
+    }
     let before = node.deployment(&route).map(|d| d.deployment.clone());
     let d = Deployment {
+        flag: req.flag,
         route: route.clone(),
         capability: cap.name,
         version: cap.version,
@@ -401,6 +394,18 @@ pub async fn deploy(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(
     };
     node.activate(d.clone()).await?;
     node.control.upsert_deployment(&d).await?;
+    if node.controlplane.release(&env, &d.capability, &d.version).is_none() {
+        let release = crate::controlplane::Release {
+            environment: env.clone(),
+            capability: d.capability.clone(),
+            version: d.version.clone(),
+            digest: d.digest.clone(),
+            promoted_from: None,
+            at: d.created_at.clone(),
+            actor: "deploy".into(),
+        };
+        node.controlplane.record_release(release, &d.created_at).await?;
+    }
     let mut ev = node.event("admin", None, "deployment.create", &route, Outcome::ok(Some(201)));
     ev.capability_digest = Some(d.digest.clone());
     ev.details.insert("before".into(), serde_json::to_value(&before).unwrap_or_default());
@@ -417,16 +422,14 @@ pub struct DeploymentList {
 
 /// List deployments.
 #[utoipa::path(get, path = "/v1/deployments", params(PageParams), security(("admin_token" = [])), responses((status = 200, body = DeploymentList)))]
-pub async fn list_deployments(State(node): State<Arc<Node>>, headers: HeaderMap, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn list_deployments(State(node): State<Arc<Node>>, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
     let (items, next_cursor) = paginate(node.control.deployments().await?, |d| d.route.clone(), &page);
     Ok(versioned(DeploymentList { items, next_cursor }).into_response())
 }
 
 /// Take a route out of service.
 #[utoipa::path(delete, path = "/v1/deployments/{route}", security(("admin_token" = [])), responses((status = 204), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn undeploy(State(node): State<Arc<Node>>, headers: HeaderMap, Path(route): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn undeploy(State(node): State<Arc<Node>>, Path(route): Path<String>) -> Result<Response, ApiError> {
     if !node.control.delete_deployment(&route).await? {
         return Err(ApiError::not_found(format!("nothing is deployed on route {route}")));
     }
@@ -455,8 +458,7 @@ pub struct AuditLogList {
 
 /// List audit logs and their sizes.
 #[utoipa::path(get, path = "/v1/audit/logs", security(("admin_token" = [])), responses((status = 200, body = AuditLogList)))]
-pub async fn audit_logs(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn audit_logs(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     let refused = node.audit.refused();
     let items = node
         .audit
@@ -487,8 +489,7 @@ pub struct AuditEventPage {
 
 /// Read a log's events in order.
 #[utoipa::path(get, path = "/v1/audit/events", params(EventsParams), security(("admin_token" = [])), responses((status = 200, body = AuditEventPage), (status = 400, body = crate::error::ErrorResponse)))]
-pub async fn audit_events(State(node): State<Arc<Node>>, headers: HeaderMap, Query(p): Query<EventsParams>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn audit_events(State(node): State<Arc<Node>>, Query(p): Query<EventsParams>) -> Result<Response, ApiError> {
     let log = parse_log(&p.log)?;
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let from = p.cursor.unwrap_or(0);
@@ -511,8 +512,7 @@ pub struct AuditKey {
 
 /// The instance's public audit key (pin it to verify exports offline).
 #[utoipa::path(get, path = "/v1/audit/key", security(("admin_token" = [])), responses((status = 200, body = AuditKey)))]
-pub async fn audit_key(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn audit_key(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     let v = node.audit.verifier();
     Ok(versioned(AuditKey { verifier_key: v.key_string(), key_name: v.name().to_owned() }).into_response())
 }
@@ -535,8 +535,7 @@ impl From<runplane_audit::SignedCheckpoint> for CheckpointInfo {
 
 /// The latest signed checkpoint of a log (signed now if the log grew since the last).
 #[utoipa::path(get, path = "/v1/audit/logs/{log}/checkpoint", params(("log" = String, Path, description = "`admin` or `tenant:<id>`")), security(("admin_token" = [])), responses((status = 200, body = CheckpointInfo), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn audit_checkpoint(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn audit_checkpoint(State(node): State<Arc<Node>>, Path(log): Path<String>) -> Result<Response, ApiError> {
     let cp = node.audit.checkpoint(&parse_log(&log)?).await?;
     Ok(versioned(CheckpointInfo::from(cp)).into_response())
 }
@@ -548,8 +547,7 @@ pub struct CheckpointList {
 
 /// Every checkpoint signed for a log, oldest first.
 #[utoipa::path(get, path = "/v1/audit/logs/{log}/checkpoints", params(("log" = String, Path, description = "`admin` or `tenant:<id>`")), security(("admin_token" = [])), responses((status = 200, body = CheckpointList)))]
-pub async fn audit_checkpoints(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn audit_checkpoints(State(node): State<Arc<Node>>, Path(log): Path<String>) -> Result<Response, ApiError> {
     let items = node.audit.checkpoints(&parse_log(&log)?).await?.into_iter().map(CheckpointInfo::from).collect();
     Ok(versioned(CheckpointList { items }).into_response())
 }
@@ -579,8 +577,7 @@ pub struct AuditEntryPage {
 
 /// A log's entries as stored (the exact leaf bytes), for export and verification.
 #[utoipa::path(get, path = "/v1/audit/logs/{log}/entries", params(("log" = String, Path, description = "`admin` or `tenant:<id>`"), EntriesParams), security(("admin_token" = [])), responses((status = 200, body = AuditEntryPage)))]
-pub async fn audit_entries(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>, Query(p): Query<EntriesParams>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn audit_entries(State(node): State<Arc<Node>>, Path(log): Path<String>, Query(p): Query<EntriesParams>) -> Result<Response, ApiError> {
     let log = parse_log(&log)?;
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let from = p.cursor.unwrap_or(0);
@@ -612,8 +609,7 @@ pub struct InclusionProof {
 
 /// An RFC 9162 inclusion proof of one entry.
 #[utoipa::path(get, path = "/v1/audit/logs/{log}/proof/inclusion", params(("log" = String, Path, description = "`admin` or `tenant:<id>`"), InclusionParams), security(("admin_token" = [])), responses((status = 200, body = InclusionProof), (status = 400, body = crate::error::ErrorResponse)))]
-pub async fn audit_inclusion(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>, Query(p): Query<InclusionParams>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn audit_inclusion(State(node): State<Arc<Node>>, Path(log): Path<String>, Query(p): Query<InclusionParams>) -> Result<Response, ApiError> {
     let log = parse_log(&log)?;
     let size = match p.size {
         Some(s) => s,
@@ -647,8 +643,7 @@ pub struct ConsistencyProof {
 
 /// An RFC 9162 consistency proof between two sizes of a log.
 #[utoipa::path(get, path = "/v1/audit/logs/{log}/proof/consistency", params(("log" = String, Path, description = "`admin` or `tenant:<id>`"), ConsistencyParams), security(("admin_token" = [])), responses((status = 200, body = ConsistencyProof), (status = 400, body = crate::error::ErrorResponse)))]
-pub async fn audit_consistency(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>, Query(p): Query<ConsistencyParams>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn audit_consistency(State(node): State<Arc<Node>>, Path(log): Path<String>, Query(p): Query<ConsistencyParams>) -> Result<Response, ApiError> {
     let log = parse_log(&log)?;
     let second = match p.second {
         Some(s) => s,
@@ -671,8 +666,7 @@ pub async fn audit_consistency(State(node): State<Arc<Node>>, headers: HeaderMap
 /// request, every port call served from its journal. Reports "identical" (response
 /// bytes and audit leaf) or the first port call that diverged. Audited.
 #[utoipa::path(post, path = "/v1/replay/{invocation_id}", params(("invocation_id" = String, Path, description = "from the x-runplane-invocation-id response header or the audit event")), security(("admin_token" = [])), responses((status = 200, body = crate::replay::ReplayReport), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn replay_invocation(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn replay_invocation(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let result = crate::replay::replay(&node, &id).await;
     let outcome = match &result {
         Ok(r) if r.identical => Outcome::ok(Some(200)),
@@ -691,8 +685,7 @@ pub async fn replay_invocation(State(node): State<Arc<Node>>, headers: HeaderMap
 /// Replay a whole log: recompute its root from the stored events and compare it with
 /// the stored root. Audited.
 #[utoipa::path(post, path = "/v1/audit/logs/{log}/replay", params(("log" = String, Path, description = "`admin` or `tenant:<id>`")), security(("admin_token" = [])), responses((status = 200, body = crate::replay::LogReplayReport)))]
-pub async fn replay_log(State(node): State<Arc<Node>>, headers: HeaderMap, Path(log): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn replay_log(State(node): State<Arc<Node>>, Path(log): Path<String>) -> Result<Response, ApiError> {
     let log = parse_log(&log)?;
     let report = crate::replay::replay_log(&node, &log).await?;
     let outcome = if report.identical { Outcome::ok(Some(200)) } else { Outcome::error("root_mismatch", Some(200)) };

@@ -84,7 +84,7 @@ pub(crate) fn new_context(node: &Node, tenant: &TenantId, agent_id: &str, sessio
 }
 
 async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) -> Result<Response, ApiError> {
-    let (owner, tenant) = serving_tenant(node, req.headers())?;
+    let (owner, tenant) = node.check_tenant_request(bearer(req.headers())?, route)?;
     let deployment = node
         .deployment(route)
         .ok_or_else(|| ApiError::not_found(format!("no capability is deployed on route {route}")))?;
@@ -126,6 +126,7 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
 
     let (admitted, _pass) = admit(node, &tenant).await?;
     let ports = tenant_ports(node, &tenant).await?;
+    let config_version = ports.config.version();
     node.metrics.in_flight.inc();
     let started = Instant::now();
     let journal = Journal::record();
@@ -148,6 +149,7 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
         Outcome::ok(None),
     );
     event.context = Some((*context).clone());
+    event.config_version = Some(config_version);
     event.request_digest = Some(request_digest);
     event.capability_digest = Some(cap.digest.clone());
     event.details.insert("method".into(), parts.method.as_str().into());
@@ -201,13 +203,48 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
     out.body(Body::from(resp.body)).map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "invalid_response", format!("the capability's response could not be sent: {e}")))
 }
 
-/// The tenant a request's key belongs to, if that tenant may be served now (active and
+/// What every tenant request passes after its credential (spec §7.3, §7.5), in this
+/// order: the route is not paused (503), the tenant is entitled to the capability's
+/// domain (403 `not_entitled`), and the route's feature flag is on for the tenant (403
+/// `flag_disabled`). All in memory: a few map reads.
+pub(crate) fn check_request(node: &Node, tenant: &Tenant, route: &str, d: &crate::control::Deployment) -> Result<(), ApiError> {
+    if node.controlplane.is_paused(route) {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "paused", format!("route {route} is paused by an operator; retry later")));
+    }
+    node.controlplane.check_entitled(&tenant.id, &d.capability)?;
+    if let Some(flag) = &d.flag {
+        let e = node.controlplane.flag_enabled(flag, &tenant.id, tier_of(tenant), node.now_secs());
+        if !e.enabled {
+            return Err(ApiError::forbidden_code(
+                "flag_disabled",
+                format!("route {route} is behind feature flag {flag}, which is off for tenant {} ({}); ask your administrator to enable it", tenant.id, e.reason.as_str()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The tenant a request's credential belongs to — a tenant API key, or a capability
+/// token allowing `operation` — if that tenant may be served now (active and
 /// provisioned). The tenant comes from the credential only.
-pub(crate) fn serving_tenant(node: &Node, headers: &axum::http::HeaderMap) -> Result<(crate::auth::KeyOwner, Tenant), ApiError> {
-    let owner = node
-        .keys
-        .lookup(bearer(headers)?)
-        .ok_or_else(|| ApiError::unauthorized("the API key is not valid; ask your administrator for a tenant key"))?;
+pub(crate) fn serving_tenant(node: &Node, headers: &axum::http::HeaderMap, operation: &str, route: Option<&str>) -> Result<(crate::auth::KeyOwner, Tenant), ApiError> {
+    serving_tenant_of(node, bearer(headers)?, operation, route)
+}
+
+impl Node {
+    /// Everything a tenant request to `route` passes before admission: the credential
+    /// (API key, or tenant token with every attenuation checked), the tenant's state,
+    /// then [`check_request`]. Public so the policy bench measures exactly this path.
+    pub fn check_tenant_request(&self, credential: &str, route: &str) -> Result<(crate::auth::KeyOwner, Tenant), ApiError> {
+        let (owner, tenant) = serving_tenant_of(self, credential, "invoke", Some(route))?;
+        let deployment = self.deployment(route).ok_or_else(|| ApiError::not_found(format!("no capability is deployed on route {route}")))?;
+        check_request(self, &tenant, route, &deployment.deployment)?;
+        Ok((owner, tenant))
+    }
+}
+
+fn serving_tenant_of(node: &Node, credential: &str, operation: &str, route: Option<&str>) -> Result<(crate::auth::KeyOwner, Tenant), ApiError> {
+    let owner = node.tenant_credential(credential, operation, route)?;
     let tenant = node
         .tenant(&owner.tenant)
         .ok_or_else(|| ApiError::unauthorized("the API key is not valid; ask your administrator for a tenant key"))?;
@@ -248,9 +285,11 @@ pub(crate) async fn admit(node: &Node, tenant: &Tenant) -> Result<(Admitted, Opt
     }
 }
 
-/// The tenant's ports for an invocation, with writes metered against its disk quota.
+/// The tenant's ports for an invocation: configuration frozen at the current snapshot
+/// (its version goes in the audit event), writes metered against the disk quota.
 pub(crate) async fn tenant_ports(node: &Node, tenant: &Tenant) -> Result<runplane_ports::PortSet, ApiError> {
-    let ports = node.bindings.ports(&tenant.id, tenant.mode).await?;
+    let mut ports = node.bindings.ports(&tenant.id, tenant.mode).await?;
+    ports.config = node.config_sets.snapshot();
     if !node.config.scheduler.enabled {
         return Ok(ports);
     }

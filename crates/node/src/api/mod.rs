@@ -2,8 +2,11 @@
 
 pub mod admin;
 pub mod apps;
+pub mod controlplane;
+pub mod gate;
 pub mod ops;
 pub mod tenancy;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -42,6 +45,31 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/tenants/{id}/suspend", post(admin::suspend_tenant))
         .route("/v1/tenants/{id}/resume", post(admin::resume_tenant))
         .route("/v1/tenants/{id}/keys", post(admin::create_key))
+        .route("/v1/tenants/{id}/drain", post(controlplane::drain_tenant))
+        .route("/v1/tenants/{id}/flags", get(controlplane::list_tenant_flags))
+        .route("/v1/tenants/{id}/flags/{feature}", put(controlplane::put_tenant_flag).delete(controlplane::delete_tenant_flag))
+        .route("/v1/tenants/{id}/domains", get(controlplane::list_tenant_domains))
+        .route("/v1/tenants/{id}/domains/{domain}", post(controlplane::activate_domain).delete(controlplane::deactivate_domain))
+        .route("/v1/tenants/{id}/tokens", post(tokens::mint_tenant_token))
+        .route("/v1/tokens", post(tokens::mint_token))
+        .route("/v1/tokens/exchange", post(tokens::exchange))
+        .route("/v1/tokens/revoke", post(tokens::revoke))
+        .route("/v1/tokens/revoked", get(tokens::list_revoked))
+        .route("/v1/flags", get(controlplane::list_flags))
+        .route("/v1/flags/{feature}", put(controlplane::put_flag).delete(controlplane::delete_flag))
+        .route("/v1/domains", get(controlplane::list_domains))
+        .route("/v1/domains/{domain}", put(controlplane::put_domain))
+        .route("/v1/config", get(controlplane::get_config))
+        .route("/v1/config/versions", get(controlplane::config_versions))
+        .route("/v1/config/sets/{scope}", put(controlplane::set_config))
+        .route("/v1/config/sets/{scope}/rollback", post(controlplane::rollback_config))
+        .route("/v1/environments", get(controlplane::list_environments))
+        .route("/v1/environments/{name}", put(controlplane::put_environment))
+        .route("/v1/environments/{name}/promote", post(controlplane::promote))
+        .route("/v1/deployments/{route}/pause", post(controlplane::pause_deployment))
+        .route("/v1/deployments/{route}/resume", post(controlplane::resume_deployment))
+        .route("/v1/secrets/kek/rotate", post(controlplane::rotate_kek))
+        .route("/v1/admin-events", get(controlplane::admin_events))
         .route("/v1/tenants/{id}/quota", get(tenancy::get_quota).put(tenancy::set_quota))
         .route("/v1/scheduler/plan", post(tenancy::plan))
         .route("/v1/contracts", post(tenancy::register_contract))
@@ -68,6 +96,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/apps/{route}", any(apps::serve_root))
         .route("/apps/{route}/", any(apps::serve_root))
         .route("/apps/{route}/{*rest}", any(apps::serve))
+        .route_layer(axum::middleware::from_fn_with_state(node.clone(), gate::admin_gate))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(node)

@@ -54,7 +54,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
 /// The OpenAPI document, generated from the handlers' annotations.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Runplane node API", version = "1.0", description = "Admin API (Bearer admin token) and tenant traffic (Bearer tenant API key). Every JSON response carries protocol_version."),
+    info(title = "Runplane node API", version = "1.0", description = "Admin API and tenant traffic, both with `Authorization: Bearer <credential>`: a capability token (Biscuit) whose role allows the operation, the instance's root admin token, or (for tenant traffic and token exchange) a tenant API key. Every JSON response carries protocol_version."),
     paths(
         healthz, metrics, openapi,
         crate::api::admin::create_tenant, crate::api::admin::list_tenants, crate::api::admin::get_tenant, crate::api::admin::provision_tenant,
@@ -69,6 +69,16 @@ pub async fn not_found(uri: Uri) -> ApiError {
         crate::api::tenancy::get_quota, crate::api::tenancy::set_quota, crate::api::tenancy::plan,
         crate::api::tenancy::register_contract, crate::api::tenancy::get_contract, crate::api::tenancy::execute_contract,
         crate::api::apps::serve,
+        crate::api::controlplane::get_config, crate::api::controlplane::config_versions, crate::api::controlplane::set_config,
+        crate::api::controlplane::rollback_config, crate::api::controlplane::list_flags, crate::api::controlplane::list_tenant_flags,
+        crate::api::controlplane::put_flag, crate::api::controlplane::put_tenant_flag, crate::api::controlplane::delete_flag,
+        crate::api::controlplane::delete_tenant_flag, crate::api::controlplane::list_domains, crate::api::controlplane::put_domain,
+        crate::api::controlplane::list_tenant_domains, crate::api::controlplane::activate_domain, crate::api::controlplane::deactivate_domain,
+        crate::api::controlplane::list_environments, crate::api::controlplane::put_environment, crate::api::controlplane::promote,
+        crate::api::controlplane::pause_deployment, crate::api::controlplane::resume_deployment, crate::api::controlplane::drain_tenant,
+        crate::api::controlplane::rotate_kek, crate::api::controlplane::admin_events,
+        crate::api::tokens::mint_token, crate::api::tokens::mint_tenant_token, crate::api::tokens::exchange,
+        crate::api::tokens::revoke, crate::api::tokens::list_revoked,
     ),
     components(schemas(crate::error::ErrorResponse, crate::error::ErrorBody)),
     modifiers(&BearerAuth),

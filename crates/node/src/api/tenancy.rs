@@ -16,7 +16,7 @@ use runplane_tenancy::{ExecutionQuota, RuntimeContract, Schedule, TenantTasks, V
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::admin::{known_tenant, require_admin};
+use crate::api::admin::known_tenant;
 use crate::api::apps::{admit, new_context, quota_error, serving_tenant, tenant_ports};
 use crate::api::{JsonBody, versioned};
 use crate::error::{ApiError, invoke_error};
@@ -70,8 +70,7 @@ fn quota_view(node: &Node, tenant: &crate::control::Tenant) -> QuotaView {
 /// Show a tenant's quota and usage.
 #[utoipa::path(get, path = "/v1/tenants/{id}/quota", security(("admin_token" = [])),
     responses((status = 200, body = QuotaView), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn get_quota(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn get_quota(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let tenant = known_tenant(&node, &id)?;
     Ok(versioned(quota_view(&node, &tenant)).into_response())
 }
@@ -87,8 +86,7 @@ pub struct SetQuota {
 /// Set a tenant's quota; it applies from the next invocation. Audited with before/after.
 #[utoipa::path(put, path = "/v1/tenants/{id}/quota", request_body = SetQuota, security(("admin_token" = [])),
     responses((status = 200, body = QuotaView), (status = 400, body = crate::error::ErrorResponse), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn set_quota(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>, JsonBody(req): JsonBody<SetQuota>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn set_quota(State(node): State<Arc<Node>>, Path(id): Path<String>, JsonBody(req): JsonBody<SetQuota>) -> Result<Response, ApiError> {
     let tenant = known_tenant(&node, &id)?;
     req.quota.validate().map_err(|e| ApiError::bad_request("invalid_quota", e.to_string()))?;
     let tier = tier_of(&tenant);
@@ -124,8 +122,7 @@ pub struct Plan {
 /// schedule and hash on every node with the same capacity).
 #[utoipa::path(post, path = "/v1/scheduler/plan", request_body = PlanRequest, security(("admin_token" = [])),
     responses((status = 200, body = Plan), (status = 400, body = crate::error::ErrorResponse)))]
-pub async fn plan(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(req): JsonBody<PlanRequest>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn plan(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<PlanRequest>) -> Result<Response, ApiError> {
     let tasks: usize = req.sets.iter().map(|s| s.tasks.len()).sum();
     if tasks > 100_000 {
         return Err(ApiError::bad_request("plan_too_large", format!("{tasks} tasks; plan at most 100000 at once")));
@@ -219,8 +216,7 @@ async fn check_requirements(node: &Node, route: &str, contract: &RuntimeContract
 /// canonical content; a stated id that does not match is refused as a forgery.
 #[utoipa::path(post, path = "/v1/contracts", request_body = RegisterContract, security(("admin_token" = [])),
     responses((status = 201, body = ContractView), (status = 400, body = crate::error::ErrorResponse), (status = 409, body = crate::error::ErrorResponse)))]
-pub async fn register_contract(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(req): JsonBody<RegisterContract>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn register_contract(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<RegisterContract>) -> Result<Response, ApiError> {
     let validated = req.contract.validate().map_err(contract_error)?;
     check_requirements(&node, &req.route, &validated.contract).await?;
     let json = runplane_cjson::from_serialize(&validated.contract).map_err(|e| ApiError::bad_request("invalid_contract", e.to_string()))?;
@@ -236,8 +232,7 @@ pub async fn register_contract(State(node): State<Arc<Node>>, headers: HeaderMap
 /// Show a registered contract.
 #[utoipa::path(get, path = "/v1/contracts/{id}", security(("admin_token" = [])),
     responses((status = 200, body = ContractView), (status = 404, body = crate::error::ErrorResponse)))]
-pub async fn get_contract(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    require_admin(&node, &headers)?;
+pub async fn get_contract(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (route, c) = node.contract(&id)?;
     Ok(versioned(ContractView { contract_id: c.id.clone(), route, contract: c.contract.clone() }).into_response())
 }
@@ -256,8 +251,8 @@ pub struct ContractResult {
     responses((status = 200, body = ContractResult), (status = 409, body = crate::error::ErrorResponse),
         (status = 422, body = crate::error::ErrorResponse), (status = 502, body = crate::error::ErrorResponse)))]
 pub async fn execute_contract(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>, JsonBody(input): JsonBody<serde_json::Value>) -> Result<Response, ApiError> {
-    let (owner, tenant) = serving_tenant(&node, &headers)?;
     let (route, contract) = node.contract(&id)?;
+    let (owner, tenant) = serving_tenant(&node, &headers, "contract.execute", Some(&route))?;
     // Before running: the contract is still what its id says, its requirements hold
     // for what is deployed now, and the input matches.
     let recomputed = contract.contract.computed_id().map_err(contract_error)?;
@@ -267,6 +262,7 @@ pub async fn execute_contract(State(node): State<Arc<Node>>, headers: HeaderMap,
     check_requirements(&node, &route, &contract.contract).await?;
     contract.check_input(&input).map_err(contract_error)?;
     let deployment = node.deployment(&route).ok_or_else(|| ApiError::not_found(format!("no capability is deployed on route {route}")))?;
+    crate::api::apps::check_request(&node, &tenant, &route, &deployment.deployment)?;
     node.audit.writable(&LogId::tenant(&tenant.id))?;
 
     let (admitted, _pass) = admit(&node, &tenant).await?;

@@ -235,7 +235,7 @@ async fn cpu_and_memory_quotas_are_enforced_per_tenant() {
 
     // Changing a quota is an admin action with before and after.
     let admin = outcomes(&node, "admin").await;
-    assert_eq!(admin.iter().filter(|(a, _, _)| a == "tenant.quota.set").count(), 2);
+    assert_eq!(admin.iter().filter(|(a, _, _)| a == "quota.set").count(), 2);
     let (s, body) = node.admin(Method::PUT, "/v1/tenants/cpu/quota", Some(json!({"quota": {"max_cpu_seconds": 1}}))).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "a partial quota is refused: {body}");
     let mut bad = quota_view(&node, "cpu").await["quota"].clone();
@@ -243,7 +243,7 @@ async fn cpu_and_memory_quotas_are_enforced_per_tenant() {
     let (s, body) = node.admin(Method::PUT, "/v1/tenants/cpu/quota", Some(json!({"quota": bad}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     let (s, _) = node.http.put(node.url("/v1/tenants/cpu/quota")).bearer_auth(&cpu).json(&json!({"quota": bad})).send().await.map(|r| (r.status(), ())).expect("send");
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "a tenant key cannot change quotas");
+    assert_eq!(s, StatusCode::FORBIDDEN, "a tenant key cannot change quotas (and the attempt is audited)");
 }
 
 #[tokio::test]

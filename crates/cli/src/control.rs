@@ -1,0 +1,273 @@
+//! Control-plane subcommands (spec §7): config sets, flags, domains, tokens,
+//! environments, operator actions. Thin clients of the admin API, except token
+//! attenuation, which needs no node: a holder narrows its own token offline.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::admin::{Client, print};
+
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Show every scope's current set and the config version.
+    Show,
+    /// The revision history (of one scope with --scope).
+    History {
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Replace a scope's set (`environment:<env>`, `capability:<name>`,
+    /// `tenant:<tenant>:<name>`) with KEY=VALUE pairs.
+    Set {
+        scope: String,
+        /// KEY=VALUE (repeatable); the whole new set.
+        values: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Make an older revision of a scope current again (as a new revision).
+    Rollback {
+        scope: String,
+        to_version: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FlagCmd {
+    /// Instance flags, or a tenant's with --tenant.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Create or change a flag (toggle with --enabled true|false).
+    Set {
+        feature: String,
+        #[arg(long)]
+        enabled: bool,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// 0-100: the share of tenants it is on for.
+        #[arg(long)]
+        percent: Option<u32>,
+        /// Minimum tier (free, pro, enterprise).
+        #[arg(long)]
+        tier: Option<String>,
+        /// RFC 3339 UTC instant before which it is off.
+        #[arg(long)]
+        activation_date: Option<String>,
+    },
+    Delete {
+        feature: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DomainCmd {
+    /// The registry.
+    List,
+    /// Register a domain from a JSON file (`CapabilityDomain`).
+    Register { file: std::path::PathBuf },
+    /// A tenant's active domains and its tier's limit.
+    Show { tenant: String },
+    Activate { tenant: String, domain: String },
+    Deactivate { tenant: String, domain: String },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Mint a token: instance-wide roles, or with --tenant tenant-admin / tenant.
+    Mint {
+        role: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// Narrow a token offline (no node needed): the result can do only what both allow.
+    Attenuate {
+        token: String,
+        /// Operations it may still perform (repeatable), e.g. audit.read.
+        #[arg(long = "operation")]
+        operations: Vec<String>,
+        /// Routes it may still invoke (repeatable).
+        #[arg(long = "route")]
+        routes: Vec<String>,
+        /// Expire this many seconds from now.
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+    },
+    /// Revoke a token (or one revocation id): refused at once.
+    Revoke {
+        token_or_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List revoked token ids.
+    Revoked,
+}
+
+#[derive(Subcommand)]
+pub enum EnvCmd {
+    /// The registry, with releases.
+    List,
+    /// Create or change an environment from a JSON file.
+    Set { name: String, file: std::path::PathBuf },
+    /// Promote NAME@VERSION into an environment.
+    Promote {
+        environment: String,
+        capability: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OperateCmd {
+    Pause { route: String },
+    Resume { route: String },
+    /// Suspend a tenant and wait for its running invocations to finish.
+    Drain {
+        tenant: String,
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
+}
+
+pub async fn config(c: &Client, cmd: ConfigCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        ConfigCmd::Show => c.call(Method::GET, "/v1/config", None).await?,
+        ConfigCmd::History { scope } => {
+            let q = scope.map(|s| format!("?scope={s}")).unwrap_or_default();
+            c.call(Method::GET, &format!("/v1/config/versions{q}"), None).await?
+        }
+        ConfigCmd::Set { scope, values, reason } => {
+            let mut map = BTreeMap::new();
+            for kv in values {
+                let Some((k, v)) = kv.split_once('=') else { bail!("{kv:?} is not KEY=VALUE") };
+                map.insert(k.to_owned(), v.to_owned());
+            }
+            c.call(Method::PUT, &format!("/v1/config/sets/{scope}"), Some(json!({"values": map, "reason": reason}))).await?
+        }
+        ConfigCmd::Rollback { scope, to_version, reason } => {
+            c.call(Method::POST, &format!("/v1/config/sets/{scope}/rollback"), Some(json!({"to_version": to_version, "reason": reason}))).await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+fn flag_path(tenant: &Option<String>, feature: &str) -> String {
+    match tenant {
+        Some(t) => format!("/v1/tenants/{t}/flags/{feature}"),
+        None => format!("/v1/flags/{feature}"),
+    }
+}
+
+pub async fn flag(c: &Client, cmd: FlagCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        FlagCmd::List { tenant: Some(t) } => c.call(Method::GET, &format!("/v1/tenants/{t}/flags"), None).await?,
+        FlagCmd::List { tenant: None } => c.call(Method::GET, "/v1/flags", None).await?,
+        FlagCmd::Set { feature, enabled, tenant, percent, tier, activation_date } => {
+            let body = json!({"enabled": enabled, "rollout_percent": percent, "entitlement_tier": tier, "activation_date": activation_date});
+            c.call(Method::PUT, &flag_path(&tenant, &feature), Some(body)).await?
+        }
+        FlagCmd::Delete { feature, tenant } => c.call(Method::DELETE, &flag_path(&tenant, &feature), None).await?,
+    };
+    print(&v);
+    Ok(())
+}
+
+fn json_file(file: &std::path::Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))
+}
+
+pub async fn domain(c: &Client, cmd: DomainCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        DomainCmd::List => c.call(Method::GET, "/v1/domains", None).await?,
+        DomainCmd::Register { file } => {
+            let d = json_file(&file)?;
+            let id = d["domain_id"].as_str().with_context(|| format!("{} has no domain_id", file.display()))?.to_owned();
+            c.call(Method::PUT, &format!("/v1/domains/{id}"), Some(d)).await?
+        }
+        DomainCmd::Show { tenant } => c.call(Method::GET, &format!("/v1/tenants/{tenant}/domains"), None).await?,
+        DomainCmd::Activate { tenant, domain } => c.call(Method::POST, &format!("/v1/tenants/{tenant}/domains/{domain}"), None).await?,
+        DomainCmd::Deactivate { tenant, domain } => c.call(Method::DELETE, &format!("/v1/tenants/{tenant}/domains/{domain}"), None).await?,
+    };
+    print(&v);
+    Ok(())
+}
+
+pub async fn token(c: &Client, cmd: TokenCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        TokenCmd::Mint { role, subject, tenant, ttl_secs } => {
+            let path = tenant.map(|t| format!("/v1/tenants/{t}/tokens")).unwrap_or_else(|| "/v1/tokens".into());
+            c.call(Method::POST, &path, Some(json!({"role": role, "subject": subject, "ttl_secs": ttl_secs}))).await?
+        }
+        TokenCmd::Revoke { token_or_id, reason } => {
+            let body = if token_or_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                json!({"revocation_id": token_or_id, "reason": reason})
+            } else {
+                json!({"token": token_or_id, "reason": reason})
+            };
+            c.call(Method::POST, "/v1/tokens/revoke", Some(body)).await?
+        }
+        TokenCmd::Revoked => c.call(Method::GET, "/v1/tokens/revoked", None).await?,
+        TokenCmd::Attenuate { .. } => unreachable!("handled offline"),
+    };
+    print(&v);
+    Ok(())
+}
+
+/// Narrows a token offline and prints the new one.
+pub fn attenuate(token: &str, operations: Vec<String>, routes: Vec<String>, expires_in_secs: Option<u64>) -> anyhow::Result<()> {
+    if operations.is_empty() && routes.is_empty() && expires_in_secs.is_none() {
+        bail!("name at least one restriction: --operation, --route or --expires-in-secs");
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let restriction = runplane_policy::tokens::Restriction {
+        operations: (!operations.is_empty()).then_some(operations),
+        tenant: None,
+        routes: (!routes.is_empty()).then_some(routes),
+        expires_unix_secs: expires_in_secs.map(|s| now + s),
+    };
+    let narrowed = runplane_policy::tokens::attenuate(token, &restriction).context("the token cannot be attenuated")?;
+    println!("{narrowed}");
+    Ok(())
+}
+
+pub async fn env(c: &Client, cmd: EnvCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        EnvCmd::List => c.call(Method::GET, "/v1/environments", None).await?,
+        EnvCmd::Set { name, file } => c.call(Method::PUT, &format!("/v1/environments/{name}"), Some(json_file(&file)?)).await?,
+        EnvCmd::Promote { environment, capability, from, reason } => {
+            let Some((name, version)) = capability.split_once('@') else { bail!("{capability:?} is not NAME@VERSION") };
+            let body = json!({"capability": name, "version": version, "from": from, "reason": reason});
+            c.call(Method::POST, &format!("/v1/environments/{environment}/promote"), Some(body)).await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+pub async fn operate(c: &Client, cmd: OperateCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        OperateCmd::Pause { route } => c.call(Method::POST, &format!("/v1/deployments/{route}/pause"), None).await?,
+        OperateCmd::Resume { route } => c.call(Method::POST, &format!("/v1/deployments/{route}/resume"), None).await?,
+        OperateCmd::Drain { tenant, timeout_secs } => c.call(Method::POST, &format!("/v1/tenants/{tenant}/drain?timeout_secs={timeout_secs}"), None).await?,
+    };
+    print(&v);
+    Ok(())
+}
