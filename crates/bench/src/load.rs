@@ -69,7 +69,11 @@ pub async fn one_connection(addr: SocketAddr, path: &str, key: Option<&str>, dur
     let mut errors = 0;
     let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return (latencies, 1) };
     let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await else { return (latencies, 1) };
-    tokio::spawn(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            eprintln!("load: the connection ended: {e:?}");
+        }
+    });
     let end = Instant::now() + duration;
     while Instant::now() < end {
         let mut req = hyper::Request::builder().uri(path).header("host", addr.to_string());
@@ -77,6 +81,13 @@ pub async fn one_connection(addr: SocketAddr, path: &str, key: Option<&str>, dur
             req = req.header("authorization", format!("Bearer {k}"));
         }
         let Ok(req) = req.body(Empty::new()) else { break };
+        // A keep-alive connection takes the next request only once it has finished
+        // the previous exchange; sending earlier fails with "connection was not ready".
+        if let Err(e) = sender.ready().await {
+            eprintln!("load: the connection closed after {} requests: {e:?}", latencies.len());
+            errors += 1;
+            break;
+        }
         let started = Instant::now();
         match sender.send_request(req).await {
             Ok(resp) => {
@@ -88,7 +99,8 @@ pub async fn one_connection(addr: SocketAddr, path: &str, key: Option<&str>, dur
                     errors += 1;
                 }
             }
-            Err(_) => {
+            Err(e) => {
+                eprintln!("load: a request failed after {} on this connection: {e:?}", latencies.len());
                 errors += 1;
                 break;
             }

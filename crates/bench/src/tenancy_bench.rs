@@ -185,6 +185,12 @@ async fn paced(addr: SocketAddr, path: &str, key: &str, duration: Duration) -> P
             else {
                 break;
             };
+            // Wait until the keep-alive connection has finished the previous exchange.
+            if let Err(e) = sender.ready().await {
+                eprintln!("B's connection closed: {e:?}");
+                errors += 1;
+                break;
+            }
             let started = Instant::now();
             match sender.send_request(req).await {
                 Ok(resp) if resp.status().is_success() => {

@@ -105,9 +105,9 @@ impl Host {
         };
 
         let limits = self.config.clone();
-        // The guest and the collection of its response run concurrently in this task:
-        // no spawn, no cross-thread hand-off on the hot path.
-        let guest = async move {
+        // The guest runs on the sandbox runtime (its own threads), so the node's HTTP
+        // and audit work never queues behind wasm; the response is collected here.
+        let guest = self.sandbox.spawn(async move {
             let result = async {
                 store.data().io.cpu.acquire().await;
                 let instance = proxy.instantiate_async(&mut store).await?;
@@ -115,7 +115,7 @@ impl Host {
             }
             .await;
             (result, store)
-        };
+        });
         // The response head arrives through the outparam; the body streams while the
         // guest may still run, so collect it under the same deadline and size limit.
         let collect = async {
@@ -149,6 +149,7 @@ impl Host {
             loop {
                 tokio::select! {
                     g = &mut guest, if finished.is_none() => {
+                        let Some(g) = g else { break };
                         // A trapped guest never answers; its outparam lives on in the
                         // store, so stop waiting for a response.
                         let trapped = g.0.is_err();
@@ -244,11 +245,12 @@ impl Host {
     where
         T: Send + 'static,
         F: FnOnce(Store<InvocationState>) -> Fut,
-        Fut: Future<Output = (wasmtime::Result<T>, Store<InvocationState>)> + Send,
+        Fut: Future<Output = (wasmtime::Result<T>, Store<InvocationState>)> + Send + 'static,
     {
         let limits = self.config.clone();
-        match tokio::time::timeout(limits.deadline() + HOST_GRACE, f(store)).await {
-            Ok((result, store)) => {
+        match tokio::time::timeout(limits.deadline() + HOST_GRACE, self.sandbox.spawn(f(store))).await {
+            Ok(None) => (Err(InvokeError::Failed("the sandbox runtime stopped the invocation".into())), InvocationReport::default()),
+            Ok(Some((result, store))) => {
                 let report = report(&store);
                 match finish(&store) {
                     Some(v) => (Err(InvokeError::QuotaExceeded(v)), report),

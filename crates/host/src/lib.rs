@@ -55,7 +55,66 @@ pub struct Host {
     config: SandboxConfig,
     /// CPU turns: at most `cpu_slots` guests execute wasm at once, tenants by weight.
     cpu: runplane_tenancy::FairGate,
+    /// The threads guests run on (`cpu_slots` of them), apart from the node's.
+    sandbox: SandboxRuntime,
     _ticker: Arc<EpochTicker>,
+}
+
+/// A tokio runtime for guests only. The node's runtime serves HTTP, audit and
+/// admission; a CPU-bound guest there delays every request queued behind it on the
+/// same worker (the noisy-neighbour bench showed it), so guests get threads of their
+/// own, and the operating system shares the cores between the two.
+struct SandboxRuntime(Option<tokio::runtime::Runtime>);
+
+impl SandboxRuntime {
+    fn new(threads: usize) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("runplane-sandbox")
+            .enable_all()
+            .build()?;
+        Ok(SandboxRuntime(Some(rt)))
+    }
+
+    /// Runs `fut` on the sandbox runtime; dropping the returned future aborts it (a
+    /// guest past its deadline stops at its next epoch tick). `None` if the task was
+    /// cancelled or panicked.
+    fn spawn<F>(&self, fut: F) -> impl Future<Output = Option<F::Output>> + Send + 'static
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = self.0.as_ref().map(|rt| rt.spawn(fut));
+        let mut guard = AbortOnDrop(handle);
+        async move {
+            let out = match guard.0.as_mut() {
+                Some(h) => h.await.ok(),
+                None => None,
+            };
+            // Finished: nothing left to abort.
+            let _ = guard.0.take();
+            out
+        }
+    }
+}
+
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for SandboxRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another runtime's async context would panic.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Host {
@@ -68,7 +127,9 @@ impl Host {
         let ticker = Arc::new(EpochTicker::start(engine.clone()));
         let cache = cache::ComponentCache::new(cache_dir, &engine)?;
         let cpu = runplane_tenancy::FairGate::new(config.cpu_slots() as usize);
-        Ok(Host { engine, linker, cache, config, cpu, _ticker: ticker })
+        let sandbox = SandboxRuntime::new(config.cpu_slots() as usize)
+            .map_err(|e| HostError::Engine(wasmtime::Error::msg(format!("cannot start the sandbox runtime: {e}"))))?;
+        Ok(Host { engine, linker, cache, config, cpu, sandbox, _ticker: ticker })
     }
 
     /// The sandbox limits this host applies.

@@ -109,13 +109,16 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
     let cap = &active.capability;
     let trace = node.entropy.uuid().simple().to_string();
     let context = Arc::new(crate::api::apps::new_context(node, &tenant_id, "bus", None, trace, &cap.name, &cap.digest));
-    let ports = match node.bindings.ports(&tenant.id, tenant.mode).await {
+    let mut ports = match node.bindings.ports(&tenant.id, tenant.mode).await {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(tenant = %tenant.id, error = %e, "cannot deliver a message: the tenant's stores are unavailable");
             return;
         }
     };
+    // Configuration frozen for this delivery; its version goes in the audit event.
+    ports.config = node.config_sets.snapshot();
+    let config_version = ports.config.version();
     // A message waits for its tenant's turn like any invocation; a refusal (quota or
     // full queue, already audited) holds the subscription back rather than losing it.
     let (admitted, _pass) = loop {
@@ -151,6 +154,7 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
         .await;
     admitted.settle(report.fuel_consumed);
     let mut event = node.event("bus", Some(&tenant.id), "invoke.message", &active.deployment.route, Outcome::ok(None));
+    event.config_version = Some(config_version);
     event.context = Some((*context).clone());
     event.capability_digest = Some(cap.digest.clone());
     event.details.insert("topic".into(), delivery.topic.clone().into());

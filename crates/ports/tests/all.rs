@@ -13,8 +13,9 @@ const INFRASTRUCTURE: &[&str] = &[
     "wasmtime-wasi", "wasmtime-wasi-http", "tonic", "opentelemetry",
 ];
 
-#[test]
-fn ports_depend_on_no_infrastructure_crate() {
+/// Every path from `root` to a crate in `forbidden`, through normal (shipped)
+/// dependencies, by `cargo metadata` over the workspace.
+fn forbidden_paths(root: &str, forbidden: &[&str]) -> Vec<String> {
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--manifest-path"])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
@@ -35,11 +36,11 @@ fn ports_depend_on_no_infrastructure_crate() {
         .iter()
         .map(|n| (n["id"].as_str().unwrap(), n))
         .collect();
-    let root = names.iter().find(|(_, n)| **n == "runplane-ports").map(|(id, _)| *id).unwrap();
+    let root_id = names.iter().find(|(_, n)| **n == root).map(|(id, _)| *id).unwrap_or_else(|| panic!("{root} is not in the workspace"));
 
     // Walk normal (non-dev, non-build) dependencies only: that is what ships.
     let mut seen = BTreeSet::new();
-    let mut stack = vec![(root, vec!["runplane-ports".to_string()])];
+    let mut stack = vec![(root_id, vec![root.to_string()])];
     let mut violations = Vec::new();
     while let Some((id, path)) = stack.pop() {
         if !seen.insert(id) {
@@ -54,17 +55,35 @@ fn ports_depend_on_no_infrastructure_crate() {
             let name = names[dep_id];
             let mut p = path.clone();
             p.push(name.to_string());
-            if INFRASTRUCTURE.contains(&name) {
+            if forbidden.contains(&name) {
                 violations.push(p.join(" -> "));
             }
             stack.push((dep_id, p));
         }
     }
+    violations
+}
+
+#[test]
+fn ports_depend_on_no_infrastructure_crate() {
+    let violations = forbidden_paths("runplane-ports", INFRASTRUCTURE);
     assert!(
         violations.is_empty(),
         "runplane-ports must depend on no infrastructure crate, but reaches:\n  {}",
         violations.join("\n  ")
     );
+}
+
+/// The pure crates (decisions, canonical JSON, envelope crypto) reach no database,
+/// broker, HTTP stack or engine. `tokio` is allowed for them: the tenancy crate's
+/// gates use its synchronisation primitives (`tokio::sync`), never its I/O.
+#[test]
+fn pure_crates_depend_on_no_infrastructure_crate() {
+    let forbidden: Vec<&str> = INFRASTRUCTURE.iter().copied().filter(|c| *c != "tokio").collect();
+    for root in ["runplane-cjson", "runplane-tenancy", "runplane-policy", "runplane-secrets"] {
+        let violations = forbidden_paths(root, &forbidden);
+        assert!(violations.is_empty(), "{root} must stay pure, but reaches:\n  {}", violations.join("\n  "));
+    }
 }
 
 #[test]

@@ -272,6 +272,7 @@ pub async fn execute_contract(State(node): State<Arc<Node>>, headers: HeaderMap,
     context.execution_seed = contract.contract.execution_seed;
     let context = Arc::new(context);
     let ports = tenant_ports(&node, &tenant).await?;
+    let config_version = ports.config.version();
     let l = contract.contract.resource_limits;
     let limits = Limits {
         memory_bytes: admitted.limits.memory_bytes.map(|m| m.min(usize::try_from(l.max_memory_mb << 20).unwrap_or(usize::MAX))),
@@ -302,6 +303,7 @@ pub async fn execute_contract(State(node): State<Arc<Node>>, headers: HeaderMap,
     };
 
     let mut ev = node.event(&format!("tenant:{}/{}", tenant.id, owner.key_id), Some(&tenant.id), "invoke.contract", &contract.id, Outcome::ok(Some(200)));
+    ev.config_version = Some(config_version);
     ev.context = Some((*context).clone());
     ev.capability_digest = Some(cap.digest.clone());
     ev.request_digest = Some(format!("sha256:{}", runplane_cjson::sha256_hex(input_text.as_bytes())));
