@@ -10,7 +10,7 @@
 //!
 //! Usage: `cargo run --release -p runplane-bench --bin tenancy-bench -- [SECONDS] [FLOOD_CONNECTIONS] [BURN_ITERS]`
 //! Writes JSON to `target/bench/tenancy.json` (or `$BENCH_OUT`). For investigation:
-//! `BENCH_CPU_SLOTS` overrides `sandbox.cpu_slots`; `BENCH_GLOBAL_QUEUE_INTERVAL` and
+//! `BENCH_B_PATH` sends B elsewhere than `/apps/hello/`; `BENCH_CPU_SLOTS` overrides `sandbox.cpu_slots`; `BENCH_GLOBAL_QUEUE_INTERVAL` and
 //! `BENCH_EVENT_INTERVAL` tune the bench process's tokio runtime (node and load share it).
 
 #[path = "load.rs"]
@@ -60,7 +60,10 @@ async fn run() -> anyhow::Result<()> {
     load::request(node.addr, "GET", &burn_path, Some(&a), None).await?;
     let burn_ms = started.elapsed().as_secs_f64() * 1e3;
 
-    let alone = paced(node.addr, "/apps/hello/", &b, duration).await;
+    // `BENCH_B_PATH` points B elsewhere (e.g. `/healthz`, or a route with nothing
+    // deployed) to see which part of a request the flood slows.
+    let b_path = std::env::var("BENCH_B_PATH").unwrap_or_else(|_| "/apps/hello/".into());
+    let alone = paced(node.addr, &b_path, &b, duration).await;
     let flooders: Vec<_> = (0..flood)
         .map(|_| {
             let (path, key) = (burn_path.clone(), a.clone());
@@ -69,7 +72,7 @@ async fn run() -> anyhow::Result<()> {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let flooded = paced(node.addr, "/apps/hello/", &b, duration).await;
+    let flooded = paced(node.addr, &b_path, &b, duration).await;
     let (mut a_done, mut a_refused) = (0usize, 0u64);
     for f in flooders {
         let (l, e) = f.await?;
