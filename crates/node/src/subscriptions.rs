@@ -79,7 +79,15 @@ async fn listen(
     };
     while let Some(delivery) = sub.next().await {
         // Each message is handled by the deployment live at that moment.
-        let Some(active) = node.deployment(&route) else { break };
+        let Some(mut active) = node.deployment(&route) else { break };
+        // A paused route holds its messages (unacknowledged) until it is resumed.
+        while node.controlplane.is_paused(&route) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match node.deployment(&route) {
+                Some(a) => active = a,
+                None => return,
+            }
+        }
         deliver(&node, &active, &backend, delivery).await;
         // Handled (or refused and audited): not to be delivered again.
         if let Err(e) = sub.ack().await {
@@ -103,6 +111,15 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
     let Some(tenant) = node.tenant(delivery.tenant.as_str()) else { return };
     if tenant.status != "active" || tenant.provisioning != "ready" {
         tracing::info!(tenant = %tenant.id, topic = %delivery.topic, "dropping a message for a suspended or unprovisioned tenant");
+        return;
+    }
+    // Entitlement and the route's flag apply to messages as to requests: a refused
+    // delivery is audited in the tenant's log and not handled.
+    if let Err(e) = crate::api::apps::check_request(node, &tenant, &active.deployment.route, &active.deployment) {
+        let mut ev = node.event("bus", Some(&tenant.id), "invoke.message", &active.deployment.route, Outcome::denied(&e.code, Some(e.status.as_u16())));
+        ev.details.insert("topic".into(), delivery.topic.clone().into());
+        ev.details.insert("message".into(), e.message.clone().into());
+        let _ = node.append(runplane_audit::LogId::tenant(&tenant.id), ev).await;
         return;
     }
     let Ok(tenant_id) = TenantId::new(&tenant.id) else { return };
