@@ -468,3 +468,32 @@ async fn environments_promote_versions_and_operators_pause_and_drain() {
     let (s, _) = node.app(&acme, Method::GET, "/apps/hello/", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "a drained tenant is suspended");
 }
+
+/// A paused route holds its messages and handles them once resumed.
+#[tokio::test]
+async fn a_paused_subscriber_holds_its_messages_until_resumed() {
+    let node = TestNode::start(|_| {}).await;
+    let acme = node.tenant("acme", Mode::Shared).await;
+    let (s, _) = node.admin(Method::PUT, "/v1/tenants/acme/secrets/webhook-signing-key", Some(json!({"value": "k"}))).await;
+    assert_eq!(s, StatusCode::OK);
+    node.deploy("orders", runplane_examples::ORDERS, "orders", &[]).await;
+    node.deploy("orders", runplane_examples::ORDERS, "notify", &["order.created"]).await;
+    let (s, _) = node.admin(Method::POST, "/v1/deployments/notify/pause", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = node.app(&acme, Method::POST, "/apps/orders/orders", Some(json!({"item": "tea", "quantity": 1}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let notifications = || async { node.app(&acme, Method::GET, "/apps/orders/stats", None).await.1["notifications"].as_u64().unwrap_or(0) };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(notifications().await, 0, "held while paused");
+    let (s, _) = node.admin(Method::POST, "/v1/deployments/notify/resume", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut handled = 0;
+    for _ in 0..50 {
+        handled = notifications().await;
+        if handled == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(handled, 1, "delivered once resumed");
+}
