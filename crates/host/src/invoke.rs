@@ -71,6 +71,10 @@ impl Host {
             if std::time::Instant::now() >= deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
+            // Yield only a whole turn: a tick may come just after the turn began.
+            if !cpu.used(crate::EPOCH_TICK) {
+                return Ok(UpdateDeadline::Continue(1));
+            }
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(cpu.clone().yield_turn())))
         });
         store

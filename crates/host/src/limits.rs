@@ -73,11 +73,13 @@ pub(crate) struct CpuTurn {
     flow: Arc<str>,
     weight: u32,
     held: Arc<Mutex<Option<Pass>>>,
+    /// When the current turn began.
+    since: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl CpuTurn {
     pub(crate) fn new(gate: FairGate, flow: &str, weight: u32) -> Self {
-        CpuTurn { gate, flow: flow.into(), weight: weight.max(1), held: Arc::default() }
+        CpuTurn { gate, flow: flow.into(), weight: weight.max(1), held: Arc::default(), since: Arc::default() }
     }
 
     pub(crate) async fn acquire(&self) {
@@ -85,6 +87,14 @@ impl CpuTurn {
         // An unbounded queue never refuses.
         let pass = self.gate.enter(&self.flow, limits, 1).await.ok();
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = pass;
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// Whether the current turn has lasted `turn` already. A tick arrives at any phase
+    /// of a turn; a guest that got its turn just before one keeps it until it has had a
+    /// whole turn, so a short request is not sent back to the queue mid-way.
+    pub(crate) fn used(&self, turn: std::time::Duration) -> bool {
+        self.since.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|t| t.elapsed() >= turn)
     }
 
     pub(crate) fn release(&self) {
