@@ -41,15 +41,6 @@ pub fn domain_limit(tier: Tier) -> Option<usize> {
 
 /// A tier as users write it (`runplane_tenancy::Tier` has no `as_str`; this matches its
 /// serde names).
-fn tier_name(tier: Tier) -> &'static str {
-    match tier {
-        Tier::Free => "free",
-        Tier::Pro => "pro",
-        Tier::Enterprise => "enterprise",
-        Tier::Custom => "custom",
-    }
-}
-
 fn ident_ok(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
@@ -146,7 +137,7 @@ impl DomainRegistry {
         if let Some(limit) = domain_limit(tier)
             && active.len() >= limit
         {
-            return Err(PolicyError::DomainLimit { tier: tier_name(tier).to_owned(), limit });
+            return Err(PolicyError::DomainLimit { tier: tier.as_str().to_owned(), limit });
         }
         match d.dependencies.iter().find(|dep| !active.contains(*dep)) {
             Some(dep) => Err(PolicyError::InactiveDependency { domain: domain.to_owned(), dependency: dep.clone() }),

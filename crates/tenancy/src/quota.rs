@@ -54,6 +54,16 @@ impl Tier {
         }
     }
 
+    /// The name `parse` reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Pro => "pro",
+            Tier::Enterprise => "enterprise",
+            Tier::Custom => "custom",
+        }
+    }
+
     /// The share of the node a backlogged tenant of this tier receives, relative to
     /// other backlogged tenants.
     pub fn weight(self) -> u32 {

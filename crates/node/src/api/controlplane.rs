@@ -116,6 +116,8 @@ async fn store_config(node: &Node, scope: Scope, content: String, reason: Option
         restored_from,
     };
     row.version = node.control.insert_config_version(&row).await?;
+    // Re-read rather than append to `history`: a concurrent change may have taken a
+    // revision in between, and the snapshot must hold it too.
     node.config_sets.reload(&node.control.config_versions().await?)?;
     let parse = |c: &str| serde_json::from_str::<serde_json::Value>(c).unwrap_or_default();
     let (b, a) = (before.as_deref().map(parse), parse(&row.content));
