@@ -30,6 +30,16 @@ pub struct SandboxConfig {
     /// Guests executing wasm at once (0: one per available core). Others wait for a
     /// turn, shared between tenants by weight; a turn lasts one epoch tick.
     pub cpu_slots: u32,
+    /// Run a guest that has used a whole CPU turn (a CPU-bound one) under Linux
+    /// `SCHED_IDLE` for the rest of its invocation: then a node thread that wakes (a
+    /// request arrived, a commit returned) preempts it at once instead of waiting out
+    /// its time slice. Short guests keep the normal policy. Other platforms: ignored.
+    pub demote_cpu_bound: bool,
+    /// Keep each sandbox thread on one core (threads spread over the cores the process
+    /// may use). A guest's thread that a node thread preempts then waits only for that
+    /// thread, instead of moving to a core where another guest runs and waiting out
+    /// that guest's time slice.
+    pub pin_threads: bool,
 }
 
 impl Default for SandboxConfig {
@@ -46,6 +56,8 @@ impl Default for SandboxConfig {
             keep_resident_bytes: 8 << 20,
             port_timeout_ms: 3_000,
             cpu_slots: 0,
+            demote_cpu_bound: true,
+            pin_threads: true,
         }
     }
 }

@@ -54,7 +54,7 @@ pub struct HttpResponse {
 
 impl Host {
     fn new_store(&self, inv: Invocation) -> Store<InvocationState> {
-        let cpu = CpuTurn::new(self.cpu.clone(), inv.context.tenant.as_str(), inv.limits.weight);
+        let cpu = CpuTurn::new(self.cpu.clone(), inv.context.tenant.as_str(), inv.limits.weight, self.demote);
         let state = InvocationState::new(&self.config, inv.context, inv.ports, inv.allow, inv.journal, &inv.limits, cpu.clone());
         let meter = state.io.meter.clone();
         let fuel = state.fuel_budget;
@@ -111,9 +111,9 @@ impl Host {
         let limits = self.config.clone();
         // The guest runs on the sandbox runtime (its own threads), so the node's HTTP
         // and audit work never queues behind wasm; the response is collected here.
-        let guest = self.sandbox.spawn(async move {
+        let cpu = store.data().io.cpu.clone();
+        let guest = self.sandbox.spawn(&cpu, async move {
             let result = async {
-                store.data().io.cpu.acquire().await;
                 let instance = proxy.instantiate_async(&mut store).await?;
                 instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             }
@@ -201,7 +201,6 @@ impl Host {
         let store = self.new_store(inv);
         self.run_guest(store, move |mut store| async move {
             let result = async {
-                store.data().io.cpu.acquire().await;
                 let instance = pre.instantiate_async(&mut store).await?;
                 let guest = indices.load(&mut store, &instance)?;
                 guest.call_run(&mut store, &input).await
@@ -234,7 +233,6 @@ impl Host {
         let store = self.new_store(inv);
         self.run_guest(store, move |mut store| async move {
             let result = async {
-                store.data().io.cpu.acquire().await;
                 let instance = pre.instantiate_async(&mut store).await?;
                 let guest = indices.load(&mut store, &instance)?;
                 guest.call_on_message(&mut store, &topic, &payload, &headers).await
@@ -252,7 +250,8 @@ impl Host {
         Fut: Future<Output = (wasmtime::Result<T>, Store<InvocationState>)> + Send + 'static,
     {
         let limits = self.config.clone();
-        match tokio::time::timeout(limits.deadline() + HOST_GRACE, self.sandbox.spawn(f(store))).await {
+        let cpu = store.data().io.cpu.clone();
+        match tokio::time::timeout(limits.deadline() + HOST_GRACE, self.sandbox.spawn(&cpu, f(store))).await {
             Ok(None) => (Err(InvokeError::Failed("the sandbox runtime stopped the invocation".into())), InvocationReport::default()),
             Ok(Some((result, store))) => {
                 let report = report(&store);

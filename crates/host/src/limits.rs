@@ -2,6 +2,7 @@
 //! the node hands it down — and the two things enforcing it while the guest runs: the
 //! quota [`Meter`] and the invocation's [`CpuTurn`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,11 +76,25 @@ pub(crate) struct CpuTurn {
     held: Arc<Mutex<Option<Pass>>>,
     /// When the current turn began.
     since: Arc<Mutex<Option<std::time::Instant>>>,
+    /// Whether a CPU-bound guest is demoted below the node's threads
+    /// (`[sandbox] demote_cpu_bound`, where the platform allows it).
+    demote: bool,
+    /// Set once the guest has given a whole turn up at a tick: it is CPU-bound.
+    cpu_bound: Arc<AtomicBool>,
 }
 
 impl CpuTurn {
-    pub(crate) fn new(gate: FairGate, flow: &str, weight: u32) -> Self {
-        CpuTurn { gate, flow: flow.into(), weight: weight.max(1), held: Arc::default(), since: Arc::default() }
+    pub(crate) fn new(gate: FairGate, flow: &str, weight: u32, demote: bool) -> Self {
+        CpuTurn { gate, flow: flow.into(), weight: weight.max(1), held: Arc::default(), since: Arc::default(), demote, cpu_bound: Arc::default() }
+    }
+
+    /// Sets the calling sandbox thread's scheduling policy for this guest, which is
+    /// about to execute on it: below the node's threads once the guest proved
+    /// CPU-bound, normal before (threads run one guest after another).
+    pub(crate) fn on_sandbox_thread(&self) {
+        if self.demote {
+            crate::threads::set_idle(self.cpu_bound.load(Ordering::Relaxed));
+        }
     }
 
     pub(crate) async fn acquire(&self) {
@@ -108,6 +123,8 @@ impl CpuTurn {
         self.release();
         tokio::task::yield_now().await;
         self.acquire().await;
+        self.cpu_bound.store(true, Ordering::Relaxed);
+        self.on_sandbox_thread();
     }
 }
 

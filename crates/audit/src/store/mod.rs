@@ -2,10 +2,9 @@
 //!
 //! One writer task per node takes every queued append, and one backend transaction
 //! locks the heads of the logs involved, assigns dense indexes, writes the entries,
-//! the stored subtree hashes ([`crate::tree`]) and the new heads, and commits. A
-//! second task makes committed batches durable (on SQLite one `fdatasync` of the WAL
-//! covers every batch committed before it) and only then answers their callers, so the
-//! next batch commits while the previous one is being synced. Several nodes may share a PostgreSQL store: the
+//! the stored subtree hashes ([`crate::tree`]) and the new heads, and commits
+//! durably; only then are the callers answered. Appends that queue meanwhile form
+//! the next batch (group commit). Several nodes may share a PostgreSQL store: the
 //! head lock serialises their batches, so a log never forks.
 //!
 //! Backends (`sqlite`, `postgres`) only move rows; planning a batch, assembling
@@ -176,11 +175,9 @@ pub(crate) fn plan(mut heads: HashMap<LogId, Frontier>, batch: &[NewEntry]) -> P
 #[async_trait::async_trait]
 pub(crate) trait LogBackend: Send + Sync + 'static {
     /// In one transaction: lock the heads of the batch's logs, [`plan`], write the
-    /// entries, nodes and heads, commit. Returns each entry's index. The commit need
-    /// not be durable yet: see [`LogBackend::sync`].
+    /// entries, nodes and heads, commit. Returns each entry's index once the commit
+    /// is durable (on disk, or on the server's disk).
     async fn commit(&self, batch: &[NewEntry]) -> Result<Vec<u64>, AuditError>;
-    /// Makes every commit that returned before this call durable.
-    async fn sync(&self) -> Result<(), AuditError>;
     /// Every log's head.
     async fn heads(&self) -> Result<Vec<(LogId, Frontier)>, AuditError>;
     async fn head(&self, log: &LogId) -> Result<Option<Frontier>, AuditError>;
@@ -515,42 +512,23 @@ fn consistency_spans(first: u64, second: u64) -> Result<Vec<tree::Span>, AuditEr
     tree::consistency_spans(first, second).ok_or_else(|| AuditError::Invalid(format!("size {first} is larger than size {second}; give the older (smaller) size first")))
 }
 
-/// A committed batch waiting to be made durable before its callers hear back.
-type Committed = (Vec<NewEntry>, Vec<oneshot::Sender<Result<Receipt, AuditError>>>, Result<Vec<u64>, AuditError>);
-
-/// The single writer: takes everything queued, commits it as one batch, and hands it
-/// to the syncer. Batches grow with load, so throughput rises with concurrency.
+/// The single writer: takes everything queued, commits it as one durable batch, and
+/// answers its callers. Batches grow with load (everything that queued while the
+/// previous batch committed), so throughput rises with concurrency.
 async fn writer(backend: Arc<dyn LogBackend>, mut rx: mpsc::Receiver<Pending>) {
-    let (synced_tx, synced_rx) = mpsc::channel::<Committed>(64);
-    tokio::spawn(syncer(backend.clone(), synced_rx));
     let mut pending = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (entries, replies): (Vec<NewEntry>, Vec<_>) = pending.drain(..).map(|p| (p.entry, p.reply)).unzip();
-        let committed = backend.commit(&entries).await;
-        if synced_tx.send((entries, replies, committed)).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Makes committed batches durable, several per sync when they queue up, then
-/// answers their callers: an append is acknowledged only once it is on disk.
-async fn syncer(backend: Arc<dyn LogBackend>, mut rx: mpsc::Receiver<Committed>) {
-    let mut batches = Vec::new();
-    while rx.recv_many(&mut batches, 64).await > 0 {
-        let synced = if batches.iter().any(|b| b.2.is_ok()) { backend.sync().await } else { Ok(()) };
-        for (entries, replies, committed) in batches.drain(..) {
-            match committed.and_then(|indexes| synced.clone().map(|()| indexes)) {
-                Ok(indexes) => {
-                    for ((e, reply), index) in entries.into_iter().zip(replies).zip(indexes) {
-                        let _ = reply.send(Ok(Receipt { log: e.log, index, event_hash: e.event_hash }));
-                    }
+        match backend.commit(&entries).await {
+            Ok(indexes) => {
+                for ((e, reply), index) in entries.into_iter().zip(replies).zip(indexes) {
+                    let _ = reply.send(Ok(Receipt { log: e.log, index, event_hash: e.event_hash }));
                 }
-                Err(err) => {
-                    tracing::error!(error = %err, events = entries.len(), "audit group commit failed; the actions are reported as failed");
-                    for reply in replies {
-                        let _ = reply.send(Err(err.clone()));
-                    }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, events = entries.len(), "audit group commit failed; the actions are reported as failed");
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
                 }
             }
         }

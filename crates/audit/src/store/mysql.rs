@@ -81,11 +81,6 @@ impl LogBackend for MySqlLog {
         }
     }
 
-    async fn sync(&self) -> Result<(), AuditError> {
-        // An InnoDB commit returns once it is durable (innodb_flush_log_at_trx_commit=1).
-        Ok(())
-    }
-
     async fn heads(&self) -> Result<Vec<(LogId, Frontier)>, AuditError> {
         let rows = sqlx::query("SELECT log, size, frontier FROM audit_heads WHERE size > 0 ORDER BY log").fetch_all(&self.pool).await.map_err(my_unavailable)?;
         rows.iter()
@@ -242,6 +237,7 @@ impl MySqlLog {
                 .await
                 ?;
         }
+        // Durable when it returns (innodb_flush_log_at_trx_commit=1).
         tx.commit().await?;
         Ok(Ok(plan.indexes))
     }

@@ -110,13 +110,9 @@ impl LogBackend for PostgresLog {
                 .await
                 .map_err(pg_unavailable)?;
         }
+        // Durable when it returns (synchronous_commit).
         tx.commit().await.map_err(pg_unavailable)?;
         Ok(plan.indexes)
-    }
-
-    async fn sync(&self) -> Result<(), AuditError> {
-        // A PostgreSQL commit returns only once it is durable (synchronous_commit).
-        Ok(())
     }
 
     async fn heads(&self) -> Result<Vec<(LogId, Frontier)>, AuditError> {
