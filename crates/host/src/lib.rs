@@ -46,10 +46,10 @@ use crate::state::InvocationState;
 
 /// How often the epoch advances: the length of a CPU turn, and the unit wall-clock
 /// deadlines are measured in. At 5 ms a light tenant waited behind several turns of a
-/// CPU-bound neighbour (tenancy-bench: p99 50 ms vs 2 ms alone); at 1 ms, 15 ms; at
-/// 0.5 ms (with the first turn taken before the hand-over and CPU-bound guests
-/// demoted) 3–7 ms, with no loss in the neighbour's own throughput.
-const EPOCH_TICK: Duration = Duration::from_micros(500);
+/// CPU-bound neighbour (tenancy-bench: p99 50 ms vs 2 ms alone); at 1 ms, 15 ms. With
+/// the first turn taken before the hand-over and CPU-bound guests demoted: 3–7 ms at
+/// 0.5 ms, 3–5 ms at 0.25 ms, for 1–3 % less of the neighbour's own throughput.
+const EPOCH_TICK: Duration = Duration::from_micros(250);
 
 /// The engine, the linker with every allowed import, and the compiled-component cache.
 pub struct Host {
