@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runplane_tenancy::{Budget, FairGate, FlowLimits, Pass, Resource};
+use runplane_tenancy::{Budget, Entry, FairGate, FlowLimits, Pass, Resource};
 
 /// Per-invocation limits from the tenant's quota. `None` means the sandbox default;
 /// a value above the sandbox's own limit is capped by it.
@@ -98,9 +98,22 @@ impl CpuTurn {
     }
 
     pub(crate) async fn acquire(&self) {
+        self.take(self.queue()).await;
+    }
+
+    /// Gets in line for a turn now; [`CpuTurn::take`] waits for it (anywhere).
+    pub(crate) fn queue(&self) -> Option<Entry> {
         let limits = FlowLimits { weight: self.weight, max_running: u32::MAX, max_queued: usize::MAX };
         // An unbounded queue never refuses.
-        let pass = self.gate.enter(&self.flow, limits, 1).await.ok();
+        self.gate.queue(&self.flow, limits, 1).ok()
+    }
+
+    /// Waits for the turn `entry` is in line for, and holds it.
+    pub(crate) async fn take(&self, entry: Option<Entry>) {
+        let pass = match entry {
+            Some(e) => Some(e.granted().await),
+            None => None,
+        };
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = pass;
         *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
     }

@@ -58,30 +58,26 @@ impl FairGate {
     /// queue is full. A caller that stops waiting (its future dropped) gives up its
     /// turn; no place is lost.
     pub async fn enter(&self, flow: &str, limits: FlowLimits, cost: u64) -> Result<Pass, QueueFull> {
-        let waiting = {
-            let mut inner = self.lock();
-            if inner.running < self.capacity && inner.queue.can_start_now(flow, limits) {
-                inner.queue.start_now(flow, limits, cost);
-                inner.running += 1;
-                None
-            } else {
-                let (tx, rx) = oneshot::channel();
-                inner.queue.push(flow, limits, cost, tx).map_err(|(full, _)| full)?;
-                // Places may be free for this flow while others wait at their own bounds.
-                self.dispatch(&mut inner);
-                Some(rx)
-            }
+        Ok(self.queue(flow, limits, cost)?.granted().await)
+    }
+
+    /// Takes a place for `flow` now if one is free, or a place in its queue: the
+    /// caller is in line from this moment, and awaits [`Entry::granted`] (possibly on
+    /// another thread or runtime) for the pass. Dropping the entry gives the place up.
+    pub fn queue(&self, flow: &str, limits: FlowLimits, cost: u64) -> Result<Entry, QueueFull> {
+        let mut inner = self.lock();
+        let rx = if inner.running < self.capacity && inner.queue.can_start_now(flow, limits) {
+            inner.queue.start_now(flow, limits, cost);
+            inner.running += 1;
+            None
+        } else {
+            let (tx, rx) = oneshot::channel();
+            inner.queue.push(flow, limits, cost, tx).map_err(|(full, _)| full)?;
+            // Places may be free for this flow while others wait at their own bounds.
+            self.dispatch(&mut inner);
+            Some(rx)
         };
-        let pass = Pass { gate: self.clone(), flow: flow.to_owned() };
-        match waiting {
-            None => Ok(pass),
-            Some(rx) => {
-                // Until the place is granted the pass is not ours: build it only after.
-                let granted = WaitGuard { gate: self, flow, rx: Some(rx) };
-                granted.wait().await;
-                Ok(pass)
-            }
-        }
+        Ok(Entry { gate: self.clone(), flow: flow.to_owned(), rx, claimed: false })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -110,32 +106,47 @@ impl FairGate {
     }
 }
 
-/// Waits for the grant; if dropped first, returns a grant that arrived meanwhile and
-/// drops the queued entry, so a cancelled waiter never holds a place.
-struct WaitGuard<'a> {
-    gate: &'a FairGate,
-    flow: &'a str,
+/// A place in a [`FairGate`]'s line, taken by [`FairGate::queue`]. If dropped before
+/// [`Entry::granted`] finishes, a grant that arrived meanwhile is given back and the
+/// queued entry removed, so a cancelled waiter never holds a place.
+pub struct Entry {
+    gate: FairGate,
+    flow: String,
+    /// `None`: the place was free at once.
     rx: Option<oneshot::Receiver<()>>,
+    /// The pass was handed out: the place is the pass's to give back.
+    claimed: bool,
 }
 
-impl WaitGuard<'_> {
-    async fn wait(mut self) {
+impl Entry {
+    /// Waits until the place is granted.
+    pub async fn granted(mut self) -> Pass {
         if let Some(rx) = self.rx.as_mut() {
             // The sender is dropped only by `dispatch` after sending, or by `retain`
             // once this receiver is closed: while we wait, it ends in a grant.
             let _ = rx.await;
         }
         self.rx = None;
+        self.claimed = true;
+        // Until the place is granted the pass is not ours: build it only now.
+        Pass { gate: self.gate.clone(), flow: self.flow.clone() }
     }
 }
 
-impl Drop for WaitGuard<'_> {
+impl Drop for Entry {
     fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else { return };
+        if self.claimed {
+            return;
+        }
+        let Some(mut rx) = self.rx.take() else {
+            // Granted at once and never claimed: give the place back.
+            self.gate.release(&self.flow);
+            return;
+        };
         rx.close();
         if rx.try_recv().is_ok() {
             // Granted between the last poll and now: the place is ours, give it back.
-            self.gate.release(self.flow);
+            self.gate.release(&self.flow);
         } else {
             self.gate.lock().queue.retain(|tx| !tx.is_closed());
         }

@@ -20,7 +20,7 @@ pub mod scheduler;
 
 pub use contract::{ContractError, RuntimeContract, ValidatedContract};
 pub use fair::{FairQueue, FlowLimits, QueueFull};
-pub use gate::{FairGate, Pass};
+pub use gate::{Entry, FairGate, Pass};
 pub use quota::{Budget, ExecutionQuota, Resource, Tier, WindowedBudget};
 pub use scheduler::{Rejected, Schedule, ScheduledTask, Share, Task, TenantScheduler, TenantTasks, schedule_hash};
 

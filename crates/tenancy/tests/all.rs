@@ -126,3 +126,35 @@ async fn the_gate_never_exceeds_its_capacity_and_serves_a_light_flow_promptly() 
     assert!(peak.load(Ordering::SeqCst) <= 2);
     assert!(waited < Duration::from_millis(200), "the light flow waited {waited:?} behind a backlog of 40");
 }
+
+/// `FairGate::queue` puts a caller in line at once (synchronously), the pass may be
+/// awaited on another runtime, and an entry dropped at any stage never holds a place.
+#[test]
+fn a_queued_entry_keeps_its_place_in_line_and_frees_it_when_dropped() {
+    let limits = FlowLimits { weight: 1, max_running: u32::MAX, max_queued: usize::MAX };
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let gate = FairGate::new(1);
+    // Granted at once, dropped unclaimed: the place comes back.
+    drop(gate.queue("a", limits, 1).unwrap());
+    assert_eq!(gate.running(), 0);
+    let first = rt.block_on(gate.queue("a", limits, 1).unwrap().granted());
+    // In line before anyone who queues later, even before being awaited.
+    let early = gate.queue("b", limits, 1).unwrap();
+    let late = gate.queue("c", limits, 1).unwrap();
+    assert_eq!(gate.queued(), 2);
+    drop(first);
+    // The grant went to the earlier entry; dropping it unclaimed passes the place on.
+    assert_eq!(gate.running(), 1);
+    drop(early);
+    assert_eq!((gate.running(), gate.queued()), (1, 0));
+    let pass = rt.block_on(late.granted());
+    assert_eq!(gate.running_in("c"), 1);
+    drop(pass);
+    assert_eq!(gate.running(), 0);
+    // Dropped while still waiting: the queue forgets it.
+    let holder = rt.block_on(gate.queue("a", limits, 1).unwrap().granted());
+    drop(gate.queue("b", limits, 1).unwrap());
+    assert_eq!(gate.queued(), 0);
+    drop(holder);
+    assert_eq!(gate.running(), 0);
+}
