@@ -115,7 +115,6 @@ impl SandboxRuntime {
         let handle = self.0.as_ref().map(|rt| {
             rt.spawn(async move {
                 turn.take(entry).await;
-                turn.on_sandbox_thread();
                 fut.await
             })
         });

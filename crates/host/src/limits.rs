@@ -91,7 +91,7 @@ impl CpuTurn {
     /// Sets the calling sandbox thread's scheduling policy for this guest, which is
     /// about to execute on it: below the node's threads once the guest proved
     /// CPU-bound, normal before (threads run one guest after another).
-    pub(crate) fn on_sandbox_thread(&self) {
+    fn on_sandbox_thread(&self) {
         if self.demote {
             crate::threads::set_idle(self.cpu_bound.load(Ordering::Relaxed));
         }
@@ -108,7 +108,8 @@ impl CpuTurn {
         self.gate.queue(&self.flow, limits, 1).ok()
     }
 
-    /// Waits for the turn `entry` is in line for, and holds it.
+    /// Waits for the turn `entry` is in line for, and holds it. Called on the sandbox
+    /// thread the guest then executes on, whose scheduling policy it sets.
     pub(crate) async fn take(&self, entry: Option<Entry>) {
         let pass = match entry {
             Some(e) => Some(e.granted().await),
@@ -116,6 +117,7 @@ impl CpuTurn {
         };
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = pass;
         *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        self.on_sandbox_thread();
     }
 
     /// Whether the current turn has lasted `turn` already. A tick arrives at any phase
@@ -134,10 +136,10 @@ impl CpuTurn {
     /// next turn.
     pub(crate) async fn yield_turn(self) {
         self.release();
+        // It gave up a whole turn: CPU-bound from now on.
+        self.cpu_bound.store(true, Ordering::Relaxed);
         tokio::task::yield_now().await;
         self.acquire().await;
-        self.cpu_bound.store(true, Ordering::Relaxed);
-        self.on_sandbox_thread();
     }
 }
 

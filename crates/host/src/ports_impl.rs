@@ -95,7 +95,6 @@ async fn bounded<T>(io: &crate::limits::PortIo, call: impl Future<Output = Resul
         Err(_) => Err(ports::PortError::Unavailable(format!("the backend did not answer within {} ms; retry later", io.timeout.as_millis()))),
     };
     io.cpu.acquire().await;
-    io.cpu.on_sandbox_thread();
     if let Err(ports::PortError::QuotaExceeded(m)) = &result {
         io.meter.violate(runplane_tenancy::Resource::Disk, m.clone());
     }
