@@ -113,8 +113,10 @@ pub fn provision(settings: &PgSettings) -> futures::future::BoxFuture<'_, PortRe
             .map_err(db_err)?;
         if exists.is_none() {
             let r = sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{}\"", settings.database))).execute(&mut conn).await;
+            // Another node provisioning at the same moment may win the race; PostgreSQL
+            // then reports the catalogue's unique index rather than the duplicate.
             if let Err(e) = r
-                && db_code(&e).as_deref() != Some(DUPLICATE_DATABASE)
+                && !matches!(db_code(&e).as_deref(), Some(DUPLICATE_DATABASE | UNIQUE_VIOLATION))
             {
                 return Err(db_err(e));
             }
@@ -137,7 +139,7 @@ pub fn provision(settings: &PgSettings) -> futures::future::BoxFuture<'_, PortRe
                 .execute(&mut conn)
                 .await;
                 if let Err(e) = r
-                    && db_code(&e).as_deref() != Some(DUPLICATE_OBJECT)
+                    && !matches!(db_code(&e).as_deref(), Some(DUPLICATE_OBJECT | UNIQUE_VIOLATION))
                 {
                     return Err(db_err(e));
                 }

@@ -16,6 +16,35 @@ pub struct Result {
     pub rps: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Every request's latency, sorted (to combine runs).
+    pub latencies_us: Vec<u64>,
+    pub seconds: f64,
+}
+
+impl Result {
+    /// Several runs of the same load as one: requests over their total time.
+    #[allow(dead_code)]
+    pub fn combine(name: &str, runs: Vec<Result>) -> Result {
+        let seconds: f64 = runs.iter().map(|r| r.seconds).sum();
+        let errors = runs.iter().map(|r| r.errors).sum();
+        let mut latencies: Vec<u64> = runs.into_iter().flat_map(|r| r.latencies_us).collect();
+        latencies.sort_unstable();
+        Result {
+            name: name.into(),
+            requests: latencies.len() as u64,
+            errors,
+            rps: latencies.len() as f64 / seconds.max(1e-9),
+            p50_us: percentile(&latencies, 0.50),
+            p99_us: percentile(&latencies, 0.99),
+            latencies_us: latencies,
+            seconds,
+        }
+    }
+}
+
+/// The `p` quantile of sorted latencies (0 if there are none).
+pub fn percentile(sorted: &[u64], p: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(0) as f64
 }
 
 /// One request on a fresh connection; fails unless the status is 2xx.
@@ -53,14 +82,15 @@ pub async fn load(name: &str, addr: SocketAddr, path: &str, key: Option<&str>, d
         }
     }
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64;
     Result {
         name: name.into(),
         requests: latencies.len() as u64,
         errors,
         rps: latencies.len() as f64 / duration.as_secs_f64(),
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
+        p50_us: percentile(&latencies, 0.50),
+        p99_us: percentile(&latencies, 0.99),
+        latencies_us: latencies,
+        seconds: duration.as_secs_f64(),
     }
 }
 

@@ -8,9 +8,13 @@
 //!    scheduler on, then on a node with them off (`[scheduler] enabled = false` and no
 //!    CPU turns). Target ratio ≥ 0.9.
 //!
+//! Each comparison alternates its two conditions in `BENCH_ROUNDS` rounds (default 4)
+//! of `SECONDS / rounds` each, so what drifts on the machine meanwhile (this VM's disk
+//! latency does, by several times over tens of seconds) weighs on both sides alike.
+//!
 //! Usage: `cargo run --release -p runplane-bench --bin tenancy-bench -- [SECONDS] [FLOOD_CONNECTIONS] [BURN_ITERS]`
 //! Writes JSON to `target/bench/tenancy.json` (or `$BENCH_OUT`). For investigation:
-//! `BENCH_B_PATH` sends B elsewhere than `/apps/hello/`; `BENCH_CPU_SLOTS` overrides `sandbox.cpu_slots`; `BENCH_GLOBAL_QUEUE_INTERVAL` and
+//! `BENCH_B_PATH` sends B elsewhere than `/apps/hello/`; `BENCH_CPU_SLOTS` and `BENCH_CPU_BOUND_SLOTS` override `sandbox.cpu_slots` and `sandbox.cpu_bound_slots`; `BENCH_GLOBAL_QUEUE_INTERVAL` and
 //! `BENCH_EVENT_INTERVAL` tune the bench process's tokio runtime (node and load share it).
 
 #[path = "load.rs"]
@@ -67,44 +71,58 @@ async fn run() -> anyhow::Result<()> {
     // `BENCH_B_PATH` points B elsewhere (e.g. `/healthz`, or a route with nothing
     // deployed) to see which part of a request the flood slows.
     let b_path = std::env::var("BENCH_B_PATH").unwrap_or_else(|_| "/apps/hello/".into());
-    let alone = paced(node.addr, &b_path, &b, duration).await;
-    let flooders: Vec<_> = (0..flood)
-        .map(|_| {
-            let (path, key) = (burn_path.clone(), a.clone());
-            let addr = node.addr;
-            tokio::spawn(async move { load::one_connection(addr, &path, Some(&key), duration + Duration::from_secs(1)).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let flooded = paced(node.addr, &b_path, &b, duration).await;
+    let rounds: u32 = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(4);
+    let round = duration / rounds;
+    let (mut alone, mut flooded) = (Vec::new(), Vec::new());
     let (mut a_done, mut a_refused) = (0usize, 0u64);
-    for f in flooders {
-        let (l, e) = f.await?;
-        a_done += l.len();
-        a_refused += e;
+    for _ in 0..rounds {
+        alone.push(paced("B alone", node.addr, &b_path, &b, round).await);
+        let flooders: Vec<_> = (0..flood)
+            .map(|_| {
+                let (path, key) = (burn_path.clone(), a.clone());
+                let addr = node.addr;
+                tokio::spawn(async move { load::one_connection(addr, &path, Some(&key), round + Duration::from_millis(700)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        flooded.push(paced("B under A's flood", node.addr, &b_path, &b, round).await);
+        for f in flooders {
+            let (l, e) = f.await?;
+            a_done += l.len();
+            a_refused += e;
+        }
     }
+    let (alone, flooded) = (load::Result::combine("B alone", alone), load::Result::combine("B under A's flood", flooded));
     drop(node);
 
-    // 2. Scheduling on vs off.
-    let on_dir = tempfile::tempdir()?;
-    let on = start(on_dir.path(), true).await?;
+    // 2. Scheduling on vs off: both nodes up at once, loaded in turns.
+    let (on_dir, off_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (on, off) = (start(on_dir.path(), true).await?, start(off_dir.path(), false).await?);
     // Enterprise: its concurrency quota (128) is above the 32 connections, so the run
     // measures the machinery, not a quota holding the tenant back.
-    let key = tenant(on.addr, "bench", "enterprise").await?;
+    let (on_key, off_key) = (tenant(on.addr, "bench", "enterprise").await?, tenant(off.addr, "bench", "enterprise").await?);
     deploy(on.addr, "hello", runplane_examples::HELLO).await?;
-    let with = load::load("quotas + scheduler on", on.addr, "/apps/hello/", Some(&key), duration, 32).await;
-    drop(on);
-    let off_dir = tempfile::tempdir()?;
-    let off = start(off_dir.path(), false).await?;
-    let key = tenant(off.addr, "bench", "enterprise").await?;
     deploy(off.addr, "hello", runplane_examples::HELLO).await?;
-    let without = load::load("quotas + scheduler off", off.addr, "/apps/hello/", Some(&key), duration, 32).await;
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        // Which node goes first alternates too.
+        for node_on in [r % 2 == 0, r % 2 == 1] {
+            if node_on {
+                with.push(load::load("quotas + scheduler on", on.addr, "/apps/hello/", Some(&on_key), round, 32).await);
+            } else {
+                without.push(load::load("quotas + scheduler off", off.addr, "/apps/hello/", Some(&off_key), round, 32).await);
+            }
+        }
+    }
+    let (with, without) = (load::Result::combine("quotas + scheduler on", with), load::Result::combine("quotas + scheduler off", without));
+    drop((on, off));
 
     let ratio_p99 = flooded.p99_us / alone.p99_us.max(1.0);
-    println!("\nnoisy neighbour: A floods cpu-burn ({iters} iterations ≈ {burn_ms:.0} ms alone) on {flood} connections; B sends hello every {PACE_MS} ms");
+    println!("\nnoisy neighbour: A floods cpu-burn ({iters} iterations ≈ {burn_ms:.0} ms alone) on {flood} connections; B sends hello every {PACE_MS} ms; {rounds} rounds of each");
     println!("{:<24} {:>9} {:>10} {:>10}", "B's latency", "requests", "p50 µs", "p99 µs");
-    println!("{:<24} {:>9} {:>10.0} {:>10.0}", "B alone", alone.n, alone.p50_us, alone.p99_us);
-    println!("{:<24} {:>9} {:>10.0} {:>10.0}", "B under A's flood", flooded.n, flooded.p50_us, flooded.p99_us);
+    for r in [&alone, &flooded] {
+        println!("{:<24} {:>9} {:>10.0} {:>10.0}", r.name, r.requests, r.p50_us, r.p99_us);
+    }
     println!("B p99 under flood / alone = {ratio_p99:.2}   (target ≤ 2)");
     println!("A completed {a_done} cpu-burn requests ({a_refused} refused or failed) meanwhile; B errors: {}", flooded.errors);
     println!("\n{:<26} {:>10} {:>12} {:>10} {:>10}", "hello, 32 connections", "requests", "req/s", "p50 µs", "p99 µs");
@@ -117,10 +135,11 @@ async fn run() -> anyhow::Result<()> {
     let json = json!({
         "benchmark": "tenancy",
         "seconds": seconds,
+        "rounds": rounds,
         "noisy_neighbour": {
             "flood_connections": flood, "burn_iters": iters, "burn_ms_alone": burn_ms, "pace_ms": PACE_MS,
-            "b_alone": {"requests": alone.n, "errors": alone.errors, "p50_us": alone.p50_us, "p99_us": alone.p99_us},
-            "b_under_flood": {"requests": flooded.n, "errors": flooded.errors, "p50_us": flooded.p50_us, "p99_us": flooded.p99_us},
+            "b_alone": {"requests": alone.requests, "errors": alone.errors, "p50_us": alone.p50_us, "p99_us": alone.p99_us},
+            "b_under_flood": {"requests": flooded.requests, "errors": flooded.errors, "p50_us": flooded.p50_us, "p99_us": flooded.p99_us},
             "a_completed": a_done, "a_refused_or_failed": a_refused,
             "ratio_p99": ratio_p99, "target_ratio_p99": 2.0,
         },
@@ -145,6 +164,9 @@ async fn start(dir: &std::path::Path, scheduling: bool) -> anyhow::Result<runpla
     if let Some(n) = std::env::var("BENCH_CPU_SLOTS").ok().and_then(|v| v.parse().ok()) {
         config.sandbox.cpu_slots = n;
     }
+    if let Some(n) = std::env::var("BENCH_CPU_BOUND_SLOTS").ok().and_then(|v| v.parse().ok()) {
+        config.sandbox.cpu_bound_slots = n;
+    }
     if std::env::var("BENCH_DEMOTE").is_ok_and(|v| v == "0") {
         config.sandbox.demote_cpu_bound = false;
     }
@@ -155,6 +177,7 @@ async fn start(dir: &std::path::Path, scheduling: bool) -> anyhow::Result<runpla
         // No CPU turns either: as many guests run at once as the pool holds, on
         // threads the operating system schedules like any other.
         config.sandbox.cpu_slots = config.sandbox.max_instances;
+        config.sandbox.cpu_bound_slots = config.sandbox.max_instances;
         config.sandbox.demote_cpu_bound = false;
         config.sandbox.pin_threads = false;
     }
@@ -172,15 +195,8 @@ async fn deploy(addr: SocketAddr, name: &str, wasm: &'static [u8]) -> anyhow::Re
     Ok(())
 }
 
-struct Paced {
-    n: usize,
-    errors: u64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
 /// One request every `PACE_MS` on one keep-alive connection (a light, steady tenant).
-async fn paced(addr: SocketAddr, path: &str, key: &str, duration: Duration) -> Paced {
+async fn paced(name: &str, addr: SocketAddr, path: &str, key: &str, duration: Duration) -> load::Result {
     let mut latencies = Vec::new();
     let mut errors = 0;
     let connect = async {
@@ -226,6 +242,14 @@ async fn paced(addr: SocketAddr, path: &str, key: &str, duration: Duration) -> P
         }
     }
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64;
-    Paced { n: latencies.len(), errors, p50_us: pct(0.5), p99_us: pct(0.99) }
+    load::Result {
+        name: name.into(),
+        requests: latencies.len() as u64,
+        errors,
+        rps: latencies.len() as f64 / duration.as_secs_f64(),
+        p50_us: load::percentile(&latencies, 0.50),
+        p99_us: load::percentile(&latencies, 0.99),
+        latencies_us: latencies,
+        seconds: duration.as_secs_f64(),
+    }
 }

@@ -30,6 +30,12 @@ pub struct SandboxConfig {
     /// Guests executing wasm at once (0: one per available core). Others wait for a
     /// turn, shared between tenants by weight; a turn lasts one epoch tick.
     pub cpu_slots: u32,
+    /// Of those, how many guests that proved CPU-bound (gave up a whole turn) may hold
+    /// at once (0: one fewer than `cpu_slots`, at least one). The others stay for short
+    /// guests, so a tenant flooding the node with CPU-heavy work leaves a core to light
+    /// requests and to the node's own threads; CPU-bound tenants share theirs by weight.
+    /// Equal to `cpu_slots`: CPU-bound work may fill every core.
+    pub cpu_bound_slots: u32,
     /// Run a guest that has used a whole CPU turn (a CPU-bound one) under Linux
     /// `SCHED_IDLE` for the rest of its invocation: then a node thread that wakes (a
     /// request arrived, a commit returned) preempts it at once instead of waiting out
@@ -56,6 +62,7 @@ impl Default for SandboxConfig {
             keep_resident_bytes: 8 << 20,
             port_timeout_ms: 3_000,
             cpu_slots: 0,
+            cpu_bound_slots: 0,
             demote_cpu_bound: true,
             pin_threads: true,
         }
@@ -68,6 +75,15 @@ impl SandboxConfig {
         match self.cpu_slots {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             n => n,
+        }
+    }
+
+    /// The CPU slots CPU-bound guests may hold at once, in effect.
+    pub fn cpu_bound_slots(&self) -> u32 {
+        let all = self.cpu_slots();
+        match self.cpu_bound_slots {
+            0 => all.saturating_sub(1).max(1),
+            n => n.min(all),
         }
     }
 

@@ -54,7 +54,7 @@ pub struct HttpResponse {
 
 impl Host {
     fn new_store(&self, inv: Invocation) -> Store<InvocationState> {
-        let cpu = CpuTurn::new(self.cpu.clone(), inv.context.tenant.as_str(), inv.limits.weight, self.demote);
+        let cpu = CpuTurn::new(self.cpu.clone(), self.cpu_bound.clone(), inv.context.tenant.as_str(), inv.limits.weight, self.demote);
         let state = InvocationState::new(&self.config, inv.context, inv.ports, inv.allow, inv.journal, &inv.limits, cpu.clone());
         let meter = state.io.meter.clone();
         let fuel = state.fuel_budget;
@@ -72,7 +72,7 @@ impl Host {
                 return Ok(UpdateDeadline::Interrupt);
             }
             // Yield only a whole turn: a tick may come just after the turn began.
-            if !cpu.used(crate::EPOCH_TICK) {
+            if !cpu.used() {
                 return Ok(UpdateDeadline::Continue(1));
             }
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(cpu.clone().yield_turn())))

@@ -51,6 +51,14 @@ use crate::state::InvocationState;
 /// 0.5 ms, 3–5 ms at 0.25 ms, for 1–3 % less of the neighbour's own throughput.
 const EPOCH_TICK: Duration = Duration::from_micros(250);
 
+/// How long a guest that has not yet proved CPU-bound keeps its turn before it yields:
+/// long enough for a light request to finish in one turn. With every turn one tick,
+/// 10–15 % of `hello` requests (150–500 µs of CPU in the node) outlasted their turn,
+/// went back in line behind a CPU-bound neighbour and were demoted, which was most of
+/// the light tenant's p99 under a flood (tenancy-bench). A CPU-bound guest has one such
+/// turn per invocation; after it, one tick.
+const FIRST_TURN: Duration = Duration::from_millis(1);
+
 /// The engine, the linker with every allowed import, and the compiled-component cache.
 pub struct Host {
     engine: Engine,
@@ -59,6 +67,8 @@ pub struct Host {
     config: SandboxConfig,
     /// CPU turns: at most `cpu_slots` guests execute wasm at once, tenants by weight.
     cpu: runplane_tenancy::FairGate,
+    /// The turns CPU-bound guests may hold at once, when fewer than `cpu`'s.
+    cpu_bound: Option<runplane_tenancy::FairGate>,
     /// The threads guests run on (`cpu_slots` of them), apart from the node's.
     sandbox: SandboxRuntime,
     /// Whether CPU-bound guests run below the node's threads (config and platform).
@@ -158,10 +168,11 @@ impl Host {
         let ticker = Arc::new(EpochTicker::start(engine.clone()));
         let cache = cache::ComponentCache::new(cache_dir, &engine)?;
         let cpu = runplane_tenancy::FairGate::new(config.cpu_slots() as usize);
+        let cpu_bound = (config.cpu_bound_slots() < config.cpu_slots()).then(|| runplane_tenancy::FairGate::new(config.cpu_bound_slots() as usize));
         let sandbox = SandboxRuntime::new(config.cpu_slots() as usize, config.pin_threads)
             .map_err(|e| HostError::Engine(wasmtime::Error::msg(format!("cannot start the sandbox runtime: {e}"))))?;
         let demote = config.demote_cpu_bound && threads::can_demote();
-        Ok(Host { engine, linker, cache, config, cpu, sandbox, demote, _ticker: ticker })
+        Ok(Host { engine, linker, cache, config, cpu, cpu_bound, sandbox, demote, _ticker: ticker })
     }
 
     /// The sandbox limits this host applies.

@@ -71,6 +71,10 @@ impl Meter {
 #[derive(Clone)]
 pub(crate) struct CpuTurn {
     gate: FairGate,
+    /// The slots CPU-bound guests may hold (`[sandbox] cpu_bound_slots`), when fewer
+    /// than all: a CPU-bound guest passes it before it queues for a turn.
+    bound: Option<FairGate>,
+    held_bound: Arc<Mutex<Option<Pass>>>,
     flow: Arc<str>,
     weight: u32,
     held: Arc<Mutex<Option<Pass>>>,
@@ -84,8 +88,23 @@ pub(crate) struct CpuTurn {
 }
 
 impl CpuTurn {
-    pub(crate) fn new(gate: FairGate, flow: &str, weight: u32, demote: bool) -> Self {
-        CpuTurn { gate, flow: flow.into(), weight: weight.max(1), held: Arc::default(), since: Arc::default(), demote, cpu_bound: Arc::default() }
+    pub(crate) fn new(gate: FairGate, bound: Option<FairGate>, flow: &str, weight: u32, demote: bool) -> Self {
+        CpuTurn {
+            gate,
+            bound,
+            held_bound: Arc::default(),
+            flow: flow.into(),
+            weight: weight.max(1),
+            held: Arc::default(),
+            since: Arc::default(),
+            demote,
+            cpu_bound: Arc::default(),
+        }
+    }
+
+    fn limits(&self) -> FlowLimits {
+        // An unbounded queue never refuses.
+        FlowLimits { weight: self.weight, max_running: u32::MAX, max_queued: usize::MAX }
     }
 
     /// Sets the calling sandbox thread's scheduling policy for this guest, which is
@@ -98,14 +117,19 @@ impl CpuTurn {
     }
 
     pub(crate) async fn acquire(&self) {
+        if let Some(bound) = self.bound.as_ref().filter(|_| self.cpu_bound.load(Ordering::Relaxed)) {
+            let pass = match bound.queue(&self.flow, self.limits(), 1) {
+                Ok(entry) => Some(entry.granted().await),
+                Err(_) => None,
+            };
+            *self.held_bound.lock().unwrap_or_else(|p| p.into_inner()) = pass;
+        }
         self.take(self.queue()).await;
     }
 
     /// Gets in line for a turn now; [`CpuTurn::take`] waits for it (anywhere).
     pub(crate) fn queue(&self) -> Option<Entry> {
-        let limits = FlowLimits { weight: self.weight, max_running: u32::MAX, max_queued: usize::MAX };
-        // An unbounded queue never refuses.
-        self.gate.queue(&self.flow, limits, 1).ok()
+        self.gate.queue(&self.flow, self.limits(), 1).ok()
     }
 
     /// Waits for the turn `entry` is in line for, and holds it. Called on the sandbox
@@ -120,16 +144,20 @@ impl CpuTurn {
         self.on_sandbox_thread();
     }
 
-    /// Whether the current turn has lasted `turn` already. A tick arrives at any phase
-    /// of a turn; a guest that got its turn just before one keeps it until it has had a
-    /// whole turn, so a short request is not sent back to the queue mid-way.
-    pub(crate) fn used(&self, turn: std::time::Duration) -> bool {
+    /// Whether the current turn is over: it has lasted [`crate::FIRST_TURN`] for a
+    /// guest that never gave a turn up, one [`crate::EPOCH_TICK`] for a CPU-bound one. A
+    /// tick arrives at any phase of a turn; counting from the turn's start means a
+    /// short request is not sent back to the queue mid-way.
+    pub(crate) fn used(&self) -> bool {
+        let turn = if self.cpu_bound.load(Ordering::Relaxed) { crate::EPOCH_TICK } else { crate::FIRST_TURN };
         self.since.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|t| t.elapsed() >= turn)
     }
 
     pub(crate) fn release(&self) {
         let pass = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(pass);
+        let bound = self.held_bound.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(bound);
     }
 
     /// Gives the turn back, lets other tasks on this thread run, and queues for the
@@ -138,6 +166,7 @@ impl CpuTurn {
         self.release();
         // It gave up a whole turn: CPU-bound from now on.
         self.cpu_bound.store(true, Ordering::Relaxed);
+        crate::threads::yield_if_idle();
         tokio::task::yield_now().await;
         self.acquire().await;
     }
@@ -149,4 +178,32 @@ pub(crate) struct PortIo {
     pub(crate) timeout: Duration,
     pub(crate) meter: Meter,
     pub(crate) cpu: CpuTurn,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cpu_bound_guests_hold_no_more_than_their_slots_and_leave_the_rest_to_short_ones() {
+        let (all, bound) = (FairGate::new(2), FairGate::new(1));
+        let turn = |flow: &str| CpuTurn::new(all.clone(), Some(bound.clone()), flow, 1, false);
+        let (first, second, short) = (turn("a"), turn("b"), turn("c"));
+        for t in [&first, &second] {
+            t.cpu_bound.store(true, Ordering::Relaxed);
+        }
+        let soon = Duration::from_millis(100);
+        first.acquire().await;
+        assert_eq!(all.running(), 1);
+        // A second CPU-bound guest waits, though a turn is free...
+        assert!(tokio::time::timeout(soon, second.acquire()).await.is_err(), "a second CPU-bound guest got the reserved turn");
+        // ...which a short guest gets at once.
+        tokio::time::timeout(soon, short.acquire()).await.expect("a short guest waited while a turn was free");
+        assert_eq!(all.running(), 2);
+        short.release();
+        first.release();
+        assert_eq!((all.running(), bound.running()), (0, 0), "a released turn is given back to both gates");
+        tokio::time::timeout(soon, second.acquire()).await.expect("the CPU-bound turn was not passed on");
+        second.release();
+    }
 }

@@ -46,6 +46,17 @@ pub(crate) fn set_idle(idle: bool) {
     }
 }
 
+/// Lets the node's threads that are waiting for this core run now, if this thread runs
+/// a demoted guest. `SCHED_IDLE` is not a strict priority: a node thread put back in the
+/// run queue (preempted rather than woken) can wait out the idle thread's whole time
+/// slice, several milliseconds (seen with `perf sched` under a CPU flood). Called at
+/// every tick a demoted guest gives its turn up, it bounds that wait to one tick.
+pub(crate) fn yield_if_idle() {
+    if IDLE.get() {
+        std::thread::yield_now();
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn apply(idle: bool) -> Result<(), String> {
     use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy};
