@@ -14,7 +14,7 @@
 //!
 //! Usage: `cargo run --release -p runplane-bench --bin tenancy-bench -- [SECONDS] [FLOOD_CONNECTIONS] [BURN_ITERS]`
 //! Writes JSON to `target/bench/tenancy.json` (or `$BENCH_OUT`). For investigation:
-//! `BENCH_B_PATH` sends B elsewhere than `/apps/hello/`; `BENCH_CPU_SLOTS` and `BENCH_CPU_BOUND_SLOTS` override `sandbox.cpu_slots` and `sandbox.cpu_bound_slots`; `BENCH_GLOBAL_QUEUE_INTERVAL` and
+//! `BENCH_B_PATH` sends B elsewhere than `/apps/hello/`; `BENCH_CPU_SLOTS` and `BENCH_CPU_BOUND_SLOTS` override `sandbox.cpu_slots` and `sandbox.cpu_bound_slots`; `BENCH_PIN_THREADS=1` pins the sandbox threads and `BENCH_DEMOTE=0` keeps CPU-bound guests at the normal policy; `BENCH_GLOBAL_QUEUE_INTERVAL` and
 //! `BENCH_EVENT_INTERVAL` tune the bench process's tokio runtime (node and load share it).
 
 #[path = "load.rs"]
@@ -170,8 +170,8 @@ async fn start(dir: &std::path::Path, scheduling: bool) -> anyhow::Result<runpla
     if std::env::var("BENCH_DEMOTE").is_ok_and(|v| v == "0") {
         config.sandbox.demote_cpu_bound = false;
     }
-    if std::env::var("BENCH_PIN_THREADS").is_ok_and(|v| v == "0") {
-        config.sandbox.pin_threads = false;
+    if std::env::var("BENCH_PIN_THREADS").is_ok_and(|v| v == "1") {
+        config.sandbox.pin_threads = true;
     }
     if !scheduling {
         // No CPU turns either: as many guests run at once as the pool holds, on

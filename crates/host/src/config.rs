@@ -44,7 +44,10 @@ pub struct SandboxConfig {
     /// Keep each sandbox thread on one core (threads spread over the cores the process
     /// may use). A guest's thread that a node thread preempts then waits only for that
     /// thread, instead of moving to a core where another guest runs and waiting out
-    /// that guest's time slice.
+    /// that guest's time slice. Off by default: with a core kept free of CPU-bound work
+    /// (`cpu_bound_slots`) pinning no longer shortened the light tenant's tail, and a
+    /// pinned guest cannot move to an idle core (tenancy-bench: `hello` throughput
+    /// 0.87–0.88 of the unscheduled node pinned, 0.92–0.95 not).
     pub pin_threads: bool,
 }
 
@@ -64,7 +67,7 @@ impl Default for SandboxConfig {
             cpu_slots: 0,
             cpu_bound_slots: 0,
             demote_cpu_bound: true,
-            pin_threads: true,
+            pin_threads: false,
         }
     }
 }
