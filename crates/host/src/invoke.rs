@@ -42,6 +42,9 @@ pub struct InvocationReport {
     /// The fuel this invocation was given (the sandbox's, or less when the tenant's CPU
     /// window had less left).
     pub fuel_budget: u64,
+    /// How long instantiating the component took, in nanoseconds (0 if it did not get
+    /// that far).
+    pub instantiate_ns: u64,
 }
 
 /// A fully buffered HTTP response from a capability.
@@ -114,7 +117,9 @@ impl Host {
         let cpu = store.data().io.cpu.clone();
         let guest = self.sandbox.spawn(&cpu, async move {
             let result = async {
+                let started = std::time::Instant::now();
                 let instance = proxy.instantiate_async(&mut store).await?;
+                store.data_mut().instantiate_ns = started.elapsed().as_nanos() as u64;
                 instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
             }
             .await;
@@ -201,7 +206,9 @@ impl Host {
         let store = self.new_store(inv);
         self.run_guest(store, move |mut store| async move {
             let result = async {
+                let started = std::time::Instant::now();
                 let instance = pre.instantiate_async(&mut store).await?;
+                store.data_mut().instantiate_ns = started.elapsed().as_nanos() as u64;
                 let guest = indices.load(&mut store, &instance)?;
                 guest.call_run(&mut store, &input).await
             }
@@ -233,7 +240,9 @@ impl Host {
         let store = self.new_store(inv);
         self.run_guest(store, move |mut store| async move {
             let result = async {
+                let started = std::time::Instant::now();
                 let instance = pre.instantiate_async(&mut store).await?;
+                store.data_mut().instantiate_ns = started.elapsed().as_nanos() as u64;
                 let guest = indices.load(&mut store, &instance)?;
                 guest.call_on_message(&mut store, &topic, &payload, &headers).await
             }
@@ -301,6 +310,7 @@ fn report(store: &Store<InvocationState>) -> InvocationReport {
         stderr_bytes: stderr.len(),
         network_bytes: data.network_bytes(),
         fuel_budget: data.fuel_budget,
+        instantiate_ns: data.instantiate_ns,
     }
 }
 

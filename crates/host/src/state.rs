@@ -37,6 +37,8 @@ pub struct InvocationState {
     pub(crate) io: PortIo,
     pub(crate) telemetry_scope: TelemetryScope,
     pub(crate) port_calls: u32,
+    /// How long instantiating the component took (from the pooling allocator).
+    pub(crate) instantiate_ns: u64,
     max_port_calls: u32,
     pub(crate) fuel_budget: u64,
     /// Secret values handed to the capability, redacted from anything it logs.
@@ -98,6 +100,7 @@ impl InvocationState {
             ports,
             telemetry_scope,
             port_calls: 0,
+            instantiate_ns: 0,
             max_port_calls: config.max_port_calls,
             fuel_budget: limits.fuel.map_or(config.fuel, |f| f.min(config.fuel)),
             revealed: Vec::new(),
