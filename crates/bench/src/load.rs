@@ -22,12 +22,9 @@ pub struct Result {
 }
 
 impl Result {
-    /// Several runs of the same load as one: requests over their total time.
-    #[allow(dead_code)]
-    pub fn combine(name: &str, runs: Vec<Result>) -> Result {
-        let seconds: f64 = runs.iter().map(|r| r.seconds).sum();
-        let errors = runs.iter().map(|r| r.errors).sum();
-        let mut latencies: Vec<u64> = runs.into_iter().flat_map(|r| r.latencies_us).collect();
+    /// What `seconds` of load measured: the successful requests' latencies and the
+    /// failures.
+    pub fn from_latencies(name: &str, mut latencies: Vec<u64>, errors: u64, seconds: f64) -> Result {
         latencies.sort_unstable();
         Result {
             name: name.into(),
@@ -39,6 +36,15 @@ impl Result {
             latencies_us: latencies,
             seconds,
         }
+    }
+
+    /// Several runs of the same load as one: requests over their total time.
+    #[allow(dead_code)]
+    pub fn combine(name: &str, runs: Vec<Result>) -> Result {
+        let seconds: f64 = runs.iter().map(|r| r.seconds).sum();
+        let errors = runs.iter().map(|r| r.errors).sum();
+        let latencies = runs.into_iter().flat_map(|r| r.latencies_us).collect();
+        Result::from_latencies(name, latencies, errors, seconds)
     }
 }
 
@@ -81,17 +87,7 @@ pub async fn load(name: &str, addr: SocketAddr, path: &str, key: Option<&str>, d
             errors += e;
         }
     }
-    latencies.sort_unstable();
-    Result {
-        name: name.into(),
-        requests: latencies.len() as u64,
-        errors,
-        rps: latencies.len() as f64 / duration.as_secs_f64(),
-        p50_us: percentile(&latencies, 0.50),
-        p99_us: percentile(&latencies, 0.99),
-        latencies_us: latencies,
-        seconds: duration.as_secs_f64(),
-    }
+    Result::from_latencies(name, latencies, errors, duration.as_secs_f64())
 }
 
 pub async fn one_connection(addr: SocketAddr, path: &str, key: Option<&str>, duration: Duration) -> (Vec<u64>, u64) {

@@ -36,8 +36,9 @@ async fn admin(addr: SocketAddr, method: &str, path: &str, body: Value) -> anyho
     Ok(serde_json::from_slice(&out).unwrap_or(Value::Null))
 }
 
+/// The `q` quantile of sorted nanoseconds, in microseconds.
 fn percentile(sorted: &[u64], q: f64) -> f64 {
-    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0
+    load::percentile(sorted, q) / 1000.0
 }
 
 /// Nanoseconds per call of `f`, sorted.
@@ -112,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
     // `one_connection` records microseconds.
     let http = |(mut t, errors): (Vec<u64>, u64)| {
         t.sort_unstable();
-        (t.len(), errors, percentile(&t, 0.5) * 1000.0, percentile(&t, 0.99) * 1000.0)
+        (t.len(), errors, load::percentile(&t, 0.5), load::percentile(&t, 0.99))
     };
     let (hb, hf) = (http(http_base), http(http_full));
 

@@ -241,15 +241,5 @@ async fn paced(name: &str, addr: SocketAddr, path: &str, key: &str, duration: Du
             }
         }
     }
-    latencies.sort_unstable();
-    load::Result {
-        name: name.into(),
-        requests: latencies.len() as u64,
-        errors,
-        rps: latencies.len() as f64 / duration.as_secs_f64(),
-        p50_us: load::percentile(&latencies, 0.50),
-        p99_us: load::percentile(&latencies, 0.99),
-        latencies_us: latencies,
-        seconds: duration.as_secs_f64(),
-    }
+    load::Result::from_latencies(name, latencies, errors, duration.as_secs_f64())
 }

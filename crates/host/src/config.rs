@@ -28,7 +28,8 @@ pub struct SandboxConfig {
     /// `unavailable` (whatever the adapter's own timeouts), in milliseconds.
     pub port_timeout_ms: u64,
     /// Guests executing wasm at once (0: one per available core). Others wait for a
-    /// turn, shared between tenants by weight; a turn lasts one epoch tick.
+    /// turn, shared between tenants by weight; a turn lasts 1 ms for a guest that never
+    /// gave one up, one epoch tick (0.25 ms) for a CPU-bound one.
     pub cpu_slots: u32,
     /// Of those, how many guests that proved CPU-bound (gave up a whole turn) may hold
     /// at once (0: one fewer than `cpu_slots`, at least one). The others stay for short
