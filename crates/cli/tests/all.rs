@@ -132,6 +132,43 @@ fn serve_reports_every_config_problem() {
     }
 }
 
+/// `serve` with a config file; the exit status and stderr.
+fn serve_config(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("runplane.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).env_remove("RP_TEST_UNSET").output().expect("run");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn serve_refuses_zero_fuel_at_start() {
+    let (ok, err) = serve_config("[sandbox]\nfuel = 0\n");
+    assert!(!ok, "fuel = 0 must not start a node whose every call fails");
+    assert!(err.contains("1 problem(s)") && err.contains("sandbox.fuel: must be positive"), "{err}");
+}
+
+/// An invalid value next to an unknown key, a negative size and an unset variable: all
+/// reported at once, each with its field, the unset variable once.
+#[test]
+fn serve_reports_every_config_problem_in_one_pass() {
+    let (ok, err) = serve_config(
+        "[node]\nadmin_token = \"${RP_TEST_UNSET}\"\n[sandbox]\nunknown_knob = 1\ndeadline_ms = 0\nmemory_limit_bytes = -1\n[scheduler]\nmax_queued_per_tenant = \"many\"\n",
+    );
+    assert!(!ok);
+    for needle in [
+        "5 problem(s)",
+        "node.admin_token: environment variable RP_TEST_UNSET is not set",
+        "sandbox.unknown_knob: unknown field",
+        "sandbox.deadline_ms: must be positive",
+        "sandbox.memory_limit_bytes: invalid value: integer `-1`",
+        "scheduler.max_queued_per_tenant: invalid type: string \"many\"",
+    ] {
+        assert!(err.contains(needle), "missing {needle}: {err}");
+    }
+    assert_eq!(err.matches("node.admin_token").count(), 1, "the unset variable is its value's only problem: {err}");
+}
+
 #[tokio::test]
 async fn serve_starts_a_node_from_a_config_file() {
     let dir = tempfile::tempdir().expect("tempdir");

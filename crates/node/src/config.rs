@@ -1,10 +1,11 @@
 //! `runplane.toml`: the one configuration loader.
 //!
 //! The whole file is checked before the node starts and every problem is reported
-//! with its place (`node.listen: …`), not just the first. `${VAR}` in a string value
-//! is replaced by the environment variable `VAR` (an unset variable is a problem).
+//! with its place (`node.listen: …`), not just the first: one bad or unknown key never
+//! hides another. `${VAR}` in a string value is replaced by the environment variable
+//! `VAR`; an unset variable is reported once, and nothing else about that value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -326,9 +327,8 @@ impl NodeConfig {
     /// Parses configuration text; `env` resolves `${VAR}` references.
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| vec![format!("TOML syntax: {e}")])?;
-        let mut problems = Vec::new();
-        substitute_env(&mut table, "", &env, &mut problems);
-        let mut c = Checker { problems };
+        let mut c = Checker { problems: Vec::new(), unresolved: BTreeSet::new() };
+        substitute_env(&mut table, "", &env, &mut c);
 
         let mut cfg = NodeConfig::embedded(
             "127.0.0.1:8080".parse().expect("a valid literal address"),
@@ -383,29 +383,28 @@ impl NodeConfig {
                 }
             }
         }
-        if let Some(sb) = table.get("sandbox") {
-            match sb.clone().try_into::<SandboxConfig>() {
-                Ok(s) => {
-                    if s.memory_limit_bytes < (1 << 20) {
-                        c.problem("sandbox.memory_limit_bytes", "must be at least 1048576 (1 MiB)");
-                    }
-                    if s.deadline_ms == 0 {
-                        c.problem("sandbox.deadline_ms", "must be positive");
-                    }
-                    if s.max_instances == 0 {
-                        c.problem("sandbox.max_instances", "must be positive");
-                    }
-                    cfg.sandbox = s;
-                }
-                Err(e) => c.problem("sandbox", e.message()),
+        if let Some(s) = c.settings::<SandboxConfig>(&table, "sandbox") {
+            if s.memory_limit_bytes < (1 << 20) {
+                c.problem("sandbox.memory_limit_bytes", "must be at least 1048576 (1 MiB)");
             }
+            if s.fuel == 0 {
+                // Every invocation would run out at its first instruction, reported as
+                // an exhausted CPU quota (429) that the tenant never used.
+                c.problem("sandbox.fuel", "must be positive (it bounds one invocation's CPU work; default 2000000000)");
+            }
+            if s.deadline_ms == 0 {
+                c.problem("sandbox.deadline_ms", "must be positive");
+            }
+            if s.max_instances == 0 {
+                c.problem("sandbox.max_instances", "must be positive");
+            }
+            cfg.sandbox = s;
         }
-        if let Some(sc) = table.get("scheduler") {
-            match sc.clone().try_into::<SchedulerConfig>() {
-                Ok(s) if s.max_queued_per_tenant == 0 => c.problem("scheduler.max_queued_per_tenant", "must be positive"),
-                Ok(s) => cfg.scheduler = s,
-                Err(e) => c.problem("scheduler", e.message()),
+        if let Some(s) = c.settings::<SchedulerConfig>(&table, "scheduler") {
+            if s.max_queued_per_tenant == 0 {
+                c.problem("scheduler.max_queued_per_tenant", "must be positive");
             }
+            cfg.scheduler = s;
         }
         if let Some(backends) = c.table(&table, "backends") {
             for (name, value) in backends {
@@ -486,13 +485,17 @@ impl NodeConfig {
                 }
             }
         }
-        if let Some(conf) = table.get("config") {
+        if let Some(conf) = table.get("config")
+            && c.string_leaves(conf, "config", 2, "[config] maps capability names to tables of string values")
+        {
             match conf.clone().try_into::<BTreeMap<String, BTreeMap<String, String>>>() {
                 Ok(m) => cfg.capability_config = m,
                 Err(e) => c.problem("config", &format!("must map capability names to tables of string values: {}", e.message())),
             }
         }
-        if let Some(conf) = table.get("tenant_config") {
+        if let Some(conf) = table.get("tenant_config")
+            && c.string_leaves(conf, "tenant_config", 3, "[tenant_config] maps tenant → capability → key → string value")
+        {
             match conf.clone().try_into::<BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>>() {
                 Ok(m) => {
                     for t in m.keys() {
@@ -668,11 +671,73 @@ pub struct ConfigError {
 
 struct Checker {
     problems: Vec<String>,
+    /// Places holding a `${VAR}` that could not be substituted: that is reported once,
+    /// and nothing else about them (what is left of the value is not what was meant).
+    unresolved: BTreeSet<String>,
 }
 
 impl Checker {
     fn problem(&mut self, place: &str, what: &str) {
+        if self.unresolved.iter().any(|u| u.strip_prefix(place).is_some_and(|rest| rest.is_empty() || rest.starts_with('['))) {
+            return;
+        }
         self.problems.push(format!("{place}: {what}"));
+    }
+
+    /// A `${VAR}` at `place` could not be substituted.
+    fn unresolved(&mut self, place: &str, what: &str) {
+        self.unresolved.insert(place.to_owned());
+        let problem = format!("{place}: {what}");
+        if !self.problems.contains(&problem) {
+            self.problems.push(problem);
+        }
+    }
+
+    /// A table of settings (`[sandbox]`, `[scheduler]`) as `T`, whose serde defaults
+    /// fill absent keys. Each key is tried on its own first, so an unknown key or a bad
+    /// value is reported with its place and never hides another; the valid keys are kept.
+    fn settings<T: serde::de::DeserializeOwned>(&mut self, table: &toml::Table, key: &str) -> Option<T> {
+        let t = self.table(table, key)?;
+        let mut valid = toml::Table::new();
+        for (k, v) in t {
+            let alone = toml::Table::from_iter([(k.clone(), v.clone())]);
+            match toml::Value::Table(alone).try_into::<T>() {
+                Ok(_) => {
+                    valid.insert(k.clone(), v.clone());
+                }
+                Err(e) => self.problem(&format!("{key}.{k}"), &format!("{} (found {v})", plain(e.message()))),
+            }
+        }
+        match toml::Value::Table(valid).try_into::<T>() {
+            Ok(x) => Some(x),
+            Err(e) => {
+                self.problem(key, &plain(e.message()));
+                None
+            }
+        }
+    }
+
+    /// Reports every place under `v` that is not a table (above `depth` 0) or a string
+    /// (at the leaves); true if there is none.
+    fn string_leaves(&mut self, v: &toml::Value, place: &str, depth: usize, shape: &str) -> bool {
+        match (v, depth) {
+            (toml::Value::String(_), 0) => true,
+            (_, 0) => {
+                self.problem(place, &format!("must be a string (found {v}); write it in quotes ({shape})"));
+                false
+            }
+            (toml::Value::Table(t), _) => {
+                let mut ok = true;
+                for (k, inner) in t {
+                    ok &= self.string_leaves(inner, &format!("{place}.{k}"), depth - 1, shape);
+                }
+                ok
+            }
+            _ => {
+                self.problem(place, &format!("must be a table (found {v}); {shape}"));
+                false
+            }
+        }
     }
 
     fn only_keys(&mut self, table: &toml::Table, place: &str, known: &[&str]) {
@@ -700,21 +765,36 @@ impl Checker {
         match v.clone().try_into::<T>() {
             Ok(x) => Some(x),
             Err(e) => {
-                self.problem(&format!("{place}.{key}"), &format!("{} (found {v})", e.message()));
+                self.problem(&format!("{place}.{key}"), &format!("{} (found {v})", plain(e.message())));
                 None
             }
         }
     }
 }
 
-fn substitute_env(table: &mut toml::Table, place: &str, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) {
+/// serde's type names in words a configuration's reader knows.
+fn plain(message: &str) -> String {
+    let mut m = message.to_owned();
+    for (rust, words) in [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        ("expected i64", "expected a whole number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        m = m.replace(rust, words);
+    }
+    m
+}
+
+fn substitute_env(table: &mut toml::Table, place: &str, env: &dyn Fn(&str) -> Option<String>, c: &mut Checker) {
     for (k, v) in table.iter_mut() {
         let here = if place.is_empty() { k.clone() } else { format!("{place}.{k}") };
-        substitute_value(v, &here, env, problems);
+        substitute_value(v, &here, env, c);
     }
 }
 
-fn substitute_value(v: &mut toml::Value, place: &str, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) {
+fn substitute_value(v: &mut toml::Value, place: &str, env: &dyn Fn(&str) -> Option<String>, c: &mut Checker) {
     match v {
         toml::Value::String(s) => {
             let mut out = String::new();
@@ -727,12 +807,12 @@ fn substitute_value(v: &mut toml::Value, place: &str, env: &dyn Fn(&str) -> Opti
                         let name = &after[..end];
                         match env(name) {
                             Some(value) => out.push_str(&value),
-                            None => problems.push(format!("{place}: environment variable {name} is not set")),
+                            None => c.unresolved(place, &format!("environment variable {name} is not set")),
                         }
                         rest = &after[end + 1..];
                     }
                     None => {
-                        problems.push(format!("{place}: unterminated ${{ in value"));
+                        c.unresolved(place, "unterminated ${ in the value; close it with }");
                         rest = "";
                     }
                 }
@@ -740,10 +820,10 @@ fn substitute_value(v: &mut toml::Value, place: &str, env: &dyn Fn(&str) -> Opti
             out.push_str(rest);
             *s = out;
         }
-        toml::Value::Table(t) => substitute_env(t, place, env, problems),
+        toml::Value::Table(t) => substitute_env(t, place, env, c),
         toml::Value::Array(a) => {
             for (i, item) in a.iter_mut().enumerate() {
-                substitute_value(item, &format!("{place}[{i}]"), env, problems);
+                substitute_value(item, &format!("{place}[{i}]"), env, c);
             }
         }
         _ => {}
@@ -794,6 +874,60 @@ mod tests {
             assert!(all.contains(needle), "missing {needle} in:\n{all}");
         }
         assert!(!all.contains("hunter2"), "a problem never quotes a URL or password:\n{all}");
+    }
+
+    #[test]
+    fn settings_tables_report_every_bad_key_with_its_name() {
+        let text = r#"
+            [sandbox]
+            colour = "blue"
+            memory_limit_bytes = -1
+            fuel = 0
+            deadline_ms = "soon"
+            max_instances = 16
+            [scheduler]
+            max_queued_per_tenant = 0
+            typo = 1
+            [config.orders]
+            currency = "CHF"
+            retries = 3
+        "#;
+        let problems = NodeConfig::parse(text, |_| None).expect_err("invalid");
+        let all = problems.join("\n");
+        for needle in [
+            "sandbox.colour: unknown field `colour`",
+            "sandbox.memory_limit_bytes: invalid value: integer `-1`, expected a whole number, 0 or more (found -1)",
+            "sandbox.fuel: must be positive",
+            "sandbox.deadline_ms: invalid type: string \"soon\"",
+            "scheduler.max_queued_per_tenant: must be positive",
+            "scheduler.typo: unknown field `typo`",
+            "config.orders.retries: must be a string (found 3)",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
+        assert_eq!(problems.len(), 7, "one problem each, nothing about the valid keys:\n{all}");
+    }
+
+    #[test]
+    fn an_unset_variable_is_the_only_problem_of_its_value() {
+        let text = r#"
+            [node]
+            admin_token = "${NO_TOKEN}"
+            listen = "${NO_LISTEN}"
+            [backends.pg]
+            kind = "postgres"
+            url = "${NO_PG_URL}"
+        "#;
+        let mut problems = NodeConfig::parse(text, |_| None).expect_err("invalid");
+        problems.sort();
+        assert_eq!(
+            problems,
+            vec![
+                "backends.pg.url: environment variable NO_PG_URL is not set",
+                "node.admin_token: environment variable NO_TOKEN is not set",
+                "node.listen: environment variable NO_LISTEN is not set",
+            ]
+        );
     }
 
     #[test]
