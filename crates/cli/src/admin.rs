@@ -61,6 +61,10 @@ pub enum AdminCommand {
         /// Topic delivered to the message handler (repeatable).
         #[arg(long = "subscribe")]
         subscriptions: Vec<String>,
+        /// Gate the route with a feature flag: tenants for whom it is off get 403
+        /// flag_disabled (an undefined flag is off; `runplane flag set` defines it).
+        #[arg(long)]
+        flag: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -402,7 +406,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             };
             print(&v);
         }
-        AdminCommand::Deploy { capability, route, allow_hosts, subscriptions, target } => {
+        AdminCommand::Deploy { capability, route, allow_hosts, subscriptions, flag, target } => {
             let c = Client::from_target(&target)?;
             if capability == "list" {
                 print(&c.call(Method::GET, "/v1/deployments", None).await?);
@@ -411,7 +415,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             let (name, version) = capability
                 .split_once('@')
                 .ok_or_else(|| anyhow!("{capability:?} is not name@version, e.g. orders@1.0.0"))?;
-            let body = json!({"capability": name, "version": version, "route": route, "allow_hosts": allow_hosts, "subscriptions": subscriptions});
+            let body = json!({"capability": name, "version": version, "route": route, "allow_hosts": allow_hosts, "subscriptions": subscriptions, "flag": flag});
             print(&c.call(Method::POST, "/v1/deployments", Some(body)).await?);
         }
         AdminCommand::Undeploy { route, target } => {

@@ -45,23 +45,27 @@ pub enum FlagCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Create or change a flag (toggle with --enabled true|false).
+    /// Create or change a flag. Only the fields given change: the flag is read and
+    /// written back with them (a concurrent change between the two is overwritten).
+    /// `none` removes a --percent, --tier or --activation-date.
     Set {
         feature: String,
+        /// Switch it on or off: true or false (required to create a flag).
         #[arg(long)]
-        enabled: bool,
+        enabled: Option<bool>,
         #[arg(long)]
         tenant: Option<String>,
-        /// 0-100: the share of tenants it is on for.
+        /// 0-100: the share of tenants it is on for (`none`: every tenant).
         #[arg(long)]
-        percent: Option<u32>,
-        /// Minimum tier (free, pro, enterprise).
+        percent: Option<Change<u32>>,
+        /// Minimum tier: free, pro or enterprise (`none`: every tier).
         #[arg(long)]
-        tier: Option<String>,
-        /// RFC 3339 UTC instant before which it is off.
+        tier: Option<Change<String>>,
+        /// RFC 3339 UTC instant before which it is off (`none`: at once).
         #[arg(long)]
-        activation_date: Option<String>,
+        activation_date: Option<Change<String>>,
     },
+    /// Delete a flag; a tenant's (--tenant) gives way to the instance flag again.
     Delete {
         feature: String,
         #[arg(long)]
@@ -175,15 +179,99 @@ fn flag_path(tenant: &Option<String>, feature: &str) -> String {
     }
 }
 
+/// A value an option sets, or `none` to remove it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change<T> {
+    Set(T),
+    Clear,
+}
+
+impl<T: std::str::FromStr> std::str::FromStr for Change<T>
+where
+    T::Err: std::fmt::Display,
+{
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(Change::Clear);
+        }
+        s.parse().map(Change::Set).map_err(|e| format!("{e} (or `none` to remove it)"))
+    }
+}
+
+/// Applies an option to one field of a flag read from the node.
+fn change<T: serde::Serialize>(flag: &mut serde_json::Map<String, Value>, field: &str, c: Option<Change<T>>) {
+    match c {
+        None => {}
+        Some(Change::Clear) => {
+            flag.remove(field);
+        }
+        Some(Change::Set(v)) => {
+            flag.insert(field.to_owned(), json!(v));
+        }
+    }
+}
+
+/// `flag set`: reads the flag, changes the given fields and writes it back, so a field
+/// left out keeps its value (the API's PUT replaces the whole flag).
+async fn set_flag(
+    c: &Client,
+    feature: &str,
+    tenant: &Option<String>,
+    enabled: Option<bool>,
+    percent: Option<Change<u32>>,
+    tier: Option<Change<String>>,
+    activation_date: Option<Change<String>>,
+) -> anyhow::Result<Value> {
+    if enabled.is_none() && percent.is_none() && tier.is_none() && activation_date.is_none() {
+        bail!("nothing to change: give --enabled true|false, --percent, --tier or --activation-date");
+    }
+    if let Some(Change::Set(p)) = percent
+        && p > 100
+    {
+        bail!("--percent {p} is not a share: give 0-100, or none for every tenant");
+    }
+    let list = match tenant {
+        Some(t) => format!("/v1/tenants/{t}/flags"),
+        None => "/v1/flags".to_owned(),
+    };
+    let current = c.call(Method::GET, &list, None).await?["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|f| f["feature_id"] == feature).cloned());
+    let whose = tenant.as_ref().map(|t| format!("tenant {t} has no flag {feature}")).unwrap_or_else(|| format!("there is no instance flag {feature}"));
+    let mut flag = match current {
+        Some(Value::Object(f)) => f,
+        _ if enabled.is_none() => bail!("{whose}; create it with --enabled true (or --enabled false)"),
+        _ => serde_json::Map::new(),
+    };
+    if let Some(e) = enabled {
+        flag.insert("enabled".into(), e.into());
+    }
+    change(&mut flag, "rollout_percent", percent);
+    change(&mut flag, "entitlement_tier", tier);
+    change(&mut flag, "activation_date", activation_date);
+    // The path names the flag and the node its instance: the body carries neither.
+    flag.remove("feature_id");
+    flag.remove("instance_id");
+    c.call(Method::PUT, &flag_path(tenant, feature), Some(Value::Object(flag))).await
+}
+
 pub async fn flag(c: &Client, cmd: FlagCmd) -> anyhow::Result<()> {
     let v = match cmd {
         FlagCmd::List { tenant: Some(t) } => c.call(Method::GET, &format!("/v1/tenants/{t}/flags"), None).await?,
         FlagCmd::List { tenant: None } => c.call(Method::GET, "/v1/flags", None).await?,
         FlagCmd::Set { feature, enabled, tenant, percent, tier, activation_date } => {
-            let body = json!({"enabled": enabled, "rollout_percent": percent, "entitlement_tier": tier, "activation_date": activation_date});
-            c.call(Method::PUT, &flag_path(&tenant, &feature), Some(body)).await?
+            set_flag(c, &feature, &tenant, enabled, percent, tier, activation_date).await?
         }
-        FlagCmd::Delete { feature, tenant } => c.call(Method::DELETE, &flag_path(&tenant, &feature), None).await?,
+        FlagCmd::Delete { feature, tenant } => {
+            c.call(Method::DELETE, &flag_path(&tenant, &feature), None).await?;
+            match tenant {
+                Some(t) => println!("deleted tenant {t}'s flag {feature}; the instance flag {feature}, if any, applies to {t} again"),
+                None => println!("deleted the instance flag {feature}; tenants without a flag {feature} of their own now have it off"),
+            }
+            return Ok(());
+        }
     };
     print(&v);
     Ok(())

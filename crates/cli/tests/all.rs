@@ -467,3 +467,80 @@ async fn a_tampered_log_is_refused_at_start_and_only_its_tenant_is_stopped() {
     assert!(body["error"]["message"].as_str().expect("message").contains("integrity check"), "{body}");
     assert!(order(base.clone(), "globex").await.status().is_success(), "other tenants are served");
 }
+
+/// The admin subcommands against a node started with `up_once`: (success, stdout, stderr).
+fn admin_at(base: &str, dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).args(["--node", base, "--data-dir"]).arg(dir).output().expect("run");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `deploy --flag` gates a route; `flag set --enabled true|false` toggles the flag, and a
+/// `flag set` that leaves a field out leaves it as it was.
+#[tokio::test]
+async fn deploy_flag_and_flag_set_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_child, base, creds) = up_once(dir.path()).await;
+    let admin = |args: &[&str]| admin_at(&base, dir.path(), args);
+    let json = |out: &str| serde_json::from_str::<serde_json::Value>(out).expect("json output");
+    let (ok, out, err) = admin(&["capability", "list"]);
+    assert!(ok, "{err}");
+    let caps = json(&out);
+    let version = caps["items"].as_array().expect("items").iter().find(|c| c["name"] == "orders").expect("orders pushed")["version"]
+        .as_str()
+        .expect("version")
+        .to_owned();
+    let (ok, out, err) = admin(&["deploy", &format!("orders@{version}"), "--route", "gated", "--flag", "beta-orders"]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["flag"], "beta-orders", "{out}");
+
+    let http = reqwest::Client::new();
+    let key = creds["tenants"]["acme"].as_str().expect("key").to_owned();
+    let order = || async {
+        let resp = http.post(format!("{base}/apps/gated/orders")).bearer_auth(&key).json(&serde_json::json!({"item": "tea", "quantity": 1})).send().await.expect("post");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    };
+    let (status, body) = order().await;
+    assert!(status == 403 && body.contains("flag_disabled"), "an undefined flag is off: {status} {body}");
+
+    let (ok, _, err) = admin(&["flag", "set", "beta-orders", "--percent", "50"]);
+    assert!(!ok && err.contains("there is no instance flag beta-orders") && err.contains("--enabled true"), "{err}");
+    let (ok, out, err) = admin(&["flag", "set", "beta-orders", "--enabled", "true"]);
+    assert!(ok, "{err}");
+    assert_eq!(json(&out)["enabled"], true, "{out}");
+    assert!(order().await.0 < 300, "enabled");
+
+    // Leaving --enabled out leaves it on.
+    let (ok, out, err) = admin(&["flag", "set", "beta-orders", "--percent", "100"]);
+    assert!(ok, "{err}");
+    let flag = json(&out);
+    assert_eq!((flag["enabled"].as_bool(), flag["rollout_percent"].as_u64()), (Some(true), Some(100)), "{out}");
+    assert!(order().await.0 < 300, "--percent left the flag enabled");
+    let (ok, _, err) = admin(&["flag", "set", "beta-orders", "--tier", "enterprise"]);
+    assert!(ok, "{err}");
+    assert_eq!(order().await.0, 403, "acme's tier is below enterprise");
+    let (ok, out, err) = admin(&["flag", "set", "beta-orders", "--tier", "none"]);
+    assert!(ok, "{err}");
+    assert!(json(&out).get("entitlement_tier").is_none(), "`none` removes the tier: {out}");
+    assert!(order().await.0 < 300);
+
+    let (ok, out, err) = admin(&["flag", "set", "beta-orders", "--enabled", "false"]);
+    assert!(ok, "{err}");
+    let flag = json(&out);
+    assert_eq!((flag["enabled"].as_bool(), flag["rollout_percent"].as_u64()), (Some(false), Some(100)), "{out}");
+    assert_eq!(order().await.0, 403, "disabled");
+
+    // A tenant's own flag overrides the instance flag; deleting it says what happened.
+    let (ok, _, err) = admin(&["flag", "set", "beta-orders", "--tenant", "acme", "--enabled", "true"]);
+    assert!(ok, "{err}");
+    assert!(order().await.0 < 300, "acme's own flag is on");
+    let (ok, out, err) = admin(&["flag", "delete", "beta-orders", "--tenant", "acme"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("deleted tenant acme's flag beta-orders") && !out.contains("null"), "{out}");
+    assert_eq!(order().await.0, 403, "the instance flag applies again");
+
+    let (ok, _, err) = admin(&["flag", "set", "beta-orders", "--enabled", "maybe"]);
+    assert!(!ok && err.contains("maybe"), "{err}");
+    let (ok, _, err) = admin(&["flag", "set", "beta-orders", "--percent", "101"]);
+    assert!(!ok && err.contains("0-100"), "{err}");
+}
