@@ -110,9 +110,14 @@ pub enum TokenCmd {
         #[arg(long)]
         expires_in_secs: Option<u64>,
     },
-    /// Revoke a token (or one revocation id): refused at once.
+    /// Revoke a token and every token narrowed from it (not the token it was narrowed
+    /// from), or every token carrying one revocation id: refused from their next use.
     Revoke {
         token_or_id: String,
+        /// Revoke the whole chain: the tokens it was narrowed from too, and everything
+        /// narrowed from any of them.
+        #[arg(long)]
+        chain: bool,
         #[arg(long)]
         reason: Option<String>,
     },
@@ -304,13 +309,26 @@ pub async fn token(c: &Client, cmd: TokenCmd) -> anyhow::Result<()> {
             let path = tenant.map(|t| format!("/v1/tenants/{t}/tokens")).unwrap_or_else(|| "/v1/tokens".into());
             c.call(Method::POST, &path, Some(json!({"role": role, "subject": subject, "ttl_secs": ttl_secs}))).await?
         }
-        TokenCmd::Revoke { token_or_id, reason } => {
+        TokenCmd::Revoke { token_or_id, chain, reason } => {
             let body = if token_or_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if chain {
+                    bail!("--chain needs the token itself: a revocation id names one block of it");
+                }
                 json!({"revocation_id": token_or_id, "reason": reason})
             } else {
-                json!({"token": token_or_id, "reason": reason})
+                json!({"token": token_or_id, "chain": chain, "reason": reason})
             };
-            c.call(Method::POST, "/v1/tokens/revoke", Some(body)).await?
+            let v = c.call(Method::POST, "/v1/tokens/revoke", Some(body)).await?;
+            let ids = |key: &str| -> Vec<String> {
+                v[key].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect()).unwrap_or_default()
+            };
+            println!("revoked {}", v["effect"].as_str().unwrap_or("the token"));
+            println!("  revocation ids revoked: {}", ids("revoked").join(", "));
+            let kept = ids("not_revoked");
+            if !kept.is_empty() {
+                println!("  not revoked (the tokens it was narrowed from): {}; add --chain to revoke them too", kept.join(", "));
+            }
+            return Ok(());
         }
         TokenCmd::Revoked => c.call(Method::GET, "/v1/tokens/revoked", None).await?,
         TokenCmd::Attenuate { .. } => unreachable!("handled offline"),

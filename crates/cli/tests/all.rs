@@ -544,3 +544,46 @@ async fn deploy_flag_and_flag_set_through_the_cli() {
     let (ok, _, err) = admin(&["flag", "set", "beta-orders", "--percent", "101"]);
     assert!(!ok && err.contains("0-100"), "{err}");
 }
+
+/// Revoking an attenuated copy refuses the copy, not the token it was narrowed from;
+/// `--chain` revokes both. The output says which.
+#[tokio::test]
+async fn token_revoke_of_an_attenuated_copy_leaves_its_original_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_child, base, _) = up_once(dir.path()).await;
+    let admin = |args: &[&str]| admin_at(&base, dir.path(), args);
+    let (ok, out, err) = admin(&["token", "mint", "auditor", "--subject", "ann@example.com"]);
+    assert!(ok, "{err}");
+    let original = serde_json::from_str::<serde_json::Value>(&out).expect("json")["token"].as_str().expect("token").to_owned();
+    let attenuate = |token: &str| {
+        let (ok, out, err) = admin(&["token", "attenuate", token, "--operation", "audit.read"]);
+        assert!(ok, "{err}");
+        out.trim().to_owned()
+    };
+    let http = reqwest::Client::new();
+    let status = |token: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move { http.get(format!("{base}/v1/audit/logs")).bearer_auth(token).send().await.expect("get").status().as_u16() }
+    };
+    let copy = attenuate(&original);
+    assert_eq!((status(original.clone()).await, status(copy.clone()).await), (200, 200));
+
+    let (ok, out, err) = admin(&["token", "revoke", &copy, "--reason", "leaked copy"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("revoked the token (an attenuated copy) and every token narrowed from it"), "{out}");
+    assert!(out.contains("not revoked (the tokens it was narrowed from)") && out.contains("--chain"), "{out}");
+    assert_eq!(status(copy.clone()).await, 401, "the copy is refused");
+    assert_eq!(status(original.clone()).await, 200, "the token it was narrowed from stays valid");
+
+    let other_copy = attenuate(&original);
+    assert_eq!(status(other_copy.clone()).await, 200, "another copy of the original is not affected");
+    let (ok, out, err) = admin(&["token", "revoke", &other_copy, "--chain"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("revoked the whole chain") && !out.contains("not revoked"), "{out}");
+    assert_eq!((status(original).await, status(other_copy).await), (401, 401), "--chain revokes the original too");
+
+    let (ok, _, err) = admin(&["token", "revoke", "abcdef0123", "--chain"]);
+    assert!(!ok && err.contains("--chain needs the token itself"), "{err}");
+    let (ok, out, _) = admin(&["token", "revoked"]);
+    assert!(ok && out.contains("\"revoked\""), "{out}");
+}

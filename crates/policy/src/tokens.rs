@@ -12,7 +12,9 @@
 //! alone, so a later block can add conditions but never a fact that satisfies a
 //! policy: no attenuation can widen a token, and a block cannot be removed without
 //! breaking the signature chain. Revocation is by any of a token's revocation ids
-//! (one per block), so revoking the original also revokes every attenuated copy.
+//! (one per block), so revoking the original also revokes every attenuated copy; and
+//! revoking a copy by its own id (its last block's, [`revocation`]) refuses that copy
+//! and what was narrowed from it, never the token it was narrowed from.
 //!
 //! ```
 //! use runplane_policy::tokens::{Grant, Request, Restriction, Role, TokenAuthority, TokenVerifier, attenuate};
@@ -351,6 +353,31 @@ pub fn attenuate(token: &str, r: &Restriction) -> Result<String, PolicyError> {
 pub fn revocation_ids(token: &str, root: &PublicKey) -> Result<Vec<String>, PolicyError> {
     let b = Biscuit::from_base64(token, *root).map_err(invalid)?;
     Ok(b.revocation_identifiers().iter().map(hex::encode).collect())
+}
+
+/// What to record to revoke a token ([`revocation`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The ids to mark revoked: a token carrying any of them is refused.
+    pub revoke: Vec<String>,
+    /// The token's other ids, left alone: those of the tokens it was narrowed from,
+    /// authority first. Empty for a token never attenuated, or for a whole chain.
+    pub keep: Vec<String>,
+}
+
+/// The revocation ids that revoke `token` (its signatures checked against `root`).
+///
+/// A token's own id is its last block's. Every token narrowed from it carries that id
+/// too, and the tokens it was narrowed from do not, so revoking it refuses the token
+/// and its descendants only. With `chain`, every block's id is revoked: the tokens it
+/// was narrowed from as well, and everything narrowed from any of them.
+pub fn revocation(token: &str, root: &PublicKey, chain: bool) -> Result<Revocation, PolicyError> {
+    let mut ids = revocation_ids(token, root)?;
+    if chain {
+        return Ok(Revocation { revoke: ids, keep: Vec::new() });
+    }
+    let own = ids.pop().ok_or_else(|| invalid("it has no blocks"))?;
+    Ok(Revocation { revoke: vec![own], keep: ids })
 }
 
 /// What a request asks for: the authorizer's facts `operation`, `tenant`, `route`.

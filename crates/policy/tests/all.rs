@@ -4,7 +4,8 @@
 
 use runplane_policy::PolicyError;
 use runplane_policy::tokens::{
-    Grant, OPERATIONS, Principal, Request, Restriction, Role, TokenAuthority, TokenVerifier, attenuate, may_grant, revocation_ids, role_allows,
+    Grant, OPERATIONS, Principal, Request, Restriction, Role, TokenAuthority, TokenVerifier, attenuate, may_grant, revocation, revocation_ids,
+    role_allows,
 };
 
 const NOW: u64 = 1_795_428_000;
@@ -341,4 +342,34 @@ fn base64_decode(s: &str) -> Vec<u8> {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE.encode(bytes)
+}
+
+#[test]
+fn revoking_a_copy_spares_its_original_and_a_chain_takes_them_all() {
+    let auth = authority(10);
+    let v = TokenVerifier::new(auth.public_key());
+    let root = auth.public_key();
+    let original = auth.mint(&grant(Role::Auditor, None)).expect("mint");
+    let narrow = |t: &str, op: &str| attenuate(t, &Restriction { operations: Some(vec![op.into()]), ..Default::default() }).expect("attenuate");
+    let copy = narrow(&original, "audit.read");
+    let grandchild = narrow(&copy, "audit.read");
+    let sibling = narrow(&original, "audit.read");
+    let works = |t: &str, revoked: &[String]| v.authorize(t, &ask("audit.read", None), NOW, &|id| revoked.iter().any(|r| r == id)).is_ok();
+
+    let r = revocation(&copy, &root, false).expect("revocation");
+    let ids = revocation_ids(&copy, &root).expect("ids");
+    assert_eq!((r.revoke.clone(), r.keep.clone()), (vec![ids[1].clone()], vec![ids[0].clone()]), "the copy's own id; its original's kept");
+    assert!(!works(&copy, &r.revoke) && !works(&grandchild, &r.revoke), "the copy and what was narrowed from it");
+    assert!(works(&original, &r.revoke) && works(&sibling, &r.revoke), "not its original, nor another copy of it");
+
+    let r = revocation(&original, &root, false).expect("revocation");
+    assert!(r.keep.is_empty(), "a token never attenuated has one id");
+    assert!(!works(&original, &r.revoke) && !works(&copy, &r.revoke) && !works(&sibling, &r.revoke));
+
+    let r = revocation(&grandchild, &root, true).expect("revocation");
+    assert_eq!((r.revoke.len(), r.keep.len()), (3, 0));
+    for t in [&original, &copy, &grandchild, &sibling] {
+        assert!(!works(t, &r.revoke), "a chain revokes everything its authority block signed");
+    }
+    assert!(revocation("not-a-token", &root, false).is_err());
 }

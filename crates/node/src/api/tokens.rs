@@ -138,10 +138,15 @@ pub async fn exchange(State(node): State<Arc<Node>>, headers: HeaderMap) -> Resu
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Revoke {
-    /// A revocation id (hex) of any block of the token.
+    /// A revocation id (hex) of any block of a token: every token carrying it is refused.
     pub revocation_id: Option<String>,
-    /// Or the token itself: every revocation id it carries is revoked.
+    /// Or the token itself: its own revocation id (its last block's) is revoked, which
+    /// refuses it and every token narrowed from it, but not the token it was narrowed from.
     pub token: Option<String>,
+    /// With `token`: revoke every revocation id it carries instead, refusing the tokens
+    /// it was narrowed from too, and everything narrowed from any of them.
+    #[serde(default)]
+    pub chain: bool,
     pub reason: Option<String>,
 }
 
@@ -150,19 +155,47 @@ pub struct Revoked {
     pub revoked: Vec<String>,
 }
 
+/// What a revocation did.
+#[derive(Serialize, ToSchema)]
+pub struct Revocation {
+    /// The revocation ids revoked: tokens carrying any of them are refused from their next use.
+    pub revoked: Vec<String>,
+    /// The token's other revocation ids, not revoked: those of the tokens it was narrowed
+    /// from, which stay valid. Empty for a token never attenuated, a chain or a bare id.
+    pub not_revoked: Vec<String>,
+    /// What is refused from now on, in words.
+    pub effect: String,
+}
+
 /// Revoke a token: refused on its very next use, on this node at once.
 #[utoipa::path(post, path = "/v1/tokens/revoke", request_body = Revoke, security(("admin_token" = [])),
-    responses((status = 200, body = Revoked), (status = 400, body = crate::error::ErrorResponse)))]
+    responses((status = 200, body = Revocation), (status = 400, body = crate::error::ErrorResponse)))]
 pub async fn revoke(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<Revoke>) -> Result<Response, ApiError> {
-    let ids = match (req.revocation_id, req.token) {
+    let (ids, not_revoked, effect) = match (req.revocation_id, req.token) {
+        (Some(_), None) if req.chain => {
+            return Err(ApiError::bad_request("invalid_request", "chain needs the token itself: a revocation id names one block; send the token instead"));
+        }
         (Some(id), None) => {
             if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ApiError::bad_request("invalid_revocation_id", "a revocation id is hex"));
             }
-            vec![id.to_ascii_lowercase()]
+            let id = id.to_ascii_lowercase();
+            let effect = format!("every token carrying revocation id {id}");
+            (vec![id], Vec::new(), effect)
         }
-        (None, Some(token)) => runplane_policy::tokens::revocation_ids(&token, &node.tokens.authority.public_key())
-            .map_err(|e| ApiError::bad_request("invalid_token", format!("the token cannot be read: {e}")))?,
+        (None, Some(token)) => {
+            let r = runplane_policy::tokens::revocation(&token, &node.tokens.authority.public_key(), req.chain)
+                .map_err(|e| ApiError::bad_request("invalid_token", format!("the token cannot be read: {e}")))?;
+            let effect = match (req.chain, r.keep.len()) {
+                (true, _) if r.revoke.len() > 1 => format!(
+                    "the whole chain: the token, the {} token(s) it was narrowed from, and every token narrowed from any of them",
+                    r.revoke.len() - 1
+                ),
+                (_, 0) => "the token and every token narrowed from it".to_owned(),
+                (_, n) => format!("the token (an attenuated copy) and every token narrowed from it; the {n} token(s) it was narrowed from stay valid"),
+            };
+            (r.revoke, r.keep, effect)
+        }
         _ => return Err(ApiError::bad_request("invalid_request", "send exactly one of revocation_id or token")),
     };
     let at = runplane_audit::rfc3339_utc(node.now());
@@ -172,12 +205,12 @@ pub async fn revoke(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<Revok
     let (list, reason) = (ids.clone(), req.reason);
     annotate(|r| {
         r.targets = list.iter().map(|i| format!("token:{i}")).collect();
-        r.details.insert("after".into(), serde_json::json!({ "revoked": list }));
+        r.details.insert("after".into(), serde_json::json!({ "revoked": list, "chain": req.chain }));
         if let Some(reason) = reason {
             r.details.insert("reason".into(), reason.into());
         }
     });
-    Ok(versioned(Revoked { revoked: ids }).into_response())
+    Ok(versioned(Revocation { revoked: ids, not_revoked, effect }).into_response())
 }
 
 /// Every revoked token id.
