@@ -147,6 +147,8 @@ pub enum TenantCmd {
     Suspend { id: String },
     Resume { id: String },
     Delete { id: String },
+    /// Resume provisioning a tenant whose provisioning failed (each step is idempotent).
+    Provision { id: String },
     /// Issue another API key.
     Key { id: String },
     /// Show a tenant's quota and usage; with any option, change those fields (audited).
@@ -319,10 +321,25 @@ impl Client {
             return Ok(value);
         }
         match value.pointer("/error/message").and_then(Value::as_str) {
-            Some(msg) => Err(anyhow!("{msg} (HTTP {status})")),
+            Some(msg) => Err(anyhow!("{} (HTTP {status})", crate::hints::for_cli(msg))),
             None => Err(anyhow!("the node answered HTTP {status}: {value}")),
         }
     }
+}
+
+/// `s` as one URL path segment or query value: every byte but `A-Z a-z 0-9 - . _ ~`
+/// percent-encoded, so a name holding `/`, `?`, `#` or `%` reaches the node as typed
+/// instead of naming another resource.
+pub(crate) fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 pub(crate) fn print(v: &Value) {
@@ -337,12 +354,17 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             let v = match cmd {
                 TenantCmd::Create { id, mode, tier } => c.call(Method::POST, "/v1/tenants", Some(json!({"id": id, "mode": mode, "tier": tier}))).await?,
                 TenantCmd::List => c.call(Method::GET, "/v1/tenants", None).await?,
-                TenantCmd::Suspend { id } => c.call(Method::POST, &format!("/v1/tenants/{id}/suspend"), None).await?,
-                TenantCmd::Resume { id } => c.call(Method::POST, &format!("/v1/tenants/{id}/resume"), None).await?,
-                TenantCmd::Delete { id } => c.call(Method::DELETE, &format!("/v1/tenants/{id}"), None).await?,
-                TenantCmd::Key { id } => c.call(Method::POST, &format!("/v1/tenants/{id}/keys"), None).await?,
+                TenantCmd::Suspend { id } => c.call(Method::POST, &format!("/v1/tenants/{}/suspend", seg(&id)), None).await?,
+                TenantCmd::Resume { id } => c.call(Method::POST, &format!("/v1/tenants/{}/resume", seg(&id)), None).await?,
+                TenantCmd::Delete { id } => {
+                    c.call(Method::DELETE, &format!("/v1/tenants/{}", seg(&id)), None).await?;
+                    println!("deleted tenant {id} and revoked its keys; its data is kept for the retention period");
+                    return Ok(());
+                }
+                TenantCmd::Provision { id } => c.call(Method::POST, &format!("/v1/tenants/{}/provision", seg(&id)), None).await?,
+                TenantCmd::Key { id } => c.call(Method::POST, &format!("/v1/tenants/{}/keys", seg(&id)), None).await?,
                 TenantCmd::Quota { id, cpu_seconds, memory_mb, disk_mb, network_kb, concurrent_tasks, window_seconds, reason } => {
-                    let path = format!("/v1/tenants/{id}/quota");
+                    let path = format!("/v1/tenants/{}/quota", seg(&id));
                     let changes = [
                         ("max_cpu_seconds", cpu_seconds),
                         ("max_memory_mb", memory_mb),
@@ -374,7 +396,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     let contract: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
                     c.call(Method::POST, "/v1/contracts", Some(json!({"route": route, "contract": contract}))).await?
                 }
-                ContractCmd::Show { id } => c.call(Method::GET, &format!("/v1/contracts/{id}"), None).await?,
+                ContractCmd::Show { id } => c.call(Method::GET, &format!("/v1/contracts/{}", seg(&id)), None).await?,
             };
             print(&v);
         }
@@ -382,15 +404,18 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             let c = Client::from_target(&target)?;
             let v = match cmd {
                 SecretCmd::Put { tenant, name } => {
+                    // Before reading the value: a name the node refuses (or that cannot be
+                    // one path segment, like `..`) fails at once.
+                    runplane_ports::validate_name("secret", &name, 128).map_err(|e| anyhow!("{e}"))?;
                     let mut value = String::new();
                     std::io::Read::read_to_string(&mut std::io::stdin(), &mut value).context("cannot read the secret from stdin")?;
                     let value = value.trim_end_matches(['\n', '\r']).to_owned();
                     if value.is_empty() {
                         bail!("the secret value on stdin is empty; pipe the value in, e.g. printf %s \"$VALUE\" | runplane secret put TENANT NAME");
                     }
-                    c.call(Method::PUT, &format!("/v1/tenants/{tenant}/secrets/{name}"), Some(json!({"value": value}))).await?
+                    c.call(Method::PUT, &format!("/v1/tenants/{}/secrets/{}", seg(&tenant), seg(&name)), Some(json!({"value": value}))).await?
                 }
-                SecretCmd::List { tenant } => c.call(Method::GET, &format!("/v1/tenants/{tenant}/secrets"), None).await?,
+                SecretCmd::List { tenant } => c.call(Method::GET, &format!("/v1/tenants/{}/secrets", seg(&tenant)), None).await?,
                 SecretCmd::RotateKek => c.call(Method::POST, "/v1/secrets/kek/rotate", None).await?,
             };
             print(&v);
@@ -419,16 +444,16 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             print(&c.call(Method::POST, "/v1/deployments", Some(body)).await?);
         }
         AdminCommand::Undeploy { route, target } => {
-            Client::from_target(&target)?.call(Method::DELETE, &format!("/v1/deployments/{route}"), None).await?;
+            Client::from_target(&target)?.call(Method::DELETE, &format!("/v1/deployments/{}", seg(&route)), None).await?;
             println!("route {route} undeployed");
         }
         AdminCommand::Replay { invocation_id, target } => {
-            let v = Client::from_target(&target)?.call(Method::POST, &format!("/v1/replay/{invocation_id}"), None).await?;
+            let v = Client::from_target(&target)?.call(Method::POST, &format!("/v1/replay/{}", seg(&invocation_id)), None).await?;
             print(&v);
             if v["identical"] != Value::Bool(true) {
                 match v["divergence"].as_object() {
                     Some(d) => bail!(
-                        "invocation {invocation_id} is not deterministic: at port call #{} the original made {}, the replay {}",
+                        "invocation {invocation_id} is not deterministic: at port call #{} the original made {}, the replay made {}",
                         d.get("index").unwrap_or(&Value::Null),
                         d.get("expected").and_then(Value::as_str).unwrap_or("?"),
                         d.get("found").and_then(Value::as_str).unwrap_or("?")
@@ -454,11 +479,11 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             let v = match cmd {
                 AuditCmd::Logs => c.call(Method::GET, "/v1/audit/logs", None).await?,
                 AuditCmd::Events { log, from, limit } => {
-                    c.call(Method::GET, &format!("/v1/audit/events?log={log}&cursor={from}&limit={limit}"), None).await?
+                    c.call(Method::GET, &format!("/v1/audit/events?log={}&cursor={from}&limit={limit}", seg(&log)), None).await?
                 }
                 AuditCmd::Key => c.call(Method::GET, "/v1/audit/key", None).await?,
                 AuditCmd::Replay { log } => {
-                    let v = c.call(Method::POST, &format!("/v1/audit/logs/{log}/replay"), None).await?;
+                    let v = c.call(Method::POST, &format!("/v1/audit/logs/{}/replay", seg(&log)), None).await?;
                     if v["identical"] != Value::Bool(true) {
                         print(&v);
                         bail!("log {log}: the root recomputed from the stored events differs from the stored root: {}", v["problem"]);
@@ -466,7 +491,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                     v
                 }
                 AuditCmd::Checkpoint { log, out } => {
-                    let v = c.call(Method::GET, &format!("/v1/audit/logs/{log}/checkpoint"), None).await?;
+                    let v = c.call(Method::GET, &format!("/v1/audit/logs/{}/checkpoint", seg(&log)), None).await?;
                     if let Some(out) = out {
                         let note = v["note"].as_str().ok_or_else(|| anyhow!("the node's checkpoint answer has no note"))?;
                         std::fs::write(&out, note).with_context(|| format!("cannot write {}", out.display()))?;
@@ -475,11 +500,11 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 }
                 AuditCmd::Proof { cmd: ProofCmd::Inclusion { log, index, size } } => {
                     let size = size.map(|s| format!("&size={s}")).unwrap_or_default();
-                    c.call(Method::GET, &format!("/v1/audit/logs/{log}/proof/inclusion?index={index}{size}"), None).await?
+                    c.call(Method::GET, &format!("/v1/audit/logs/{}/proof/inclusion?index={index}{size}", seg(&log)), None).await?
                 }
                 AuditCmd::Proof { cmd: ProofCmd::Consistency { log, first, second } } => {
                     let second = second.map(|s| format!("&second={s}")).unwrap_or_default();
-                    c.call(Method::GET, &format!("/v1/audit/logs/{log}/proof/consistency?first={first}{second}"), None).await?
+                    c.call(Method::GET, &format!("/v1/audit/logs/{}/proof/consistency?first={first}{second}", seg(&log)), None).await?
                 }
                 AuditCmd::Export { .. } | AuditCmd::Verify { .. } => unreachable!("handled above"),
             };
@@ -493,11 +518,11 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
 async fn export_bundle(c: &Client, log: &str, out: &std::path::Path) -> anyhow::Result<()> {
     use reqwest::Method;
     let key = c.call(Method::GET, "/v1/audit/key", None).await?;
-    let cp = c.call(Method::GET, &format!("/v1/audit/logs/{log}/checkpoint"), None).await?;
+    let cp = c.call(Method::GET, &format!("/v1/audit/logs/{}/checkpoint", seg(&log)), None).await?;
     let size = cp["size"].as_u64().ok_or_else(|| anyhow!("the node's checkpoint answer has no size"))?;
     let (mut entries, mut leaf_hashes) = (Vec::new(), Vec::new());
     while (entries.len() as u64) < size {
-        let page = c.call(Method::GET, &format!("/v1/audit/logs/{log}/entries?cursor={}&limit=1000", entries.len()), None).await?;
+        let page = c.call(Method::GET, &format!("/v1/audit/logs/{}/entries?cursor={}&limit=1000", seg(log), entries.len()), None).await?;
         let items = page["items"].as_array().cloned().unwrap_or_default();
         if items.is_empty() {
             bail!("the node returned {} entries of log {log} but its checkpoint has {size}; the log may be damaged", entries.len());
@@ -531,7 +556,21 @@ fn verify_bundle(path: &std::path::Path, since: Option<&std::path::Path>, key: O
     let earlier = since.map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read the checkpoint {}", p.display()))).transpose()?;
     match runplane_audit::bundle::verify(&bundle, earlier.as_deref(), key) {
         Ok(r) => {
-            println!("OK: log {} — {} entries, root {}, signature by {} valid", r.log, r.size, hex_of(&r.root), bundle.verifier_key.split('+').next().unwrap_or(""));
+            let checked_with = if key.is_some() { "the key given with --key" } else { "the key inside the bundle" };
+            println!(
+                "OK: log {} — {} entries, root {}, signature by {} valid (checked with {checked_with})",
+                r.log,
+                r.size,
+                hex_of(&r.root),
+                bundle.verifier_key.split('+').next().unwrap_or("")
+            );
+            if key.is_none() {
+                eprintln!(
+                    "warning: the signature was checked with the key inside the bundle, which whoever wrote the bundle chose too: \
+                     this shows the bundle is consistent with itself, not that the instance signed it. Pass the instance's key \
+                     with --key (`runplane audit key` prints it; keep it where the bundle's writer cannot change it)"
+                );
+            }
             if let Some((size, root)) = r.consistent_with {
                 println!("OK: consistent with the earlier checkpoint of size {size} (root {})", hex_of(&root));
             }

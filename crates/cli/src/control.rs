@@ -9,7 +9,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::admin::{Client, print};
+use crate::admin::{Client, print, seg};
 
 #[derive(Subcommand)]
 pub enum ConfigCmd {
@@ -158,7 +158,7 @@ pub async fn config(c: &Client, cmd: ConfigCmd) -> anyhow::Result<()> {
     let v = match cmd {
         ConfigCmd::Show => c.call(Method::GET, "/v1/config", None).await?,
         ConfigCmd::History { scope } => {
-            let q = scope.map(|s| format!("?scope={s}")).unwrap_or_default();
+            let q = scope.map(|s| format!("?scope={}", seg(&s))).unwrap_or_default();
             c.call(Method::GET, &format!("/v1/config/versions{q}"), None).await?
         }
         ConfigCmd::Set { scope, values, reason } => {
@@ -167,10 +167,10 @@ pub async fn config(c: &Client, cmd: ConfigCmd) -> anyhow::Result<()> {
                 let Some((k, v)) = kv.split_once('=') else { bail!("{kv:?} is not KEY=VALUE") };
                 map.insert(k.to_owned(), v.to_owned());
             }
-            c.call(Method::PUT, &format!("/v1/config/sets/{scope}"), Some(json!({"values": map, "reason": reason}))).await?
+            c.call(Method::PUT, &format!("/v1/config/sets/{}", seg(&scope)), Some(json!({"values": map, "reason": reason}))).await?
         }
         ConfigCmd::Rollback { scope, to_version, reason } => {
-            c.call(Method::POST, &format!("/v1/config/sets/{scope}/rollback"), Some(json!({"to_version": to_version, "reason": reason}))).await?
+            c.call(Method::POST, &format!("/v1/config/sets/{}/rollback", seg(&scope)), Some(json!({"to_version": to_version, "reason": reason}))).await?
         }
     };
     print(&v);
@@ -179,8 +179,8 @@ pub async fn config(c: &Client, cmd: ConfigCmd) -> anyhow::Result<()> {
 
 fn flag_path(tenant: &Option<String>, feature: &str) -> String {
     match tenant {
-        Some(t) => format!("/v1/tenants/{t}/flags/{feature}"),
-        None => format!("/v1/flags/{feature}"),
+        Some(t) => format!("/v1/tenants/{}/flags/{}", seg(&t), seg(&feature)),
+        None => format!("/v1/flags/{}", seg(&feature)),
     }
 }
 
@@ -238,7 +238,7 @@ async fn set_flag(
         bail!("--percent {p} is not a share: give 0-100, or none for every tenant");
     }
     let list = match tenant {
-        Some(t) => format!("/v1/tenants/{t}/flags"),
+        Some(t) => format!("/v1/tenants/{}/flags", seg(&t)),
         None => "/v1/flags".to_owned(),
     };
     let current = c.call(Method::GET, &list, None).await?["items"]
@@ -264,7 +264,7 @@ async fn set_flag(
 
 pub async fn flag(c: &Client, cmd: FlagCmd) -> anyhow::Result<()> {
     let v = match cmd {
-        FlagCmd::List { tenant: Some(t) } => c.call(Method::GET, &format!("/v1/tenants/{t}/flags"), None).await?,
+        FlagCmd::List { tenant: Some(t) } => c.call(Method::GET, &format!("/v1/tenants/{}/flags", seg(&t)), None).await?,
         FlagCmd::List { tenant: None } => c.call(Method::GET, "/v1/flags", None).await?,
         FlagCmd::Set { feature, enabled, tenant, percent, tier, activation_date } => {
             set_flag(c, &feature, &tenant, enabled, percent, tier, activation_date).await?
@@ -293,11 +293,11 @@ pub async fn domain(c: &Client, cmd: DomainCmd) -> anyhow::Result<()> {
         DomainCmd::Register { file } => {
             let d = json_file(&file)?;
             let id = d["domain_id"].as_str().with_context(|| format!("{} has no domain_id", file.display()))?.to_owned();
-            c.call(Method::PUT, &format!("/v1/domains/{id}"), Some(d)).await?
+            c.call(Method::PUT, &format!("/v1/domains/{}", seg(&id)), Some(d)).await?
         }
-        DomainCmd::Show { tenant } => c.call(Method::GET, &format!("/v1/tenants/{tenant}/domains"), None).await?,
-        DomainCmd::Activate { tenant, domain } => c.call(Method::POST, &format!("/v1/tenants/{tenant}/domains/{domain}"), None).await?,
-        DomainCmd::Deactivate { tenant, domain } => c.call(Method::DELETE, &format!("/v1/tenants/{tenant}/domains/{domain}"), None).await?,
+        DomainCmd::Show { tenant } => c.call(Method::GET, &format!("/v1/tenants/{}/domains", seg(&tenant)), None).await?,
+        DomainCmd::Activate { tenant, domain } => c.call(Method::POST, &format!("/v1/tenants/{}/domains/{}", seg(&tenant), seg(&domain)), None).await?,
+        DomainCmd::Deactivate { tenant, domain } => c.call(Method::DELETE, &format!("/v1/tenants/{}/domains/{}", seg(&tenant), seg(&domain)), None).await?,
     };
     print(&v);
     Ok(())
@@ -306,7 +306,7 @@ pub async fn domain(c: &Client, cmd: DomainCmd) -> anyhow::Result<()> {
 pub async fn token(c: &Client, cmd: TokenCmd) -> anyhow::Result<()> {
     let v = match cmd {
         TokenCmd::Mint { role, subject, tenant, ttl_secs } => {
-            let path = tenant.map(|t| format!("/v1/tenants/{t}/tokens")).unwrap_or_else(|| "/v1/tokens".into());
+            let path = tenant.map(|t| format!("/v1/tenants/{}/tokens", seg(&t))).unwrap_or_else(|| "/v1/tokens".into());
             c.call(Method::POST, &path, Some(json!({"role": role, "subject": subject, "ttl_secs": ttl_secs}))).await?
         }
         TokenCmd::Revoke { token_or_id, chain, reason } => {
@@ -357,11 +357,11 @@ pub fn attenuate(token: &str, operations: Vec<String>, routes: Vec<String>, expi
 pub async fn env(c: &Client, cmd: EnvCmd) -> anyhow::Result<()> {
     let v = match cmd {
         EnvCmd::List => c.call(Method::GET, "/v1/environments", None).await?,
-        EnvCmd::Set { name, file } => c.call(Method::PUT, &format!("/v1/environments/{name}"), Some(json_file(&file)?)).await?,
+        EnvCmd::Set { name, file } => c.call(Method::PUT, &format!("/v1/environments/{}", seg(&name)), Some(json_file(&file)?)).await?,
         EnvCmd::Promote { environment, capability, from, reason } => {
             let Some((name, version)) = capability.split_once('@') else { bail!("{capability:?} is not NAME@VERSION") };
             let body = json!({"capability": name, "version": version, "from": from, "reason": reason});
-            c.call(Method::POST, &format!("/v1/environments/{environment}/promote"), Some(body)).await?
+            c.call(Method::POST, &format!("/v1/environments/{}/promote", seg(&environment)), Some(body)).await?
         }
     };
     print(&v);
@@ -370,9 +370,9 @@ pub async fn env(c: &Client, cmd: EnvCmd) -> anyhow::Result<()> {
 
 pub async fn operate(c: &Client, cmd: OperateCmd) -> anyhow::Result<()> {
     let v = match cmd {
-        OperateCmd::Pause { route } => c.call(Method::POST, &format!("/v1/deployments/{route}/pause"), None).await?,
-        OperateCmd::Resume { route } => c.call(Method::POST, &format!("/v1/deployments/{route}/resume"), None).await?,
-        OperateCmd::Drain { tenant, timeout_secs } => c.call(Method::POST, &format!("/v1/tenants/{tenant}/drain?timeout_secs={timeout_secs}"), None).await?,
+        OperateCmd::Pause { route } => c.call(Method::POST, &format!("/v1/deployments/{}/pause", seg(&route)), None).await?,
+        OperateCmd::Resume { route } => c.call(Method::POST, &format!("/v1/deployments/{}/resume", seg(&route)), None).await?,
+        OperateCmd::Drain { tenant, timeout_secs } => c.call(Method::POST, &format!("/v1/tenants/{}/drain?timeout_secs={timeout_secs}", seg(&tenant)), None).await?,
     };
     print(&v);
     Ok(())

@@ -2,6 +2,7 @@
 
 mod admin;
 mod control;
+mod hints;
 mod up;
 
 use std::io::Read;

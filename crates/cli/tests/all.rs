@@ -587,3 +587,86 @@ async fn token_revoke_of_an_attenuated_copy_leaves_its_original_valid() {
     let (ok, out, _) = admin(&["token", "revoked"]);
     assert!(ok && out.contains("\"revoked\""), "{out}");
 }
+
+/// CLI errors name commands, not endpoints; secret names are checked and reach the node
+/// as typed; deletions and replays say what happened in plain words; `audit verify`
+/// without `--key` says what it did not check.
+#[tokio::test]
+async fn cli_messages_name_commands_and_say_what_happened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_child, base, creds) = up_once(dir.path()).await;
+    let admin = |args: &[&str]| admin_at(&base, dir.path(), args);
+    let secret_put = |tenant: &str, name: &str, value: &str| {
+        let mut child = Command::new(BIN)
+            .args(["secret", "put", tenant, name, "--node", &base, "--data-dir"])
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("wait");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let (ok, _, err) = admin(&["deploy", "nothere@1.0.0"]);
+    assert!(!ok && err.contains("`runplane capability push FILE.wasm --name NAME --version VERSION`") && !err.contains("/v1/"), "{err}");
+    let (ok, _, err) = admin(&["tenant", "suspend", "nobody"]);
+    assert!(!ok && err.contains("list tenants with `runplane tenant list`"), "{err}");
+
+    // Secret names: checked like other names, and sent as typed (`?` and `#` used to cut them short).
+    for bad in ["../escape", "a\tb", "trailing/"] {
+        let (ok, _, err) = secret_put("acme", bad, "v");
+        assert!(!ok && err.contains("secret name"), "{bad:?}: {err}");
+    }
+    for odd in ["odd?name", "odd#name", "db/password"] {
+        let (ok, out, err) = secret_put("acme", odd, "v");
+        assert!(ok, "{odd}: {err}");
+        assert!(out.contains(&format!("\"name\": {}", serde_json::to_string(odd).expect("json"))), "{odd}: {out}");
+    }
+    let (ok, out, _) = admin(&["secret", "list", "acme"]);
+    assert!(ok && out.contains("odd?name") && out.contains("odd#name") && !out.contains("\"odd\""), "{out}");
+    // The node checks them too, whatever the client.
+    let token = creds["admin_token"].as_str().expect("token");
+    let resp = reqwest::Client::new()
+        .put(format!("{base}/v1/tenants/acme/secrets/a%09b"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"value": "v"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.expect("body").contains("invalid_secret_name"));
+
+    let (ok, out, err) = admin(&["tenant", "create", "doomed"]);
+    assert!(ok, "{err}{out}");
+    let (ok, out, err) = admin(&["tenant", "delete", "doomed"]);
+    assert!(ok && out.starts_with("deleted tenant doomed") && !out.contains("null"), "{out}{err}");
+
+    // A replay after the secret it read was rotated: the divergence reads as a sentence.
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/apps/orders/orders"))
+        .bearer_auth(creds["tenants"]["acme"].as_str().expect("key"))
+        .json(&serde_json::json!({"item": "tea", "quantity": 1}))
+        .send()
+        .await
+        .expect("post");
+    let invocation = resp.headers().get("x-runplane-invocation-id").and_then(|v| v.to_str().ok()).expect("invocation id").to_owned();
+    let (ok, _, err) = secret_put("acme", "webhook-signing-key", "rotated-key");
+    assert!(ok, "{err}");
+    let (ok, _, err) = admin(&["replay", &invocation]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("the replay made the same call, which returns a different value now"), "{err}");
+
+    let bundle = dir.path().join("admin.bundle.json");
+    let bundle = bundle.to_str().expect("utf-8 path");
+    assert!(admin(&["audit", "export", "admin", "--out", bundle]).0);
+    let (ok, out, err) = admin(&["audit", "verify", bundle]);
+    assert!(ok && out.contains("checked with the key inside the bundle"), "{out}");
+    assert!(err.contains("warning:") && err.contains("--key") && err.contains("runplane audit key"), "{err}");
+    let (_, key, _) = admin(&["audit", "key"]);
+    let key = serde_json::from_str::<serde_json::Value>(&key).expect("json")["verifier_key"].as_str().expect("key").to_owned();
+    let (ok, out, err) = admin(&["audit", "verify", bundle, "--key", &key]);
+    assert!(ok && out.contains("checked with the key given with --key") && !err.contains("warning"), "{out}{err}");
+}

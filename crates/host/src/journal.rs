@@ -28,11 +28,13 @@ pub struct Observation {
 
 /// Where a replay first differed from the journal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
-#[error("non-determinism at port call #{index}: the original invocation made {expected}, the replay {found}")]
+#[error("non-determinism at port call #{index}: the original invocation made {expected}, the replay made {found}")]
 pub struct Divergence {
     /// 0-based position of the call in the invocation.
     pub index: usize,
+    /// What the original made there, as a noun phrase ("the original made …").
     pub expected: String,
+    /// What the replay made there instead, likewise ("the replay made …").
     pub found: String,
 }
 
@@ -130,7 +132,7 @@ impl Journal {
                 let d = Divergence {
                     index,
                     expected: format!("{} returning value {}", describe(name, &digest), r),
-                    found: format!("it returned a different value now ({print}); was it rotated since?"),
+                    found: format!("the same call, which returns a different value now ({print}); was it rotated since?"),
                 };
                 self.inner().divergence = Some(d.clone());
                 Err(wasmtime::Error::new(d))

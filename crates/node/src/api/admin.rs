@@ -226,6 +226,8 @@ pub async fn put_secret(
     JsonBody(req): JsonBody<PutSecret>,
 ) -> Result<Response, ApiError> {
     let tenant = known_tenant(&node, &id)?;
+    // Checked here, as topics are, whatever the backend would accept.
+    runplane_ports::validate_name("secret", &name, 128).map_err(|e| ApiError::bad_request("invalid_secret_name", e.to_string()))?;
     let ports = node.bindings.ports(&id, tenant.mode).await?;
     let version = ports.secrets.put(&tenant_id(&id)?, &name, SecretValue::new(req.value.into_bytes())).await?;
     let mut ev = node.event("admin", Some(&id), "secret.put", &format!("{id}/{name}"), Outcome::ok(Some(200)));
