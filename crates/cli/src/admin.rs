@@ -518,7 +518,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
 async fn export_bundle(c: &Client, log: &str, out: &std::path::Path) -> anyhow::Result<()> {
     use reqwest::Method;
     let key = c.call(Method::GET, "/v1/audit/key", None).await?;
-    let cp = c.call(Method::GET, &format!("/v1/audit/logs/{}/checkpoint", seg(&log)), None).await?;
+    let cp = c.call(Method::GET, &format!("/v1/audit/logs/{}/checkpoint", seg(log)), None).await?;
     let size = cp["size"].as_u64().ok_or_else(|| anyhow!("the node's checkpoint answer has no size"))?;
     let (mut entries, mut leaf_hashes) = (Vec::new(), Vec::new());
     while (entries.len() as u64) < size {

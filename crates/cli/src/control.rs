@@ -179,8 +179,8 @@ pub async fn config(c: &Client, cmd: ConfigCmd) -> anyhow::Result<()> {
 
 fn flag_path(tenant: &Option<String>, feature: &str) -> String {
     match tenant {
-        Some(t) => format!("/v1/tenants/{}/flags/{}", seg(&t), seg(&feature)),
-        None => format!("/v1/flags/{}", seg(&feature)),
+        Some(t) => format!("/v1/tenants/{}/flags/{}", seg(t), seg(feature)),
+        None => format!("/v1/flags/{}", seg(feature)),
     }
 }
 
@@ -238,7 +238,7 @@ async fn set_flag(
         bail!("--percent {p} is not a share: give 0-100, or none for every tenant");
     }
     let list = match tenant {
-        Some(t) => format!("/v1/tenants/{}/flags", seg(&t)),
+        Some(t) => format!("/v1/tenants/{}/flags", seg(t)),
         None => "/v1/flags".to_owned(),
     };
     let current = c.call(Method::GET, &list, None).await?["items"]
