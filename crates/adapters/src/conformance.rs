@@ -195,6 +195,20 @@ pub async fn events(store: &dyn EventStore) {
     assert_eq!(tail[0].event_type, "shipped");
     assert_eq!(store.read(&b, "s", 1, 100).await.expect("read b").len(), 1, "streams are per tenant");
     assert!(store.read(&a, "empty", 1, 10).await.expect("read empty").is_empty());
+
+    // Appends without an expected version never conflict, however many race; each
+    // gets its own dense place.
+    let racers = (0..32).map(|i| {
+        let a = a.clone();
+        async move { store.append(&a, "busy", &[ev("n", &format!("{{\"i\":{i}}}"))], None).await }
+    });
+    let mut versions: Vec<u64> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(|r| r.expect("an append without an expected version never fails for contention"))
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=32).collect::<Vec<u64>>());
 }
 
 /// Blobs: put/get/range/list/metadata/delete, binary and large data, path traversal, isolation.

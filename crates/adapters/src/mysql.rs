@@ -468,49 +468,31 @@ impl EventStore for MySqlStore {
     ) -> PortResult<u64> {
         validate_name("stream", stream, MAX_NAME)?;
         check_append(events)?;
-        for _attempt in 0..8 {
-            let mut tx = self.pool.begin().await.map_err(db_err)?;
-            let last: i64 = match sqlx::query_scalar(
-                "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM events WHERE tenant_id = ? AND stream = ? FOR UPDATE",
-            )
-            .bind(tenant.as_str())
-            .bind(stream)
-            .fetch_one(&mut *tx)
+        // Appenders of one stream take turns under a named lock: with InnoDB's gap locks
+        // alone, concurrent `MAX(version) … FOR UPDATE` readers deadlock one another,
+        // and an append without an expected version must never fail for contention.
+        let lock = format!("rp_ev_{}", &crate::topics::digest(&format!("{}/{stream}", tenant.as_str()))[..40]);
+        let mut held = HeldStreamLock(Some(self.pool.acquire().await.map_err(db_err)?));
+        let conn = held.conn();
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+            .bind(&lock)
+            .bind(STREAM_LOCK_WAIT_SECS)
+            .fetch_one(&mut **conn)
             .await
-            {
-                Ok(last) => last,
-                // Chosen as a deadlock victim while waiting for the stream's lock: again.
-                Err(e) if is_deadlock(&e) => {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    continue;
-                }
-                Err(e) => return Err(db_err(e)),
-            };
-            if let Some(expected) = expected_version
-                && expected != last as u64
-            {
-                return Err(PortError::Conflict(format!("stream {stream} is at version {last}, expected {expected}")));
-            }
-            let mut sql = String::from("INSERT INTO events (tenant_id, stream, version, event_type, data) VALUES ");
-            sql.push_str(&vec!["(?, ?, ?, ?, ?)"; events.len()].join(", "));
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (i, e) in events.iter().enumerate() {
-                q = q.bind(tenant.as_str()).bind(stream).bind(last + 1 + i as i64).bind(&e.event_type).bind(&e.data);
-            }
-            match q.execute(&mut *tx).await {
-                Ok(_) => {
-                    tx.commit().await.map_err(db_err)?;
-                    return Ok(last as u64 + events.len() as u64);
-                }
-                Err(e) if is_duplicate(&e) || db_code(&e).as_deref() == Some("40001") => {
-                    if expected_version.is_some() {
-                        return Err(PortError::Conflict(format!("stream {stream} was appended to concurrently")));
-                    }
-                }
-                Err(e) => return Err(db_err(e)),
-            }
+            .map_err(db_err)?;
+        if locked != Some(1) {
+            return Err(PortError::unavailable(
+                "mysql",
+                format!("stream {stream} stayed locked by other appenders for {STREAM_LOCK_WAIT_SECS} s"),
+            ));
         }
-        Err(PortError::Conflict(format!("stream {stream} is contended; retry")))
+        let appended = append_locked(conn, tenant, stream, events, expected_version).await;
+        match sqlx::query("DO RELEASE_LOCK(?)").bind(&lock).execute(&mut **conn).await {
+            // Released: the connection goes back to the pool.
+            Ok(_) => drop(held.0.take()),
+            Err(e) => tracing::warn!(error = %db_err(e), "could not release a stream lock; closing the connection releases it"),
+        }
+        appended
     }
 
     async fn read(&self, tenant: &TenantId, stream: &str, from: u64, limit: u32) -> PortResult<Vec<StoredEvent>> {
@@ -539,6 +521,82 @@ impl EventStore for MySqlStore {
             .collect()
     }
 }
+
+/// Longest an append waits for the other appenders of its stream.
+const STREAM_LOCK_WAIT_SECS: i64 = 5;
+
+/// A pooled connection that may hold a stream's named lock. Unless it is taken back
+/// after the lock was released, dropping it (an error, or the caller gave up waiting)
+/// closes the connection, which releases the lock: it never returns to the pool locked.
+struct HeldStreamLock(Option<sqlx::pool::PoolConnection<sqlx::MySql>>);
+
+impl HeldStreamLock {
+    fn conn(&mut self) -> &mut sqlx::pool::PoolConnection<sqlx::MySql> {
+        self.0.as_mut().expect("the connection is held until released")
+    }
+}
+
+impl Drop for HeldStreamLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Appends `events` to `stream` while holding the stream's named lock.
+async fn append_locked(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::MySql>,
+    tenant: &TenantId,
+    stream: &str,
+    events: &[NewEvent],
+    expected_version: Option<u64>,
+) -> PortResult<u64> {
+    use sqlx::Connection as _;
+    for _attempt in 0..8 {
+        let mut tx = conn.begin().await.map_err(db_err)?;
+        let last: i64 = match sqlx::query_scalar(
+            "SELECT CAST(COALESCE(MAX(version), 0) AS SIGNED) FROM events WHERE tenant_id = ? AND stream = ? FOR UPDATE",
+        )
+        .bind(tenant.as_str())
+        .bind(stream)
+        .fetch_one(&mut *tx)
+        .await
+        {
+            Ok(last) => last,
+            // Chosen as a deadlock victim while waiting for the stream's lock: again.
+            Err(e) if is_deadlock(&e) => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                continue;
+            }
+            Err(e) => return Err(db_err(e)),
+        };
+        if let Some(expected) = expected_version
+            && expected != last as u64
+        {
+            return Err(PortError::Conflict(format!("stream {stream} is at version {last}, expected {expected}")));
+        }
+        let mut sql = String::from("INSERT INTO events (tenant_id, stream, version, event_type, data) VALUES ");
+        sql.push_str(&vec!["(?, ?, ?, ?, ?)"; events.len()].join(", "));
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (i, e) in events.iter().enumerate() {
+            q = q.bind(tenant.as_str()).bind(stream).bind(last + 1 + i as i64).bind(&e.event_type).bind(&e.data);
+        }
+        match q.execute(&mut *tx).await {
+            Ok(_) => {
+                tx.commit().await.map_err(db_err)?;
+                return Ok(last as u64 + events.len() as u64);
+            }
+            Err(e) if is_duplicate(&e) || db_code(&e).as_deref() == Some("40001") => {
+                if expected_version.is_some() {
+                    return Err(PortError::Conflict(format!("stream {stream} was appended to concurrently")));
+                }
+            }
+            Err(e) => return Err(db_err(e)),
+        }
+    }
+    Err(PortError::Conflict(format!("stream {stream} is contended; retry")))
+    }
 
 /// Sealed secret versions.
 #[async_trait]

@@ -19,6 +19,8 @@ use tokio::sync::OnceCell;
 use crate::topics::{HEADERS_KEY, check_group, check_topic, decode_headers, decode_topic, encode_headers, encode_topic, split_subject};
 
 const BACKEND: &str = "nats";
+/// Messages a subscription pulls from the server at a time.
+const PULL_BATCH: usize = 16;
 
 /// Where the NATS server is and how the stream is bounded.
 #[derive(Clone)]
@@ -134,7 +136,9 @@ impl MessageBus for NatsBus {
             .await
             .map_err(|_| PortError::unavailable(BACKEND, "the server did not answer in time"))?
             .map_err(|e| err("cannot create the consumer", e))?;
-        let messages = consumer.messages().await.map_err(|e| err("cannot start consuming", e))?;
+        // Small batches: several members of a group pull from one consumer, and a
+        // message waiting in one member's batch must not outlast `ack_wait`.
+        let messages = consumer.stream().max_messages_per_batch(PULL_BATCH).messages().await.map_err(|e| err("cannot start consuming", e))?;
         Ok(Box::new(NatsSubscription { prefix: self.settings.prefix.clone(), messages, pending: None }))
     }
 }

@@ -54,9 +54,14 @@ impl std::fmt::Debug for S3Settings {
     }
 }
 
+/// The port error for a failed `object_store` call. Its message names paths and URLs
+/// (never credentials): it goes to the node's log only.
 fn store_err(e: object_store::Error) -> PortError {
-    // object_store's messages name paths and URLs but never credentials.
-    PortError::unavailable("blob store", e)
+    if runplane_ports::is_storage_full(&e) {
+        PortError::storage_full("blob store", e)
+    } else {
+        PortError::unavailable("blob store", e)
+    }
 }
 
 impl ObjectBlobStore {
@@ -263,5 +268,60 @@ impl BlobStore for ObjectBlobStore {
             content_type: m.content_type,
             digest: m.digest,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error `LocalFileSystem` returned on a full disk, in its shape:
+    /// `Generic { store: "LocalFileSystem" }` around its own error around the
+    /// `io::Error` (the inner type is private to object_store, so a stand-in with the
+    /// same `source` chain; the message is the one from the issue).
+    fn enospc() -> object_store::Error {
+        #[derive(Debug, thiserror::Error)]
+        #[error("Unable to copy data to file: {source}")]
+        struct UnableToCopyDataToFile {
+            source: std::io::Error,
+        }
+        object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(UnableToCopyDataToFile { source: std::io::Error::from_raw_os_error(28) }),
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_storage_full_and_the_capability_sees_no_adapter_detail() {
+        let detail = enospc().to_string();
+        assert!(detail.contains("No space left on device"), "{detail}");
+        let e = store_err(enospc());
+        assert_eq!(e, PortError::StorageFull(runplane_ports::STORAGE_FULL.into()));
+        for leak in ["LocalFileSystem", "os error", "copy data", "blob store"] {
+            assert!(!e.to_string().contains(leak), "{leak:?} reached the capability: {e}");
+        }
+    }
+
+    #[test]
+    fn other_store_errors_are_unavailable() {
+        let e = store_err(object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing PUT http://127.0.0.1:9000/bucket/data/acme/x in 12ms - connection refused".into(),
+        });
+        assert_eq!(e, PortError::Unavailable(runplane_ports::UNAVAILABLE.into()));
+    }
+
+    /// A real store on a real directory: a failure below it (here the root replaced by
+    /// a file) reaches the capability as the neutral reason.
+    #[tokio::test]
+    async fn a_failing_local_store_answers_the_neutral_reason() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("blobs");
+        let store = ObjectBlobStore::open(&root).expect("open");
+        std::fs::remove_dir_all(&root).expect("remove the root");
+        std::fs::write(&root, b"not a directory").expect("a file where the root was");
+        let tenant = TenantId::new("acme").expect("tenant");
+        let e = store.put(&tenant, "docs", "a", vec![1, 2, 3], None).await.expect_err("the root is a file");
+        assert_eq!(e, PortError::Unavailable(runplane_ports::UNAVAILABLE.into()));
     }
 }

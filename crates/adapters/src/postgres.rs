@@ -37,7 +37,7 @@ fn db_err(e: sqlx::Error) -> PortError {
     match db_code(&e).as_deref() {
         // Invalid JSON text, or a \u0000 escape that PostgreSQL cannot store.
         Some("22P02") | Some("22P05") | Some("22021") => {
-            PortError::Invalid("the document cannot be stored: PostgreSQL refuses it as JSON text (a \\u0000 escape?)".into())
+            PortError::Invalid("the document cannot be stored: the store refuses it as JSON text (a \\u0000 escape?)".into())
         }
         _ => crate::sql::db_err(BACKEND, e),
     }
@@ -593,10 +593,16 @@ impl EventStore for PgStore {
         check_append(events)?;
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
         let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-        // Two appenders can read the same last version; the primary key lets only one
-        // win. Without an expected version the loser simply tries again.
+        // Appenders of one stream take turns under a transaction-scoped advisory lock
+        // (released at commit or rollback), so an append without an expected version
+        // never fails for contention. The primary key stays the guard of last resort.
         for _attempt in 0..8 {
             let mut tx = self.begin(tenant).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("runplane.events/{}/{stream}", tenant.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
             let last: i64 =
                 sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE tenant_id = $1 AND stream = $2")
                     .bind(tenant.as_str())

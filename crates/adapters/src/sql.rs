@@ -89,10 +89,18 @@ pub(crate) fn filter_number(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-/// Turns a driver error into a port error without leaking connection details: only the
-/// kind of failure and the database's own message (never the URL) are kept.
+/// Turns a driver error into a port error: storage full (see [`storage_full`]) or
+/// unavailable, with a neutral reason. The detail logged with it is the kind of
+/// failure and the database's own message, never the URL.
 pub(crate) fn db_err(backend: &str, e: sqlx::Error) -> PortError {
     match e {
+        sqlx::Error::Database(d) if storage_full(d.as_ref()) => {
+            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+            PortError::storage_full(backend, format_args!("the database is out of space ({code}): {}", d.message()))
+        }
+        sqlx::Error::Io(io) if runplane_ports::is_storage_full(&io) => {
+            PortError::storage_full(backend, format_args!("the database's storage is full ({io})"))
+        }
         sqlx::Error::PoolTimedOut => {
             PortError::unavailable(backend, "no database connection became available in time; the database may be down or overloaded")
         }
@@ -107,6 +115,24 @@ pub(crate) fn db_err(backend: &str, e: sqlx::Error) -> PortError {
         sqlx::Error::Configuration(_) => PortError::unavailable(backend, "the database connection is misconfigured"),
         other => PortError::unavailable(backend, other),
     }
+}
+
+/// SQLite `SQLITE_FULL` (13) and MySQL/MariaDB `ER_DISK_FULL` (1021) and
+/// `ER_RECORD_FILE_FULL` (1114, "the table is full") are storage-full errors.
+const SQLITE_FULL: &str = "13";
+const MYSQL_STORAGE_FULL: [u16; 2] = [1021, 1114];
+/// PostgreSQL's SQLSTATE `disk_full`.
+const PG_DISK_FULL: &str = "53100";
+
+/// Whether the database says its storage is full (each dialect's own code for it).
+pub(crate) fn storage_full(d: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
+    if let Some(m) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return MYSQL_STORAGE_FULL.contains(&m.number());
+    }
+    if let Some(p) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return p.code() == PG_DISK_FULL;
+    }
+    d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() && d.code().as_deref() == Some(SQLITE_FULL)
 }
 
 /// The database error code of `e`, if it is one (e.g. `23505` on PostgreSQL).
@@ -132,5 +158,70 @@ pub(crate) fn secret_version(v: u64) -> PortResult<i64> {
     match i64::try_from(v) {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(PortError::Invalid(format!("secret version {v} is out of range (1-{})", i64::MAX))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// A real SQLite "database or disk is full": the database may not grow past two pages.
+    #[tokio::test]
+    async fn a_full_sqlite_database_is_storage_full_and_says_nothing_of_sqlite() {
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await.expect("open SQLite");
+        sqlx::query("CREATE TABLE t (b BLOB)").execute(&mut conn).await.expect("create");
+        sqlx::query("PRAGMA max_page_count = 2").execute(&mut conn).await.expect("cap the size");
+        let err = sqlx::query("INSERT INTO t VALUES (zeroblob(100000))").execute(&mut conn).await.expect_err("the database is full");
+        assert!(matches!(&err, sqlx::Error::Database(d) if d.code().as_deref() == Some(SQLITE_FULL)), "{err:?}");
+        let port = db_err("sqlite", err);
+        assert_eq!(port, PortError::StorageFull(runplane_ports::STORAGE_FULL.into()));
+    }
+
+    #[tokio::test]
+    async fn other_database_errors_are_unavailable_with_the_neutral_reason_only() {
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await.expect("open SQLite");
+        let err = sqlx::query("SELECT * FROM no_such_table").execute(&mut conn).await.expect_err("no table");
+        let port = db_err("sqlite", err);
+        assert_eq!(port, PortError::Unavailable(runplane_ports::UNAVAILABLE.into()));
+        assert!(!port.to_string().contains("no_such_table"), "{port}");
+    }
+
+    /// PostgreSQL's own `disk_full` (SQLSTATE 53100), raised by the real server.
+    #[tokio::test]
+    async fn postgres_disk_full_is_storage_full() {
+        let url = crate::testing::postgres_url();
+        if !crate::testing::service_up("PostgreSQL", &url).await {
+            return;
+        }
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect to PostgreSQL");
+        let err = sqlx::query("DO $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$")
+            .execute(&mut conn)
+            .await
+            .expect_err("raised");
+        assert_eq!(db_err("postgres", err), PortError::StorageFull(runplane_ports::STORAGE_FULL.into()));
+    }
+
+    /// MariaDB/MySQL's own `ER_DISK_FULL` (1021), signalled by the real server.
+    #[tokio::test]
+    async fn mysql_disk_full_is_storage_full() {
+        let url = crate::testing::mysql_url();
+        if !crate::testing::service_up("MySQL", &url).await {
+            return;
+        }
+        let mut conn = sqlx::MySqlConnection::connect(&url).await.expect("connect to MySQL");
+        let err = sqlx::raw_sql("SIGNAL SQLSTATE 'HY000' SET MYSQL_ERRNO = 1021, MESSAGE_TEXT = 'Disk full (/var/lib/mysql/x)'")
+            .execute(&mut conn)
+            .await
+            .expect_err("signalled");
+        assert_eq!(db_err("mysql", err), PortError::StorageFull(runplane_ports::STORAGE_FULL.into()));
+    }
+
+    #[test]
+    fn an_io_enospc_from_the_driver_is_storage_full() {
+        let err = sqlx::Error::Io(std::io::Error::from_raw_os_error(28));
+        assert!(matches!(db_err("mysql", err), PortError::StorageFull(_)));
+        let err = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(db_err("mysql", err), PortError::Unavailable(_)));
     }
 }

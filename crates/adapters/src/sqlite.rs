@@ -32,7 +32,7 @@ fn db_err(e: sqlx::Error) -> PortError {
         sqlx::Error::Database(d) if d.message().contains("database is locked") => {
             PortError::unavailable("sqlite", "the database is busy; retry")
         }
-        _ => PortError::unavailable("sqlite", e),
+        _ => crate::sql::db_err("sqlite", e),
     }
 }
 

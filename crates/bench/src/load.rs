@@ -1,10 +1,11 @@
 //! The closed-loop load generator the HTTP benchmarks share, and a one-shot request.
+#![allow(dead_code)] // each bench binary includes this file and uses part of it
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 /// What one load run measured.
@@ -71,13 +72,33 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&
 
 /// Closed-loop load: each connection sends the next request when the last answered.
 pub async fn load(name: &str, addr: SocketAddr, path: &str, key: Option<&str>, duration: Duration, connections: usize) -> Result {
+    load_with(name, addr, &Call::get(path), key, duration, connections).await
+}
+
+/// One kind of request a load sends over and over.
+#[derive(Clone)]
+pub struct Call {
+    pub method: hyper::Method,
+    pub path: String,
+    /// Sent as `application/json` when present.
+    pub body: Option<Bytes>,
+}
+
+impl Call {
+    pub fn get(path: &str) -> Call {
+        Call { method: hyper::Method::GET, path: path.to_owned(), body: None }
+    }
+}
+
+/// [`load`] of any request.
+pub async fn load_with(name: &str, addr: SocketAddr, call: &Call, key: Option<&str>, duration: Duration, connections: usize) -> Result {
     // Warm up (compiles caches, opens stores).
-    let _ = one_connection(addr, path, key, Duration::from_millis(500)).await;
+    let _ = one_connection_with(addr, call, key, Duration::from_millis(500)).await;
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let path = path.to_owned();
+        let call = call.clone();
         let key = key.map(str::to_owned);
-        tasks.push(tokio::spawn(async move { one_connection(addr, &path, key.as_deref(), duration).await }));
+        tasks.push(tokio::spawn(async move { one_connection_with(addr, &call, key.as_deref(), duration).await }));
     }
     let mut latencies = Vec::new();
     let mut errors = 0;
@@ -90,11 +111,18 @@ pub async fn load(name: &str, addr: SocketAddr, path: &str, key: Option<&str>, d
     Result::from_latencies(name, latencies, errors, duration.as_secs_f64())
 }
 
+/// GET requests on one keep-alive connection for `duration`: latencies (µs) of the
+/// successful ones and the number of failures.
 pub async fn one_connection(addr: SocketAddr, path: &str, key: Option<&str>, duration: Duration) -> (Vec<u64>, u64) {
+    one_connection_with(addr, &Call::get(path), key, duration).await
+}
+
+/// [`one_connection`] of any request.
+pub async fn one_connection_with(addr: SocketAddr, call: &Call, key: Option<&str>, duration: Duration) -> (Vec<u64>, u64) {
     let mut latencies = Vec::new();
     let mut errors = 0;
     let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return (latencies, 1) };
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await else { return (latencies, 1) };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await else { return (latencies, 1) };
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             eprintln!("load: the connection ended: {e:?}");
@@ -102,11 +130,14 @@ pub async fn one_connection(addr: SocketAddr, path: &str, key: Option<&str>, dur
     });
     let end = Instant::now() + duration;
     while Instant::now() < end {
-        let mut req = hyper::Request::builder().uri(path).header("host", addr.to_string());
+        let mut req = hyper::Request::builder().method(call.method.clone()).uri(call.path.as_str()).header("host", addr.to_string());
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
-        let Ok(req) = req.body(Empty::new()) else { break };
+        if call.body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let Ok(req) = req.body(Full::new(call.body.clone().unwrap_or_default())) else { break };
         // A keep-alive connection takes the next request only once it has finished
         // the previous exchange; sending earlier fails with "connection was not ready".
         if let Err(e) = sender.ready().await {

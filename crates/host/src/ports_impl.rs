@@ -66,12 +66,15 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::R
 
 type PortResult<T> = wasmtime::Result<Result<T, types::PortError>>;
 
+/// The WIT form of a port error. Its text is already neutral (adapters log their
+/// detail); a full backend reaches the capability as `unavailable` with the
+/// storage-full reason, since the WIT variant is part of every capability's interface.
 fn to_wit(e: ports::PortError) -> types::PortError {
     match e {
         ports::PortError::NotFound(m) => types::PortError::NotFound(m),
         ports::PortError::Conflict(m) => types::PortError::Conflict(m),
         ports::PortError::QuotaExceeded(m) => types::PortError::QuotaExceeded(m),
-        ports::PortError::Unavailable(m) => types::PortError::Unavailable(m),
+        ports::PortError::Unavailable(m) | ports::PortError::StorageFull(m) => types::PortError::Unavailable(m),
         ports::PortError::Invalid(m) => types::PortError::Invalid(m),
     }
 }
@@ -92,7 +95,11 @@ async fn bounded<T>(io: &crate::limits::PortIo, call: impl Future<Output = Resul
     io.cpu.release();
     let result = match tokio::time::timeout(io.timeout, call).await {
         Ok(r) => r,
-        Err(_) => Err(ports::PortError::Unavailable(format!("the backend did not answer within {} ms; retry later", io.timeout.as_millis()))),
+        Err(_) => {
+            let ms = io.timeout.as_millis();
+            tracing::warn!(target: ports::LOG_TARGET, timeout_ms = ms as u64, "a port backend did not answer in time (port_timeout_ms)");
+            Err(ports::PortError::Unavailable(format!("the backend did not answer within {ms} ms; retry later")))
+        }
     };
     io.cpu.acquire().await;
     if let Err(ports::PortError::QuotaExceeded(m)) = &result {
@@ -491,5 +498,20 @@ impl keyvalue::batch::Host for InvocationState {
             }
         }
         Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capability_sees_only_the_kind_and_the_neutral_reason() {
+        let detail = "Generic LocalFileSystem error: Unable to copy data to file: No space left on device (os error 28)";
+        let full = to_wit(ports::PortError::storage_full("blob store", detail));
+        assert!(matches!(&full, types::PortError::Unavailable(m) if m == ports::STORAGE_FULL), "{full:?}");
+        let down = to_wit(ports::PortError::unavailable("sqlite", "disk I/O error"));
+        assert!(matches!(&down, types::PortError::Unavailable(m) if m == ports::UNAVAILABLE), "{down:?}");
+        assert!(matches!(kv_err(ports::PortError::storage_full("sqlite", detail)), keyvalue::store::Error::Other(m) if !m.contains("os error")));
     }
 }

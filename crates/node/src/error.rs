@@ -67,14 +67,25 @@ impl ApiError {
         e.headers.push(("retry-after", "1".into()));
         e
     }
+    /// 413 for a body over `node.max_body_bytes`.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is larger than the limit of {limit} bytes; send less or raise node.max_body_bytes"),
-        )
+        Self::too_large_for(limit, MAX_BODY_SETTING)
+    }
+    /// 413 for a body over `limit` bytes; `limit_name` says which limit and what to do.
+    pub fn too_large_for(limit: usize, limit_name: &str) -> Self {
+        Self::body_too_large(format!("the request body is larger than the limit of {limit} bytes ({limit_name})"))
+    }
+    /// 413 `body_too_large`. The connection closes after it: the unread rest of the body
+    /// cannot be skipped otherwise.
+    pub fn body_too_large(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message);
+        e.headers.push(("connection", "close".into()));
+        e
     }
 }
+
+/// What the 413 of an ordinary body names.
+pub const MAX_BODY_SETTING: &str = "node.max_body_bytes: send less, or raise it in the node's configuration";
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,6 +145,11 @@ impl From<runplane_ports::PortError> for ApiError {
             P::Conflict(m) => ApiError::conflict(m),
             P::QuotaExceeded(m) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded", m),
             P::Unavailable(m) => ApiError::unavailable(m),
+            P::StorageFull(m) => {
+                let mut e = ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", m);
+                e.headers.push(("retry-after", "30".into()));
+                e
+            }
             P::Invalid(m) => ApiError::bad_request("invalid", m),
         }
     }

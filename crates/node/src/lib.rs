@@ -19,6 +19,8 @@ pub mod configsets;
 pub mod control;
 pub mod controlplane;
 pub mod error;
+pub mod health;
+mod listener;
 pub mod metrics;
 mod node;
 mod quotas;

@@ -178,6 +178,7 @@ impl Node {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another address with --listen", node.config.listen))?;
         let addr = listener.local_addr()?;
         let app = crate::api::router(node.clone());
+        let listener = crate::listener::LingeringListener::new(listener);
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "HTTP server stopped");

@@ -16,6 +16,10 @@ use crate::replay::{Input, JournalRecord, complete_message_event};
 
 /// Longest pause between attempts to subscribe on a bus that is away.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+/// Messages of one topic and backend a route handles at once. Each takes its tenant's
+/// admission like a request, so a lone listener would fall behind publishers that
+/// outnumber it in the tenant's queue.
+const DELIVERY_CONCURRENCY: usize = 8;
 
 /// (Re)starts the subscription tasks of a deployment's route.
 pub(crate) async fn restart(node: &Arc<Node>, active: &Arc<ActiveDeployment>) {
@@ -28,10 +32,13 @@ pub(crate) async fn restart(node: &Arc<Node>, active: &Arc<ActiveDeployment>) {
     let mut tasks = Vec::new();
     for topic in &active.deployment.subscriptions {
         for backend in node.bindings.messaging_backends() {
-            // Subscribed before the deployment is acknowledged, so a message published
-            // right after it is delivered; a bus that is away is retried in the task.
-            let first = subscribe(node, &backend, topic, &group).await;
-            tasks.push(tokio::spawn(listen(node.clone(), route.clone(), backend, topic.clone(), group.clone(), first)));
+            // Members of one group share the topic's messages, DELIVERY_CONCURRENCY at
+            // a time. Subscribed before the deployment is acknowledged, so a message
+            // published right after it is delivered; a bus that is away is retried in the task.
+            for _ in 0..DELIVERY_CONCURRENCY {
+                let first = subscribe(node, &backend, topic, &group).await;
+                tasks.push(tokio::spawn(listen(node.clone(), route.clone(), backend.clone(), topic.clone(), group.clone(), first)));
+            }
         }
     }
     let mut subs = node.subscriptions.lock().await;

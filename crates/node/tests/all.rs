@@ -122,6 +122,12 @@ async fn orders_with_webhook(receiver: axum::Router) -> (TestNode, String, std::
     (node, acme, hook)
 }
 
+#[path = "support/load.rs"]
+mod load;
+
+#[path = "support/bodies.rs"]
+mod bodies;
+
 #[path = "support/backends.rs"]
 mod backends;
 

@@ -26,7 +26,9 @@ pub struct StoredEvent {
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends; with `expected_version` only if the stream's last version equals it
-    /// (0 = empty), otherwise [`crate::PortError::Conflict`]. Returns the new last version.
+    /// (0 = empty), otherwise [`crate::PortError::Conflict`]. Without one the events go
+    /// at the end, and concurrent appenders never get a conflict (adapters serialise
+    /// them). Returns the new last version.
     async fn append(
         &self,
         tenant: &TenantId,

@@ -25,7 +25,7 @@ pub mod telemetry;
 
 pub use blobs::{BlobStore, ObjectMeta};
 pub use config::ConfigStore;
-pub use error::{PortError, PortResult};
+pub use error::{LOG_TARGET, PortError, PortResult, STORAGE_FULL, UNAVAILABLE, is_storage_full};
 pub use events::{EventStore, NewEvent, StoredEvent};
 pub use kv::{KeyPage, KeyValueStore};
 pub use messaging::{Delivery, Message, MessageBus, Subscription};

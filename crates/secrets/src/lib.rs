@@ -44,7 +44,8 @@ pub enum SecretsError {
 
 impl From<SecretsError> for runplane_ports::PortError {
     fn from(e: SecretsError) -> Self {
-        runplane_ports::PortError::Unavailable(format!("secrets: {e}"))
+        // Key ids and stored formats are the operator's business: logged, not shown.
+        runplane_ports::PortError::unavailable("secrets", e)
     }
 }
 

@@ -15,6 +15,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, delete, get, post, put};
 use serde::Serialize;
 
+use crate::error::MAX_BODY_SETTING;
 use crate::node::Node;
 
 /// Wraps a JSON response body with `protocol_version` (spec §6.5).
@@ -33,8 +34,6 @@ pub fn versioned<T: Serialize>(body: T) -> axum::Json<Versioned<T>> {
 /// Every route of the node.
 pub fn router(node: Arc<Node>) -> Router {
     let max_body = node.config.max_body_bytes;
-    // Component uploads may be larger than ordinary bodies.
-    let max_upload = 64 << 20;
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
@@ -79,7 +78,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/tenants/{id}/secrets/{name}", put(admin::put_secret))
         .route(
             "/v1/capabilities",
-            post(admin::push_capability).get(admin::list_capabilities).layer(DefaultBodyLimit::max(max_upload)),
+            post(admin::push_capability).get(admin::list_capabilities).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
         )
         .route("/v1/deployments", post(admin::deploy).get(admin::list_deployments))
         .route("/v1/deployments/{route}", delete(admin::undeploy))
@@ -99,7 +98,39 @@ pub fn router(node: Arc<Node>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(node.clone(), gate::admin_gate))
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), refuse_oversized_bodies))
         .with_state(node)
+}
+
+/// Largest component upload (`POST /v1/capabilities`); other bodies are bounded by
+/// `node.max_body_bytes`.
+pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
+
+/// Refuses a body whose `Content-Length` is over the limit before any of it is read
+/// or the credential is checked, so a client that sends the whole body before reading
+/// gets its 413 at once (the listener's lingering close lets it read the answer).
+async fn refuse_oversized_bodies(
+    axum::extract::State(node): axum::extract::State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(declared) = declared {
+        let (limit, setting) = if req.uri().path() == "/v1/capabilities" {
+            (MAX_UPLOAD_BYTES, "the component upload limit: build a smaller component (release profile, opt-level \"s\", strip = true)")
+        } else {
+            (node.config.max_body_bytes, MAX_BODY_SETTING)
+        };
+        if declared > limit as u64 {
+            return crate::error::ApiError::too_large_for(limit, setting).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// A JSON request body whose rejections are [`crate::error::ApiError`]s.
@@ -131,7 +162,7 @@ where
                 format!("the JSON body does not have the expected shape: {}", e.body_text()),
             )),
             Err(R::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(crate::error::ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large"))
+                Err(crate::error::ApiError::body_too_large("the request body is larger than this endpoint accepts; send less"))
             }
             Err(e) => Err(crate::error::ApiError::bad_request("invalid_body", e.body_text())),
         }

@@ -14,10 +14,14 @@ use crate::node::Node;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
-    /// `ok` or `degraded`.
-    pub status: String,
+    /// `ok`, `degraded` (storage is low; 200) or `failing` (a check fails; 503).
+    pub status: crate::health::NodeStatus,
     pub node_id: String,
+    /// Each check and whether it passes: `control_store`, `audit_store`, `storage`
+    /// (the data directory can be written).
     pub checks: std::collections::BTreeMap<String, bool>,
+    /// The data directory's filesystem: space and whether a write succeeds.
+    pub storage: crate::health::StorageHealth,
 }
 
 /// Liveness and dependency health.
@@ -26,9 +30,15 @@ pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
     let mut checks = std::collections::BTreeMap::new();
     checks.insert("control_store".to_string(), node.control.health().await);
     checks.insert("audit_store".to_string(), node.audit.logs().await.is_ok());
-    let ok = checks.values().all(|v| *v);
-    let body = Health { status: if ok { "ok" } else { "degraded" }.into(), node_id: node.config.node_id.clone(), checks };
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let data_dir = node.config.data_dir.clone();
+    let storage = match tokio::task::spawn_blocking(move || crate::health::probe(&data_dir)).await {
+        Ok(s) => s,
+        Err(_) => crate::health::classify(None, &Err(std::io::Error::other("the storage probe stopped"))),
+    };
+    checks.insert("storage".to_string(), storage.status.writable());
+    let health = crate::health::NodeStatus::of(checks.values().all(|v| *v), storage.status);
+    let status = if health == crate::health::NodeStatus::Failing { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let body = Health { status: health, node_id: node.config.node_id.clone(), checks, storage };
     (status, versioned(body)).into_response()
 }
 

@@ -96,7 +96,7 @@ async fn rows_in(url: &str) -> i64 {
     }
 }
 
-fn postgres_backend(database: &str, url: &str, runtime_password: Option<&str>) -> Backend {
+pub(super) fn postgres_backend(database: &str, url: &str, runtime_password: Option<&str>) -> Backend {
     Backend::Postgres {
         url: url.to_owned(),
         database: database.to_owned(),
@@ -106,7 +106,7 @@ fn postgres_backend(database: &str, url: &str, runtime_password: Option<&str>) -
     }
 }
 
-async fn drop_postgres(url: &str, databases: &[String]) {
+pub(super) async fn drop_postgres(url: &str, databases: &[String]) {
     use sqlx::{ConnectOptions, Connection};
     let Ok(options) = url.parse::<sqlx::postgres::PgConnectOptions>() else { return };
     let Ok(mut conn) = options.connect().await else { return };
@@ -116,7 +116,7 @@ async fn drop_postgres(url: &str, databases: &[String]) {
     let _ = conn.close().await;
 }
 
-async fn drop_mysql(url: &str, databases: &[String]) {
+pub(super) async fn drop_mysql(url: &str, databases: &[String]) {
     use sqlx::{ConnectOptions, Connection};
     let Ok(options) = url.parse::<sqlx::mysql::MySqlConnectOptions>() else { return };
     let Ok(mut conn) = options.connect().await else { return };
