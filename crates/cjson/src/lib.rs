@@ -4,7 +4,8 @@
 //! `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`:
 //! keys sorted by code point, no whitespace, every non-ASCII character escaped as
 //! `\uXXXX` (astral characters as surrogate pairs), integers exact at any size,
-//! floats in Python's `repr` form. NaN and ±Infinity are refused.
+//! floats in Python's `repr` form (shortest round-trip digits, a tie between two equally
+//! near ones broken to the even digit). NaN and ±Infinity are refused.
 //!
 //! ```
 //! let v = serde_json::json!({"b": 1.0, "a": "é", "c": [1e-7, 10000000000000000.0]});
@@ -137,17 +138,24 @@ fn write_number(out: &mut String, literal: &str, path: &str) -> Result<(), Canon
     Ok(())
 }
 
-/// Python's `float.__repr__`: shortest round-trip digits, exponent form when the
-/// decimal exponent is below -4 or at least 16.
+/// Python's `float.__repr__` for a finite `f`: the shortest digits that read back as `f`,
+/// in exponent form when the decimal exponent is below -4 or at least 16.
+///
+/// When two digit strings of that shortest length are equally near `f` (27581622253495.0625
+/// lies exactly between …062 and …063), Python (David Gay's dtoa, mode 0) takes the one
+/// ending in an even digit. Ryū makes the same choice; Rust's own `{:e}` and `{:?}` round
+/// such ties up, so they are not used here. Only Ryū's digits and decimal point are taken:
+/// its layout (`1e16`, `1e-7`) is not Python's.
 fn write_float(out: &mut String, f: f64) {
     if f.is_sign_negative() {
         out.push('-');
     }
-    let sci = format!("{:e}", f.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let decpt = exp + 1;
+    let mut buffer = ryu::Buffer::new();
+    let (digits, decpt) = digits_and_point(buffer.format_finite(f.abs()));
+    if digits.is_empty() {
+        out.push_str("0.0");
+        return;
+    }
     let n = digits.len() as i32;
     if (-4 < decpt) && (decpt <= 16) {
         if decpt <= 0 {
@@ -172,6 +180,27 @@ fn write_float(out: &mut String, f: f64) {
         let e = decpt - 1;
         let _ = write!(out, "e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
     }
+}
+
+/// The significant digits of a non-negative decimal numeral (`27581622253495.062`,
+/// `1e16`, `1.5e-7`, `0.001`, `0.0`) without leading or trailing zeros, and the position of
+/// the decimal point relative to them: the value is `0.<digits> × 10^decpt`.
+fn digits_and_point(text: &str) -> (String, i32) {
+    let (mantissa, exp) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
+    // Ryū writes a plain integer exponent; the corpus tests pin its output.
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut decpt = int.len() as i32 + exp;
+    let mut digits = String::with_capacity(int.len() + frac.len());
+    for c in int.chars().chain(frac.chars()) {
+        if c == '0' && digits.is_empty() {
+            decpt -= 1;
+        } else {
+            digits.push(c);
+        }
+    }
+    digits.truncate(digits.trim_end_matches('0').len());
+    (digits, decpt)
 }
 
 fn write_string(out: &mut String, s: &str) {
