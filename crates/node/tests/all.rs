@@ -695,3 +695,6 @@ mod tenancy;
 
 #[path = "support/controlplane.rs"]
 mod controlplane;
+
+#[path = "support/storage.rs"]
+mod storage;

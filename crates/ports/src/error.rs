@@ -22,7 +22,8 @@ pub enum PortError {
     #[error("quota exceeded: {0}")]
     QuotaExceeded(String),
     /// The backend is unreachable or failed; retrying later may succeed. The text is
-    /// neutral ([`UNAVAILABLE`], or a reason the host states such as a timeout).
+    /// neutral: [`UNAVAILABLE`], or a reason naming only what the capability itself
+    /// named or configured (the port timeout, a topic's full backlog).
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// The backend's storage (a disk, a database volume) is full: writes fail until
