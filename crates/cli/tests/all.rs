@@ -30,6 +30,9 @@ fn canon_prints_canonical_json_and_hashes() {
 
 struct Child(std::process::Child);
 
+#[path = "support/guide.rs"]
+mod guide;
+
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
