@@ -139,6 +139,8 @@ pub fn write_probe(path: &Path) -> std::io::Result<()> {
 
 /// The space of the filesystem holding `dir`, where the platform can tell.
 #[cfg(unix)]
+// The fields are u64 on Linux but narrower C types on other Unixes.
+#[allow(clippy::useless_conversion)]
 pub fn space(dir: &Path) -> Option<Space> {
     let s = rustix::fs::statvfs(dir).ok()?;
     let block = u64::from(s.f_frsize);
