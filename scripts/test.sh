@@ -56,6 +56,12 @@ if ! port_open 127.0.0.1 "$S3_PORT"; then
 fi
 export RUNPLANE_TEST_S3_ENDPOINT=${RUNPLANE_TEST_S3_ENDPOINT:-http://127.0.0.1:$S3_PORT}
 
+# schemathesis (PyPI) checks the node's OpenAPI document against the node itself.
+if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
+    echo "==> installing schemathesis (OpenAPI contract testing) with pip"
+    python3 -m pip install --quiet 'schemathesis>=4,<5' || true
+fi
+
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "${CI:-}" = "true" ]; then
         echo "error: CI=true and these services are not running: ${missing[*]}" >&2

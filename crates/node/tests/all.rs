@@ -698,3 +698,6 @@ mod controlplane;
 
 #[path = "support/storage.rs"]
 mod storage;
+
+#[path = "support/schemathesis.rs"]
+mod schemathesis;

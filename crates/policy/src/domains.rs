@@ -63,7 +63,7 @@ impl DomainRegistry {
         if !ident_ok(id) {
             return Err(PolicyError::Invalid(format!("domain id {id:?} is not valid; use 1-64 characters of a-z, 0-9, '-' and '_'")));
         }
-        if d.domain_name.trim().is_empty() || d.domain_name.len() > 128 || d.domain_name.chars().any(char::is_control) {
+        if d.domain_name.trim().is_empty() || d.domain_name.chars().count() > 128 || d.domain_name.chars().any(char::is_control) {
             return Err(PolicyError::Invalid(format!("domain {id}: domain_name must be 1-128 printable characters")));
         }
         for c in &d.capabilities {

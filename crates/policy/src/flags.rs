@@ -164,7 +164,7 @@ impl FeatureFlag {
         }
         let mut names = BTreeSet::new();
         for v in &self.variants {
-            if v.name.is_empty() || v.name.len() > 64 || v.name.chars().any(char::is_control) {
+            if v.name.is_empty() || v.name.chars().count() > 64 || v.name.chars().any(char::is_control) {
                 return Err(PolicyError::Invalid(format!("flag {id}: variant name {:?} must be 1-64 printable characters", v.name)));
             }
             if !names.insert(v.name.as_str()) {

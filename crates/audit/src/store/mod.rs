@@ -312,6 +312,9 @@ impl AuditStore {
 
     /// Events of `log` from index `from`, at most `limit` (≤ 1000).
     pub async fn read(&self, log: &LogId, from: u64, limit: u32) -> Result<Vec<StoredEvent>, AuditError> {
+        if past_any_index(from) {
+            return Ok(Vec::new());
+        }
         let rows = self.backend.entries(log, from, limit.clamp(1, 1000)).await?;
         rows.into_iter()
             .map(|r| {
@@ -325,6 +328,9 @@ impl AuditStore {
     /// Entries of `log` from `from` as stored: `(index, canonical JSON, leaf hash hex)`;
     /// the JSON is the exact leaf bytes, for export and offline verification.
     pub async fn read_raw(&self, log: &LogId, from: u64, limit: u32) -> Result<Vec<(u64, String, String)>, AuditError> {
+        if past_any_index(from) {
+            return Ok(Vec::new());
+        }
         Ok(self.backend.entries(log, from, limit.clamp(1, 1000)).await?.into_iter().map(|r| (r.index, r.json, hex::encode(r.leaf))).collect())
     }
 
@@ -533,4 +539,10 @@ async fn writer(backend: Arc<dyn LogBackend>, mut rx: mpsc::Receiver<Pending>) {
             }
         }
     }
+}
+
+/// Indexes are stored as signed 64-bit SQL integers: no log has an entry past
+/// `i64::MAX`, and such a `from` must not reach a backend (it would wrap).
+fn past_any_index(from: u64) -> bool {
+    i64::try_from(from).is_err()
 }

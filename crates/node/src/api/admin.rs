@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use runplane_audit::{LogId, Outcome};
@@ -12,6 +12,7 @@ use runplane_ports::{SecretValue, TenantId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::api::params::{Path, Query, page_limit};
 use crate::api::{JsonBody, PageParams, paginate, versioned};
 use crate::auth::{KeyOwner, hash_secret, new_id, new_secret};
 use crate::config::Mode;
@@ -135,7 +136,7 @@ pub struct TenantList {
 /// List tenants.
 #[utoipa::path(get, path = "/v1/tenants", params(PageParams), security(("admin_token" = [])), responses((status = 200, body = TenantList)))]
 pub async fn list_tenants(State(node): State<Arc<Node>>, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
-    let (items, next_cursor) = paginate(node.control.tenants().await?, |t| t.id.clone(), &page);
+    let (items, next_cursor) = paginate(node.control.tenants().await?, |t| t.id.clone(), &page)?;
     Ok(versioned(TenantList { items, next_cursor }).into_response())
 }
 
@@ -334,7 +335,7 @@ pub struct CapabilityList {
 pub async fn list_capabilities(State(node): State<Arc<Node>>, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
     let mut all = node.control.capabilities().await?;
     all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
-    let (items, next_cursor) = paginate(all, |c| format!("{}@{}", c.name, c.version), &page);
+    let (items, next_cursor) = paginate(all, |c| format!("{}@{}", c.name, c.version), &page)?;
     Ok(versioned(CapabilityList { items, next_cursor }).into_response())
 }
 
@@ -425,7 +426,7 @@ pub struct DeploymentList {
 /// List deployments.
 #[utoipa::path(get, path = "/v1/deployments", params(PageParams), security(("admin_token" = [])), responses((status = 200, body = DeploymentList)))]
 pub async fn list_deployments(State(node): State<Arc<Node>>, Query(page): Query<PageParams>) -> Result<Response, ApiError> {
-    let (items, next_cursor) = paginate(node.control.deployments().await?, |d| d.route.clone(), &page);
+    let (items, next_cursor) = paginate(node.control.deployments().await?, |d| d.route.clone(), &page)?;
     Ok(versioned(DeploymentList { items, next_cursor }).into_response())
 }
 
@@ -493,10 +494,10 @@ pub struct AuditEventPage {
 #[utoipa::path(get, path = "/v1/audit/events", params(EventsParams), security(("admin_token" = [])), responses((status = 200, body = AuditEventPage), (status = 400, body = crate::error::ErrorResponse)))]
 pub async fn audit_events(State(node): State<Arc<Node>>, Query(p): Query<EventsParams>) -> Result<Response, ApiError> {
     let log = parse_log(&p.log)?;
-    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(p.limit)?;
     let from = p.cursor.unwrap_or(0);
     let items = node.audit.read(&log, from, limit).await?;
-    let next_cursor = (items.len() as u32 == limit).then(|| from + u64::from(limit));
+    let next_cursor = (items.len() as u32 == limit).then(|| from.checked_add(u64::from(limit))).flatten();
     Ok(versioned(AuditEventPage { items, next_cursor }).into_response())
 }
 
@@ -581,11 +582,11 @@ pub struct AuditEntryPage {
 #[utoipa::path(get, path = "/v1/audit/logs/{log}/entries", params(("log" = String, Path, description = "`admin` or `tenant:<id>`"), EntriesParams), security(("admin_token" = [])), responses((status = 200, body = AuditEntryPage)))]
 pub async fn audit_entries(State(node): State<Arc<Node>>, Path(log): Path<String>, Query(p): Query<EntriesParams>) -> Result<Response, ApiError> {
     let log = parse_log(&log)?;
-    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(p.limit)?;
     let from = p.cursor.unwrap_or(0);
     let items: Vec<AuditEntry> =
         node.audit.read_raw(&log, from, limit).await?.into_iter().map(|(index, entry, leaf_hash)| AuditEntry { index, entry, leaf_hash }).collect();
-    let next_cursor = (items.len() as u32 == limit).then(|| from + u64::from(limit));
+    let next_cursor = (items.len() as u32 == limit).then(|| from.checked_add(u64::from(limit))).flatten();
     Ok(versioned(AuditEntryPage { items, next_cursor }).into_response())
 }
 

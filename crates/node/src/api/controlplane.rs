@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use runplane_policy::domains::CapabilityDomain;
 use runplane_policy::flags::FeatureFlag;
@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::admin::known_tenant;
 use crate::api::gate::{AdminEvent, annotate};
+use crate::api::params::{Path, Query, page_limit};
 use crate::api::{JsonBody, versioned};
 use crate::configsets::{Scope, validate_values};
 use crate::control::ConfigVersionRow;
@@ -211,7 +212,8 @@ fn flag_of(node: &Node, feature: String, req: PutFlag) -> FeatureFlag {
 }
 
 /// Create, change or toggle an instance flag; effective on the next request.
-#[utoipa::path(put, path = "/v1/flags/{feature}", request_body = PutFlag, security(("admin_token" = [])), responses((status = 200, body = Object), (status = 400, body = crate::error::ErrorResponse)))]
+#[utoipa::path(put, path = "/v1/flags/{feature}", request_body = PutFlag, security(("admin_token" = [])),
+    responses((status = 200, body = FeatureFlag), (status = 400, description = "the flag is not valid (`invalid_flag`: variant names repeat, or the weights sum to 0)", body = crate::error::ErrorResponse)))]
 pub async fn put_flag(State(node): State<Arc<Node>>, Path(feature): Path<String>, JsonBody(req): JsonBody<PutFlag>) -> Result<Response, ApiError> {
     let flag = flag_of(&node, feature, req);
     let before = node.controlplane.set_flag(None, flag.clone(), &now(&node)).await?;
@@ -220,7 +222,9 @@ pub async fn put_flag(State(node): State<Arc<Node>>, Path(feature): Path<String>
 }
 
 /// Create, change or toggle a tenant's flag; effective on its next request, for it alone.
-#[utoipa::path(put, path = "/v1/tenants/{id}/flags/{feature}", request_body = PutFlag, security(("admin_token" = [])), responses((status = 200, body = Object), (status = 400, body = crate::error::ErrorResponse)))]
+#[utoipa::path(put, path = "/v1/tenants/{id}/flags/{feature}", request_body = PutFlag, security(("admin_token" = [])),
+    responses((status = 200, body = FeatureFlag), (status = 400, description = "the flag is not valid (`invalid_flag`: variant names repeat, or the weights sum to 0)", body = crate::error::ErrorResponse),
+        (status = 404, body = crate::error::ErrorResponse)))]
 pub async fn put_tenant_flag(State(node): State<Arc<Node>>, Path((id, feature)): Path<(String, String)>, JsonBody(req): JsonBody<PutFlag>) -> Result<Response, ApiError> {
     known_tenant(&node, &id)?;
     let flag = flag_of(&node, feature, req);
@@ -265,7 +269,8 @@ pub async fn list_domains(State(node): State<Arc<Node>>) -> Result<Response, Api
 }
 
 /// Register or replace a domain (its dependencies must be registered).
-#[utoipa::path(put, path = "/v1/domains/{domain}", request_body = Object, security(("admin_token" = [])), responses((status = 200, body = Object), (status = 400, body = crate::error::ErrorResponse)))]
+#[utoipa::path(put, path = "/v1/domains/{domain}", request_body = CapabilityDomain, security(("admin_token" = [])),
+    responses((status = 200, body = CapabilityDomain), (status = 400, description = "the body's domain_id differs from the path's, or a dependency is not registered or closes a cycle", body = crate::error::ErrorResponse)))]
 pub async fn put_domain(State(node): State<Arc<Node>>, Path(domain): Path<String>, JsonBody(d): JsonBody<CapabilityDomain>) -> Result<Response, ApiError> {
     if d.domain_id != domain {
         return Err(ApiError::bad_request("invalid_domain", format!("the body's domain_id {:?} differs from the path's {domain:?}", d.domain_id)));
@@ -475,6 +480,9 @@ pub struct DrainParams {
     pub timeout_secs: Option<u64>,
 }
 
+/// The longest a drain waits.
+pub const MAX_DRAIN_SECS: u64 = 300;
+
 #[derive(Serialize, ToSchema)]
 pub struct DrainResult {
     pub tenant: String,
@@ -491,11 +499,21 @@ pub struct DrainResult {
 #[utoipa::path(post, path = "/v1/tenants/{id}/drain", params(DrainParams), security(("admin_token" = [])), responses((status = 200, body = DrainResult), (status = 404, body = crate::error::ErrorResponse)))]
 pub async fn drain_tenant(State(node): State<Arc<Node>>, Path(id): Path<String>, Query(p): Query<DrainParams>) -> Result<Response, ApiError> {
     let before = known_tenant(&node, &id)?;
+    let timeout = match p.timeout_secs {
+        None => 30,
+        Some(t) if t <= MAX_DRAIN_SECS => t,
+        Some(t) => {
+            return Err(ApiError::bad_request(
+                "invalid_timeout",
+                format!("timeout_secs {t} is longer than a drain waits ({MAX_DRAIN_SECS} s); drain again if invocations are still running"),
+            ));
+        }
+    };
     node.control.set_tenant_status(&id, "suspended").await?;
     if let Some(t) = node.tenants.write().unwrap_or_else(|p| p.into_inner()).get_mut(&id) {
         t.status = "suspended".into();
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(p.timeout_secs.unwrap_or(30).min(300));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let drained = loop {
         if node.scheduler.running_in(&id) == 0 && node.scheduler.queued_in(&id) == 0 {
             break true;
@@ -552,13 +570,13 @@ pub struct AdminEventPage {
 /// The admin log as `AdminEvent`s (actor, reason, targets, before/after, result).
 #[utoipa::path(get, path = "/v1/admin-events", params(AdminEventsParams), security(("admin_token" = [])), responses((status = 200, body = AdminEventPage)))]
 pub async fn admin_events(State(node): State<Arc<Node>>, Query(p): Query<AdminEventsParams>) -> Result<Response, ApiError> {
-    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(p.limit)?;
     let from = p.cursor.unwrap_or(0);
     let stored = node.audit.read(&runplane_audit::LogId::admin(), from, limit).await?;
     let items: Vec<AdminEvent> = stored
         .iter()
         .filter_map(|s| serde_json::from_value::<runplane_audit::AuditEvent>(s.event.clone()).ok().map(|e| AdminEvent::from_audit(s.index, &e)))
         .collect();
-    let next_cursor = (items.len() as u32 == limit).then(|| from + u64::from(limit));
+    let next_cursor = (items.len() as u32 == limit).then(|| from.checked_add(u64::from(limit))).flatten();
     Ok(versioned(AdminEventPage { items, next_cursor }).into_response())
 }

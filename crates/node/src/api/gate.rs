@@ -171,6 +171,10 @@ pub async fn admin_gate(State(node): State<Arc<Node>>, req: Request, next: Next)
         return next.run(req).await;
     }
     let Some(route) = route_of(req.method(), &matched) else {
+        if ADMIN_ROUTES.iter().any(|r| r.path == matched) {
+            // A method the route does not serve: the router answers 405 with Allow.
+            return next.run(req).await;
+        }
         // Fail closed: a route without a policy entry is never served.
         return ApiError::forbidden(format!("{} {matched} has no authorization policy; this is a bug in Runplane, please report it", req.method()))
             .into_response();

@@ -4,7 +4,9 @@ pub mod admin;
 pub mod apps;
 pub mod controlplane;
 pub mod gate;
+pub mod openapi;
 pub mod ops;
+pub mod params;
 pub mod tenancy;
 pub mod tokens;
 
@@ -17,6 +19,8 @@ use serde::Serialize;
 
 use crate::error::MAX_BODY_SETTING;
 use crate::node::Node;
+
+pub use params::{PageParams, paginate};
 
 /// Wraps a JSON response body with `protocol_version` (spec §6.5).
 #[derive(Serialize)]
@@ -145,13 +149,33 @@ where
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         use axum::extract::rejection::JsonRejection as R;
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(JsonBody(v)),
-            Err(R::MissingJsonContentType(_)) => Err(crate::error::ApiError::new(
+        if !is_json(req.headers()) {
+            return Err(crate::error::ApiError::new(
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
-            )),
+            ));
+        }
+        let bytes = match <axum::body::Bytes as axum::extract::FromRequest<S>>::from_request(req, state).await {
+            Ok(b) => b,
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(crate::error::ApiError::body_too_large("the request body is larger than this endpoint accepts; send less"));
+            }
+            Err(e) => return Err(crate::error::ApiError::bad_request("invalid_body", e.body_text())),
+        };
+        let parsed = match axum::Json::<T>::from_bytes(&bytes) {
+            // JSON has one kind of number: `2.0` is the integer 2 wherever one is expected
+            // (JSON Schema says so too); serde refuses it, so whole floats are tried as integers.
+            Err(R::JsonDataError(e)) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|mut v| whole_floats_to_integers(&mut v).then_some(v))
+                .and_then(|v| serde_json::to_vec(&v).ok())
+                .and_then(|b| axum::Json::<T>::from_bytes(&b).ok())
+                .ok_or(R::JsonDataError(e)),
+            other => other,
+        };
+        match parsed {
+            Ok(axum::Json(v)) => Ok(JsonBody(v)),
             Err(R::JsonSyntaxError(e)) => Err(crate::error::ApiError::bad_request(
                 "invalid_json",
                 format!("the body is not valid JSON: {}", e.body_text()),
@@ -161,32 +185,34 @@ where
                 "invalid_request",
                 format!("the JSON body does not have the expected shape: {}", e.body_text()),
             )),
-            Err(R::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(crate::error::ApiError::body_too_large("the request body is larger than this endpoint accepts; send less"))
-            }
             Err(e) => Err(crate::error::ApiError::bad_request("invalid_body", e.body_text())),
         }
     }
 }
 
-/// `?cursor=…&limit=…` on list endpoints.
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-pub struct PageParams {
-    /// Opaque: the `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// 1-1000, default 100.
-    pub limit: Option<u32>,
+/// `Content-Type: application/json` (parameters allowed) or `application/<x>+json`.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let ct = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"))
 }
 
-/// One page of `items` (already sorted by `key`), after the cursor.
-pub fn paginate<T>(items: Vec<T>, key: impl Fn(&T) -> String, params: &PageParams) -> (Vec<T>, Option<String>) {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000) as usize;
-    let after = params.cursor.as_deref().and_then(|c| b64.decode(c).ok()).and_then(|b| String::from_utf8(b).ok());
-    let mut page: Vec<T> = items.into_iter().filter(|i| after.as_ref().is_none_or(|a| key(i) > *a)).collect();
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let next = if more { page.last().map(|i| b64.encode(key(i))) } else { None };
-    (page, next)
+/// Rewrites every float with no fraction that an `i64`/`u64` holds exactly as an
+/// integer; whether anything changed.
+fn whole_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Below 2^53 a float is exactly the integer it spells.
+            if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                *v = Value::from(f as i64);
+                return true;
+            }
+            false
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |changed, i| whole_floats_to_integers(i) | changed),
+        Value::Object(map) => map.values_mut().fold(false, |changed, i| whole_floats_to_integers(i) | changed),
+        _ => false,
+    }
 }

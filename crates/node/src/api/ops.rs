@@ -49,9 +49,9 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "The OpenAPI 3.1 document")))]
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "The OpenAPI 3.1 document (it has no protocol_version: OpenAPI allows no such field)", body = Object)))]
 pub async fn openapi() -> Response {
-    axum::Json(ApiDoc::openapi()).into_response()
+    axum::Json(crate::api::openapi::document()).into_response()
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {
@@ -90,7 +90,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
         crate::api::tokens::mint_token, crate::api::tokens::mint_tenant_token, crate::api::tokens::exchange,
         crate::api::tokens::revoke, crate::api::tokens::list_revoked,
     ),
-    components(schemas(crate::error::ErrorResponse, crate::error::ErrorBody)),
+    components(schemas(crate::error::ErrorResponse, crate::error::ErrorBody, runplane_policy::flags::Variant)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use runplane_audit::{LogId, Outcome};
@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::api::admin::known_tenant;
 use crate::api::apps::{admit, new_context, quota_error, serving_tenant, tenant_ports};
+use crate::api::params::Path;
 use crate::api::{JsonBody, versioned};
 use crate::error::{ApiError, invoke_error};
 use crate::node::Node;
@@ -215,7 +216,11 @@ async fn check_requirements(node: &Node, route: &str, contract: &RuntimeContract
 /// Register a runtime contract for the task export on a route. Its id is the hash of its
 /// canonical content; a stated id that does not match is refused as a forgery.
 #[utoipa::path(post, path = "/v1/contracts", request_body = RegisterContract, security(("admin_token" = [])),
-    responses((status = 201, body = ContractView), (status = 400, body = crate::error::ErrorResponse), (status = 409, body = crate::error::ErrorResponse)))]
+    responses((status = 201, description = "registered", body = ContractView), (status = 200, description = "already registered (the same content)", body = ContractView),
+        (status = 400, description = "the contract is not valid (`invalid_contract`: a schema does not compile, …) or the route's component exports no task (`no_task_export`)", body = crate::error::ErrorResponse),
+        (status = 403, description = "the component imports ports the contract does not grant (`contract_requirements`)", body = crate::error::ErrorResponse),
+        (status = 404, description = "nothing is deployed on the route", body = crate::error::ErrorResponse),
+        (status = 409, description = "the stated contract_id is not the content's (`contract_forged`)", body = crate::error::ErrorResponse)))]
 pub async fn register_contract(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<RegisterContract>) -> Result<Response, ApiError> {
     let validated = req.contract.validate().map_err(contract_error)?;
     check_requirements(&node, &req.route, &validated.contract).await?;
@@ -248,8 +253,17 @@ pub struct ContractResult {
 /// Execute a contract's task with a tenant key: the contract is checked, the input
 /// validated before and the output after running, under the contract's limits.
 #[utoipa::path(post, path = "/v1/contracts/{id}/execute", security(("tenant_key" = [])), request_body = Object,
-    responses((status = 200, body = ContractResult), (status = 409, body = crate::error::ErrorResponse),
-        (status = 422, body = crate::error::ErrorResponse), (status = 502, body = crate::error::ErrorResponse)))]
+    responses((status = 200, body = ContractResult),
+        (status = 403, description = "the tenant may not run it now (suspended, not entitled, its flag is off) or the component uses ports the contract does not grant", body = crate::error::ErrorResponse),
+        (status = 404, description = "the contract is not registered, or nothing is deployed on its route", body = crate::error::ErrorResponse),
+        (status = 409, description = "the contract no longer matches its id (`contract_forged`)", body = crate::error::ErrorResponse),
+        (status = 413, description = "the execution ran into the tenant's memory quota", body = crate::error::ErrorResponse),
+        (status = 422, description = "the input does not match the contract's input_schema (`contract_input_invalid`), the task refused it (`task_failed`), or the execution ran out of fuel or memory", body = crate::error::ErrorResponse),
+        (status = 429, description = "the tenant's CPU quota or its queue is full; retry after Retry-After", body = crate::error::ErrorResponse),
+        (status = 502, description = "the output does not match the contract (`contract_output_invalid`) or the task trapped", body = crate::error::ErrorResponse),
+        (status = 503, description = "the route is paused, the host is busy, or the tenant's log cannot be written", body = crate::error::ErrorResponse),
+        (status = 504, description = "the execution passed the contract's deadline", body = crate::error::ErrorResponse),
+        (status = 507, description = "the tenant's disk quota is full", body = crate::error::ErrorResponse)))]
 pub async fn execute_contract(State(node): State<Arc<Node>>, headers: HeaderMap, Path(id): Path<String>, JsonBody(input): JsonBody<serde_json::Value>) -> Result<Response, ApiError> {
     let (route, contract) = node.contract(&id)?;
     let (owner, tenant) = serving_tenant(&node, &headers, "contract.execute", Some(&route))?;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use runplane_audit::{LogId, Outcome};
@@ -14,13 +14,14 @@ use utoipa::ToSchema;
 
 use crate::api::admin::known_tenant;
 use crate::api::gate::annotate;
+use crate::api::params::Path;
 use crate::api::{JsonBody, versioned};
 use crate::auth::bearer;
 use crate::error::ApiError;
 use crate::node::Node;
 
 /// At most a year; tokens without an expiry are for automation that rotates them.
-const MAX_TTL_SECS: u64 = 366 * 24 * 3600;
+pub(crate) const MAX_TTL_SECS: u64 = 366 * 24 * 3600;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +48,7 @@ pub struct MintedToken {
 }
 
 fn check_subject(subject: &str) -> Result<(), ApiError> {
-    if subject.is_empty() || subject.len() > 128 || subject.chars().any(|c| c.is_control() || c == '"') {
+    if subject.is_empty() || subject.chars().count() > 128 || subject.chars().any(|c| c.is_control() || c == '"') {
         return Err(ApiError::bad_request("invalid_subject", "subject must be 1-128 printable characters without quotes"));
     }
     Ok(())
@@ -119,7 +120,8 @@ pub struct ExchangedToken {
 /// Exchange a tenant API key (`Authorization: Bearer rpk_…`) for a short-lived tenant
 /// token (one hour). Audited as an admin event.
 #[utoipa::path(post, path = "/v1/tokens/exchange", security(("tenant_key" = [])),
-    responses((status = 201, body = ExchangedToken), (status = 401, body = crate::error::ErrorResponse)))]
+    responses((status = 201, body = ExchangedToken), (status = 401, description = "the credential is not a tenant API key", body = crate::error::ErrorResponse),
+        (status = 503, description = "the admin log cannot be written: no token is issued", body = crate::error::ErrorResponse)))]
 pub async fn exchange(State(node): State<Arc<Node>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let key = bearer(&headers)?;
     let owner = node.keys.lookup(key).ok_or_else(|| ApiError::unauthorized("the API key is not valid; ask your administrator for a tenant key"))?;
