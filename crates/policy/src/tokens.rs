@@ -229,7 +229,7 @@ fn date(secs: u64) -> Term {
 }
 
 fn name_ok(s: &str, max: usize) -> bool {
-    !s.is_empty() && s.len() <= max && !s.chars().any(|c| c.is_control() || c == '"' || c == '\\')
+    !s.is_empty() && s.chars().count() <= max && !s.chars().any(|c| c.is_control() || c == '"' || c == '\\')
 }
 
 /// Datalog's default time limit (1 ms) is too tight for a loaded debug build; these

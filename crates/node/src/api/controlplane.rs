@@ -92,7 +92,8 @@ pub struct SetConfig {
 /// Store a new immutable set for a scope; invocations from the next one on see it.
 #[utoipa::path(put, path = "/v1/config/sets/{scope}", request_body = SetConfig, security(("admin_token" = [])),
     params(("scope" = String, Path, description = "`environment:<env>`, `capability:<name>` or `tenant:<tenant>:<name>`")),
-    responses((status = 200, body = ConfigVersionRow), (status = 400, body = crate::error::ErrorResponse)))]
+    responses((status = 200, body = ConfigVersionRow), (status = 400, body = crate::error::ErrorResponse),
+        (status = 404, description = "the scope's tenant does not exist", body = crate::error::ErrorResponse)))]
 pub async fn set_config(State(node): State<Arc<Node>>, Path(scope): Path<String>, JsonBody(req): JsonBody<SetConfig>) -> Result<Response, ApiError> {
     let scope = Scope::parse(&scope)?;
     if let Some(t) = scope.tenant() {

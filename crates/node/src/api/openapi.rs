@@ -356,7 +356,7 @@ fn body_constraints() -> Vec<(&'static str, Value)> {
     let tiers = ["free", "pro", "enterprise", "custom"];
     let ports: Vec<&str> = crate::config::Port::ALL.iter().map(|p| p.key()).collect();
     let roles: Vec<&str> = runplane_policy::tokens::Role::ALL.iter().map(|r| r.as_str()).collect();
-    let subject = r#"^[^\u0000-\u001f\u007f-\u009f"]{1,128}$"#;
+    let subject = r#"^[^\u0000-\u001f\u007f-\u009f"\\]{1,128}$"#;
     let variant_name = format!("^{PRINTABLE}{{1,64}}$");
     let domain_name = format!(
         "^{PRINTABLE}*[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]{PRINTABLE}*$"

@@ -48,8 +48,8 @@ pub struct MintedToken {
 }
 
 fn check_subject(subject: &str) -> Result<(), ApiError> {
-    if subject.is_empty() || subject.chars().count() > 128 || subject.chars().any(|c| c.is_control() || c == '"') {
-        return Err(ApiError::bad_request("invalid_subject", "subject must be 1-128 printable characters without quotes"));
+    if subject.is_empty() || subject.chars().count() > 128 || subject.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+        return Err(ApiError::bad_request("invalid_subject", "subject must be 1-128 printable characters without quotes or backslashes"));
     }
     Ok(())
 }

@@ -135,11 +135,11 @@ hooks = {hooks:?}
 # One worker: hypothesis reads lambdas' source with ast.parse, which CPython 3.11 does
 # not allow from several threads at once ("AST constructor recursion depth mismatch").
 workers = 1
-seed = 20261202
+seed = {seed}
 continue-on-failure = true
 
 [generation]
-max-examples = 25
+max-examples = 50
 database = "none"
 
 # A body over the node's limit is refused before anything else: that is a refusal too.
@@ -247,6 +247,8 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
 "#,
         hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/schemathesis_hooks.py"),
         admin = ADMIN,
+        // Fixed, so CI is repeatable; RUNPLANE_SCHEMATHESIS_SEED explores further.
+        seed = std::env::var("RUNPLANE_SCHEMATHESIS_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(20261202),
         umbrella = keys["umbrella"],
         tenants = s(&["acme", "globex", "initech"]),
     );
@@ -257,10 +259,11 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
     }
     std::fs::write(&config, toml).expect("write config");
 
-    // Two runs: the operations that need state every other operation may destroy (a
-    // deployed task, a tenant that is not suspended) first, alone; then every operation.
+    // Two runs: first, alone, the operations that need state the others may destroy (a
+    // deployed task and a tenant that is not suspended; a tenant's active domain and
+    // flag, which a deletion takes once); then every operation.
     let url = node.url("/v1/openapi.json");
-    let passes: [(&str, &[&str]); 2] = [("contracts", &["--include-path-regex", "^/v1/contracts"]), ("all", &[])];
+    let passes: [(&str, &[&str]); 2] = [("fragile", &["--include-path-regex", r"^/v1/(contracts|tenants/\{id\}/(domains|flags)/)"]), ("all", &[])];
     let mut answered: Vec<(String, String, u64)> = Vec::new();
     let mut summaries = String::new();
     for (name, filter) in passes {
