@@ -8,6 +8,11 @@
 //! hyper "hello" server (the ceiling), and `wasmtime serve` on the same `.wasm` when a
 //! `wasmtime` binary is on PATH (extra flags from `WASMTIME_SERVE_FLAGS`).
 //!
+//! Then, on the Runplane node: a lone request at a time (p50/p99 of one keep-alive
+//! connection, every answer durable in the audit log) beside this disk's raw
+//! `fdatasync` latency (4 KiB append + `fdatasync`, the floor of a durable commit), and
+//! the bytes the hot audit store keeps and the process writes per invocation.
+//!
 //! Usage: `cargo run --release -p runplane-bench --bin http-bench -- [SECONDS] [CONNECTIONS]`
 
 use std::convert::Infallible;
@@ -43,7 +48,17 @@ async fn main() -> anyhow::Result<()> {
     config.admin_token = Some(admin.clone());
     let node = runplane_node::Node::start(config).await?;
     let key = setup_runplane(node.addr, &admin).await?;
+    let audit_db = dir.path().join("audit.db");
+    let (stored_before, written_before) = (stored_bytes(&audit_db).await?, written_bytes());
     results.push(load("runplane (auth + audit)", node.addr, "/apps/hello/", Some(&key), duration, connections).await);
+    let invocations = results[0].requests.max(1) as f64;
+    let stored_per = (stored_bytes(&audit_db).await? as f64 - stored_before as f64) / invocations;
+    let written_per = written_bytes().zip(written_before).map(|(a, b)| (a - b) as f64 / invocations);
+
+    // One request at a time: the latency a lone caller sees, durable commit included.
+    let (lone, lone_errors) = load::one_connection(node.addr, "/apps/hello/", Some(&key), Duration::from_secs(seconds.clamp(2, 5))).await;
+    let lone = load::Result::from_latencies("runplane, one at a time", lone, lone_errors, seconds.clamp(2, 5) as f64);
+    let floor = fdatasync_floor(dir.path(), 2000)?;
 
     // Native hyper hello: the ceiling for this machine and load generator.
     let native = native_hello().await?;
@@ -86,7 +101,13 @@ async fn main() -> anyhow::Result<()> {
     let native_rps = results[1].rps;
     println!("\nrunplane / native hyper   = {:.3}", runplane_rps / native_rps);
     if let Some(w) = wasmtime_result {
-        println!("runplane / wasmtime serve = {:.3}   (target ≥ 0.8)", runplane_rps / w);
+        println!("runplane / wasmtime serve = {:.3}   (target ≥ 1.0)", runplane_rps / w);
+    }
+    println!("\nlone request (1 connection): {} requests, p50 {:.0} µs, p99 {:.0} µs", lone.requests, lone.p50_us, lone.p99_us);
+    println!("raw fdatasync (4 KiB append): p50 {:.0} µs, p99 {:.0} µs ({:.0} syncs/s at p50)", floor.0, floor.1, 1e6 / floor.0.max(1.0));
+    match written_per {
+        Some(w) => println!("per invocation: {stored_per:.0} bytes kept in the hot audit store, {w:.0} bytes written by the process"),
+        None => println!("per invocation: {stored_per:.0} bytes kept in the hot audit store"),
     }
 
     let json = json!({
@@ -96,6 +117,10 @@ async fn main() -> anyhow::Result<()> {
         "results": results.iter().map(|r| json!({"target": r.name, "requests": r.requests, "errors": r.errors, "rps": r.rps, "p50_us": r.p50_us, "p99_us": r.p99_us})).collect::<Vec<_>>(),
         "ratio_runplane_to_native": runplane_rps / native_rps,
         "ratio_runplane_to_wasmtime_serve": wasmtime_result.map(|w| runplane_rps / w),
+        "lone_request": {"requests": lone.requests, "errors": lone.errors, "p50_us": lone.p50_us, "p99_us": lone.p99_us},
+        "fdatasync_4k": {"p50_us": floor.0, "p99_us": floor.1},
+        "audit_bytes_stored_per_invocation": stored_per,
+        "bytes_written_per_invocation": written_per,
     });
     if let Some(parent) = std::path::Path::new(&out).parent() {
         std::fs::create_dir_all(parent)?;
@@ -111,6 +136,46 @@ async fn setup_runplane(addr: SocketAddr, admin: &str) -> anyhow::Result<String>
     request(addr, "POST", "/v1/capabilities?name=hello&version=1.0.0", Some(admin), Some(Bytes::from_static(runplane_examples::HELLO))).await?;
     request(addr, "POST", "/v1/deployments", Some(admin), Some(json!({"capability": "hello", "version": "1.0.0"}).to_string().into())).await?;
     Ok(key)
+}
+
+/// Bytes the audit store's pages hold: its WAL checkpointed into the file first (from a
+/// second connection, as a reader would), so pages still in the WAL count too.
+async fn stored_bytes(db: &std::path::Path) -> anyhow::Result<u64> {
+    use sqlx::Connection as _;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(false);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await?;
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut conn).await?;
+    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&mut conn).await?;
+    let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut conn).await?;
+    conn.close().await?;
+    Ok(((pages - free) * size) as u64)
+}
+
+/// Bytes this process has caused to be written to storage so far (Linux only).
+fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The disk's durable-write floor where the data dir is: p50 and p99 (µs) of a 4 KiB
+/// append followed by `fdatasync`, `n` times.
+fn fdatasync_floor(dir: &std::path::Path, n: usize) -> anyhow::Result<(f64, f64)> {
+    use std::io::Write as _;
+    let path = dir.join("fdatasync-probe");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let page = [0x5au8; 4096];
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        file.write_all(&page)?;
+        let t = std::time::Instant::now();
+        file.sync_data()?;
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    lat.sort_unstable();
+    Ok((load::percentile(&lat, 0.5), load::percentile(&lat, 0.99)))
 }
 
 async fn native_hello() -> anyhow::Result<SocketAddr> {

@@ -265,11 +265,22 @@ async fn up_again_on_the_same_data_dir_keeps_the_data() {
 /// every invocation that was answered 2xx is in its tenant's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_invocations_loses_no_acknowledged_event() {
+    sigkill_rounds(4, 300..1500).await;
+}
+
+/// The same, ten kills in a row with short runs between them: a restart that finds the
+/// previous crash's WAL and leaves its own half-written batch must still verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_sigkills_in_a_row_lose_no_acknowledged_event() {
+    sigkill_rounds(10, 150..700).await;
+}
+
+async fn sigkill_rounds(rounds: usize, wait_ms: std::ops::Range<u64>) {
     use rand::RngExt as _;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acked: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     let http = reqwest::Client::new();
-    for round in 0..4 {
+    for round in 0..rounds {
         let (mut child, base, creds) = up_once(dir.path()).await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::new();
@@ -298,7 +309,7 @@ async fn sigkill_during_invocations_loses_no_acknowledged_event() {
                 (tenant, ids)
             }));
         }
-        let wait = rand::rng().random_range(300..1500);
+        let wait = rand::rng().random_range(wait_ms.clone());
         tokio::time::sleep(Duration::from_millis(wait)).await;
         child.0.kill().expect("SIGKILL the node"); // Child::kill is SIGKILL on Unix
         let _ = child.0.wait();

@@ -377,19 +377,30 @@ impl BindingResolver {
         if let Some(s) = open.get(&key) {
             return Ok(s.clone());
         }
-        let sub = match scope {
-            Scope::Shared => "shared".to_owned(),
-            Scope::Tenant(t) => format!("tenants/{t}"),
+        let (dir, sub) = match scope {
+            Scope::Shared => (self.data_dir.join("shared").join("blobs"), "shared".to_owned()),
+            Scope::Tenant(t) => (self.data_dir.join("tenants").join(t).join("blobs"), format!("tenants/{t}")),
         };
-        let store = match self.backends.get(name) {
-            Some(Backend::Filesystem) => {
-                let dir = match scope {
-                    Scope::Shared => self.data_dir.join("shared").join("blobs"),
-                    Scope::Tenant(t) => self.data_dir.join("tenants").join(t).join("blobs"),
-                };
-                ObjectBlobStore::open(&dir)
-                    .map_err(|e| ApiError::unavailable(format!("could not open the tenant's blob store: {e}")))?
-            }
+        let store = Arc::new(self.open_blobs(name, dir, sub)?);
+        open.insert(key, store.clone());
+        Ok(store)
+    }
+
+    /// The store journals are archived to: blob backend `name` (`None`: the built-in
+    /// filesystem one), at its own place (`<data_dir>/audit-archive`, or prefix
+    /// `audit-archive` in a bucket), apart from every tenant's blobs, so no capability
+    /// can reach it.
+    pub async fn journal_archive(&self, name: Option<&str>) -> anyhow::Result<Arc<dyn runplane_ports::BlobStore>> {
+        let store = self
+            .open_blobs(name.unwrap_or("filesystem"), self.data_dir.join("audit-archive"), "audit-archive".into())
+            .map_err(|e| anyhow::anyhow!("the journal archive ([audit] archive): {}", e.message))?;
+        Ok(Arc::new(store))
+    }
+
+    /// Blob backend `name` at `dir` (filesystem) or under prefix `sub` (s3).
+    fn open_blobs(&self, name: &str, dir: PathBuf, sub: String) -> Result<ObjectBlobStore, ApiError> {
+        match self.backends.get(name) {
+            Some(Backend::Filesystem) => ObjectBlobStore::open(&dir).map_err(|e| ApiError::unavailable(format!("could not open the blob store: {e}"))),
             Some(Backend::S3 { bucket, region, endpoint, access_key_id, secret_access_key, prefix }) => {
                 let prefix = match prefix {
                     Some(p) if !p.is_empty() => format!("{}/{sub}", p.trim_end_matches('/')),
@@ -404,13 +415,10 @@ impl BindingResolver {
                     prefix: Some(prefix),
                     timeout: self.timeout,
                 })
-                .map_err(|e| ApiError::unavailable(format!("blob backend {name:?}: {e}")))?
+                .map_err(|e| ApiError::unavailable(format!("blob backend {name:?}: {e}")))
             }
-            _ => return Err(ApiError::unavailable(format!("backend {name:?} cannot serve blobs"))),
-        };
-        let store = Arc::new(store);
-        open.insert(key, store.clone());
-        Ok(store)
+            _ => Err(ApiError::unavailable(format!("backend {name:?} cannot serve blobs"))),
+        }
     }
 }
 

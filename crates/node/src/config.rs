@@ -68,6 +68,13 @@ pub struct NodeConfig {
     /// Where the audit logs live (`[audit] store`): `None` for `<data_dir>/audit.db`, or
     /// the name of a postgres or mysql backend, shared by every node of the instance.
     pub audit_store: Option<String>,
+    /// Where journals past their retention window are archived (`[audit] archive`): a
+    /// filesystem or s3 backend; `None` for `<data_dir>/audit-archive`.
+    pub audit_archive: Option<String>,
+    /// How long journals stay in the hot audit store (`[audit] journal_retention_hours`,
+    /// and per tier `[audit.journal_retention_hours_by_tier]`); events and their
+    /// hashes stay forever.
+    pub journal_retention: JournalRetention,
     /// The key-encryption keys of secrets (`[secrets] kek_file`; default
     /// `<data_dir>/secrets.kek`, created at first start with mode 0600).
     pub kek_file: Option<PathBuf>,
@@ -305,6 +312,8 @@ impl NodeConfig {
             seed_file: None,
             audit_key_file: None,
             audit_store: None,
+            audit_archive: None,
+            journal_retention: JournalRetention::default(),
             kek_file: None,
             kek_env: "RUNPLANE_KEK".into(),
             capability_config: BTreeMap::new(),
@@ -462,7 +471,30 @@ impl NodeConfig {
             }
         }
         if let Some(a) = c.table(&table, "audit") {
-            c.only_keys(a, "audit", &["key_file", "store"]);
+            c.only_keys(a, "audit", &["key_file", "store", "archive", "journal_retention_hours", "journal_retention_hours_by_tier", "archive_every_secs"]);
+            if let Some(v) = c.get::<String>(a, "audit", "archive") {
+                cfg.audit_archive = Some(v);
+            }
+            if let Some(v) = c.get::<u64>(a, "audit", "journal_retention_hours") {
+                cfg.journal_retention.default_hours = v;
+            }
+            if let Some(v) = c.get::<u64>(a, "audit", "archive_every_secs") {
+                if !(1..=86_400).contains(&v) {
+                    c.problem("audit.archive_every_secs", "must be between 1 and 86400");
+                } else {
+                    cfg.journal_retention.archive_every = std::time::Duration::from_secs(v);
+                }
+            }
+            if let Some(by_tier) = c.get::<BTreeMap<String, u64>>(a, "audit", "journal_retention_hours_by_tier") {
+                for (tier, hours) in by_tier {
+                    match runplane_tenancy::Tier::parse(&tier) {
+                        Ok(t) => {
+                            cfg.journal_retention.by_tier.insert(t.as_str().to_owned(), hours);
+                        }
+                        Err(e) => c.problem(&format!("audit.journal_retention_hours_by_tier.{tier}"), &e.to_string()),
+                    }
+                }
+            }
             if let Some(v) = c.get::<String>(a, "audit", "key_file") {
                 cfg.audit_key_file = Some(PathBuf::from(v));
             }
@@ -506,6 +538,13 @@ impl NodeConfig {
                     cfg.tenant_config = m;
                 }
                 Err(e) => c.problem("tenant_config", &format!("must map tenant → capability → key → string value: {}", e.message())),
+            }
+        }
+        if let Some(name) = &cfg.audit_archive {
+            match cfg.backends.get(name) {
+                Some(Backend::Filesystem | Backend::S3 { .. }) => {}
+                Some(other) => c.problem("audit.archive", &format!("backend {name:?} is a {} backend; journals are archived to a filesystem or s3 backend", other.kind())),
+                None => c.problem("audit.archive", &format!("no backend is named {name:?}; define it under [backends.{name}] (kind filesystem or s3)")),
             }
         }
         if let Some(name) = &cfg.audit_store {
@@ -988,5 +1027,29 @@ mod tests {
         assert_eq!(cfg.admin_token.as_deref(), Some("x".repeat(32).as_str()));
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.capability_config["orders"]["currency"], "CHF");
+    }
+}
+
+/// How long invocation journals stay in the hot audit store before they are archived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRetention {
+    /// Hours for tenants of a tier not listed in `by_tier` (default 168, a week).
+    pub default_hours: u64,
+    /// Hours per tier name (`free`, `pro`, `enterprise`, `custom`).
+    pub by_tier: BTreeMap<String, u64>,
+    /// How often the archiver runs (default 5 minutes).
+    pub archive_every: std::time::Duration,
+}
+
+impl Default for JournalRetention {
+    fn default() -> Self {
+        JournalRetention { default_hours: 168, by_tier: BTreeMap::new(), archive_every: std::time::Duration::from_secs(300) }
+    }
+}
+
+impl JournalRetention {
+    /// The window of a tenant of `tier`, in seconds.
+    pub fn window_secs(&self, tier: &str) -> u64 {
+        self.by_tier.get(tier).copied().unwrap_or(self.default_hours).saturating_mul(3600)
     }
 }

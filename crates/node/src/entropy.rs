@@ -36,6 +36,15 @@ impl Entropy {
         u64::from_le_bytes(b)
     }
 
+    /// A time-ordered (version 7) UUID for an instant (Unix nanoseconds, from the
+    /// node's clock): ids made later sort later, so the stores indexing them (the
+    /// audit store's journal index) append instead of writing all over their index.
+    pub fn uuid_at(&self, unix_nanos: u128) -> uuid::Uuid {
+        let mut b = [0u8; 10];
+        self.fill(&mut b);
+        uuid::Builder::from_unix_timestamp_millis((unix_nanos / 1_000_000) as u64, &b).into_uuid()
+    }
+
     /// A random (version 4) UUID.
     pub fn uuid(&self) -> uuid::Uuid {
         let mut b = [0u8; 16];

@@ -56,6 +56,8 @@ pub struct Node {
     pub(crate) tokens: crate::auth::Tokens,
     /// Flags, domains, environments, pauses, revoked tokens (spec §7.3-7.6).
     pub(crate) controlplane: crate::controlplane::ControlPlane,
+    /// Where journals past their retention window go (`[audit] archive`).
+    pub(crate) journal_archive: Option<Arc<dyn runplane_ports::BlobStore>>,
 }
 
 /// Where the key-encryption keys of secrets come from.
@@ -115,6 +117,7 @@ impl Node {
         let instance_id = audit.verifier().name().trim_start_matches("runplane/").to_owned();
         let controlplane = crate::controlplane::ControlPlane::load(control.clone(), instance_id).await?;
         let bindings = BindingResolver::new(&config, config_store.clone(), telemetry, keyring.clone()).await?;
+        let journal_archive = Some(bindings.journal_archive(config.audit_archive.as_deref()).await?);
         let binding_version = binding_version(&control, &binding_digest(&config)).await?;
 
         let (admin_token_hash, generated_admin_token) = admin_token(&config, &control, &entropy).await?;
@@ -146,6 +149,7 @@ impl Node {
             kek_source,
             tokens,
             controlplane,
+            journal_archive,
         });
         // Resume provisioning that a crash or an outage interrupted (in the background:
         // the node serves every other tenant meanwhile).

@@ -129,7 +129,7 @@ pub struct ReplayReport {
 
 /// Replays invocation `invocation_id` (see the module docs).
 pub(crate) async fn replay(node: &Arc<Node>, invocation_id: &str) -> Result<ReplayReport, ApiError> {
-    let (log, index, journal) = node.audit.journal(invocation_id).await?.ok_or_else(|| {
+    let (log, index, journal) = node.audit.journal(invocation_id, node.journal_archive.as_deref()).await?.ok_or_else(|| {
         ApiError::not_found(format!("no journal for invocation {invocation_id}; HTTP invocations are journaled (see x-runplane-invocation-id on their responses)"))
     })?;
     let stored = node.audit.read(&log, index, 1).await?.pop().ok_or_else(|| ApiError::unavailable(format!("entry {index} of {log} is missing")))?;

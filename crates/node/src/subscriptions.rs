@@ -197,7 +197,7 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
     let appended = match record.encode() {
         Ok((json, digest)) => {
             event.details.insert("journal_digest".into(), digest.into());
-            node.audit.append_with_journal(LogId::tenant(&tenant.id), &event, &context.invocation_id, json).await.map_err(|e| e.to_string())
+            node.audit.append_with_journal(LogId::tenant(&tenant.id), &event, &context.invocation_id, &json, node.now_secs()).await.map_err(|e| e.to_string())
         }
         Err(e) => Err(e.message),
     };

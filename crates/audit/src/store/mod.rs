@@ -7,15 +7,25 @@
 //! the next batch (group commit). Several nodes may share a PostgreSQL store: the
 //! head lock serialises their batches, so a log never forks.
 //!
-//! Backends (`sqlite`, `postgres`) only move rows; planning a batch, assembling
-//! proofs and checking a log are here, once.
+//! Backends (`sqlite`, `postgres`, `mysql`) only move rows; planning a batch,
+//! assembling proofs, checking a log and archiving journals are here, once.
+//!
+//! **Journals** (what an invocation observed, for replay) are written with their
+//! entry, compressed ([`JournalCodec`]). Past their retention window they move to an
+//! archive on a blob backend ([`AuditStore::archive_journals`]): segments of one log's
+//! journals, named by their SHA-256, after which the hot store keeps only which
+//! segment holds each. The entries, their hashes and checkpoints never move, so a log
+//! verifies the same before and after; a journal read back from an archive is checked
+//! against the digest its event carries in the leaf (`details.journal_digest`).
 
 mod mysql;
 mod postgres;
 mod sqlite;
 
+mod archive;
+
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +38,8 @@ use crate::AuditEvent;
 pub use mysql::MySqlLog;
 pub use postgres::PostgresLog;
 pub use sqlite::SqliteLog;
+pub use archive::{ARCHIVE_CONTAINER, ArchiveReport, JournalCodec, JournalUsage};
+pub(crate) use archive::{JournalRow, NewJournal, StaleJournal};
 
 /// Most events one group commit writes.
 const MAX_BATCH: usize = 4096;
@@ -121,13 +133,14 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> AuditError {
 }
 
 /// One event waiting for a group commit, hashed by its caller.
+#[derive(Clone)]
 pub(crate) struct NewEntry {
     pub log: LogId,
     pub event_hash: String,
     pub leaf: Hash,
     pub json: String,
-    /// `(invocation id, journal JSON)` written with the entry, for replay.
-    pub journal: Option<(String, String)>,
+    /// The invocation's journal, written with the entry, for replay.
+    pub journal: Option<NewJournal>,
 }
 
 /// An entry as a backend returns it.
@@ -175,9 +188,13 @@ pub(crate) fn plan(mut heads: HashMap<LogId, Frontier>, batch: &[NewEntry]) -> P
 #[async_trait::async_trait]
 pub(crate) trait LogBackend: Send + Sync + 'static {
     /// In one transaction: lock the heads of the batch's logs, [`plan`], write the
-    /// entries, nodes and heads, commit. Returns each entry's index once the commit
-    /// is durable (on disk, or on the server's disk).
+    /// entries, nodes, journals and heads, commit. Returns each entry's index once the
+    /// commit is durable (on disk, or on the server's disk).
     async fn commit(&self, batch: &[NewEntry]) -> Result<Vec<u64>, AuditError>;
+    /// Starts the single writer that takes appends from `rx` and group-commits them:
+    /// [`writer`] on a task for a network database, a thread of its own where the
+    /// backend owns a file.
+    fn start_writer(self: Arc<Self>, rx: mpsc::Receiver<Pending>) -> Result<(), AuditError>;
     /// Every log's head.
     async fn heads(&self) -> Result<Vec<(LogId, Frontier)>, AuditError>;
     async fn head(&self, log: &LogId) -> Result<Option<Frontier>, AuditError>;
@@ -188,14 +205,22 @@ pub(crate) trait LogBackend: Send + Sync + 'static {
     async fn interior(&self, log: &LogId) -> Result<Stored, AuditError>;
     /// Signed checkpoints of `log`, smallest size first: `(size, root, note)`.
     async fn checkpoints(&self, log: &LogId) -> Result<Vec<(u64, Hash, String)>, AuditError>;
-    /// The journal of an invocation and where its entry is: `(log, index, journal)`.
-    async fn journal(&self, invocation_id: &str) -> Result<Option<(LogId, u64, String)>, AuditError>;
+    /// The journal row of an invocation: where its entry is, and its body or archive.
+    async fn journal(&self, invocation_id: &str) -> Result<Option<JournalRow>, AuditError>;
+    /// Journals of `log` still in the hot store recorded before `recorded_before`
+    /// (unix seconds), oldest first, at most `limit`.
+    async fn stale_journals(&self, log: &LogId, recorded_before: u64, limit: u32) -> Result<Vec<StaleJournal>, AuditError>;
+    /// In one transaction: records archive segment `digest` of `log` (`bytes` long,
+    /// holding `invocation_ids`) and drops those journals' bodies from the hot store.
+    async fn mark_archived(&self, log: &LogId, digest: &str, invocation_ids: &[String], bytes: u64, now: u64) -> Result<(), AuditError>;
+    /// How many journals are hot and archived, and their bytes (a full count: at open).
+    async fn journal_usage(&self) -> Result<JournalUsage, AuditError>;
     /// Keeps a checkpoint (a second one of the same size is ignored: it is the same).
     async fn save_checkpoint(&self, log: &LogId, size: u64, root: &Hash, note: &str) -> Result<(), AuditError>;
 }
 
 /// An append waiting for the writer, with where to send its receipt.
-struct Pending {
+pub(crate) struct Pending {
     entry: NewEntry,
     reply: oneshot::Sender<Result<Receipt, AuditError>>,
 }
@@ -208,6 +233,8 @@ pub struct AuditStore {
     signer: Arc<NoteSigner>,
     /// Logs that failed their integrity check, with why; never extended.
     refused: Arc<RwLock<BTreeMap<LogId, String>>>,
+    /// Journals hot and archived, kept current by appends and archiving.
+    usage: Arc<Mutex<JournalUsage>>,
 }
 
 impl AuditStore {
@@ -232,8 +259,9 @@ impl AuditStore {
 
     async fn with_backend(backend: Arc<dyn LogBackend>, signer: NoteSigner) -> Result<Self, AuditError> {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(writer(backend.clone(), rx));
-        let store = AuditStore { backend, tx, signer: Arc::new(signer), refused: Default::default() };
+        backend.clone().start_writer(rx)?;
+        let usage = backend.journal_usage().await?;
+        let store = AuditStore { backend, tx, signer: Arc::new(signer), refused: Default::default(), usage: Arc::new(Mutex::new(usage)) };
         store.check_all().await?;
         Ok(store)
     }
@@ -289,18 +317,18 @@ impl AuditStore {
         self.append_entry(log, event, None).await
     }
 
-    /// Appends an invocation's `event` and its journal (whose digest the event should
-    /// carry) in the same durable transaction.
-    pub async fn append_with_journal(&self, log: LogId, event: &AuditEvent, invocation_id: &str, journal: String) -> Result<Receipt, AuditError> {
-        self.append_entry(log, event, Some((invocation_id.to_owned(), journal))).await
+    /// Appends an invocation's `event` and its journal (canonical JSON, whose digest
+    /// the event should carry) in the same durable transaction. `recorded_at` (unix
+    /// seconds, the caller's clock) starts the journal's retention window.
+    pub async fn append_with_journal(&self, log: LogId, event: &AuditEvent, invocation_id: &str, journal: &str, recorded_at: u64) -> Result<Receipt, AuditError> {
+        let journal = NewJournal::compress(invocation_id, journal, recorded_at)?;
+        let bytes = journal.body.len() as u64;
+        let receipt = self.append_entry(log, event, Some(journal)).await?;
+        self.usage.lock().unwrap_or_else(|p| p.into_inner()).add_hot(1, bytes);
+        Ok(receipt)
     }
 
-    /// The journal of an invocation, with the log and index of its entry.
-    pub async fn journal(&self, invocation_id: &str) -> Result<Option<(LogId, u64, String)>, AuditError> {
-        self.backend.journal(invocation_id).await
-    }
-
-    async fn append_entry(&self, log: LogId, event: &AuditEvent, journal: Option<(String, String)>) -> Result<Receipt, AuditError> {
+    async fn append_entry(&self, log: LogId, event: &AuditEvent, journal: Option<NewJournal>) -> Result<Receipt, AuditError> {
         self.refuse_if_corrupt(&log)?;
         let json = event.canonical().map_err(|e| AuditError::Canonical(e.to_string()))?;
         let entry = NewEntry { event_hash: runplane_cjson::sha256_hex(json.as_bytes()), leaf: merkle::leaf_hash(json.as_bytes()), json, log, journal };
@@ -308,6 +336,11 @@ impl AuditStore {
         let stopped = || AuditError::Unavailable("the audit writer has stopped".into());
         self.tx.send(Pending { entry, reply }).await.map_err(|_| stopped())?;
         wait.await.map_err(|_| stopped())?
+    }
+
+    /// Journals hot and archived, with their bytes.
+    pub fn journal_usage(&self) -> JournalUsage {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Events of `log` from index `from`, at most `limit` (≤ 1000).
@@ -518,24 +551,48 @@ fn consistency_spans(first: u64, second: u64) -> Result<Vec<tree::Span>, AuditEr
     tree::consistency_spans(first, second).ok_or_else(|| AuditError::Invalid(format!("size {first} is larger than size {second}; give the older (smaller) size first")))
 }
 
-/// The single writer: takes everything queued, commits it as one durable batch, and
-/// answers its callers. Batches grow with load (everything that queued while the
-/// previous batch committed), so throughput rises with concurrency.
-async fn writer(backend: Arc<dyn LogBackend>, mut rx: mpsc::Receiver<Pending>) {
+/// The single writer on a task: takes everything queued, commits it as one durable
+/// batch, and answers its callers. Batches grow with load (everything that queued
+/// while the previous batch committed), so throughput rises with concurrency.
+pub(crate) async fn writer(backend: Arc<dyn LogBackend>, mut rx: mpsc::Receiver<Pending>) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (entries, replies): (Vec<NewEntry>, Vec<_>) = pending.drain(..).map(|p| (p.entry, p.reply)).unzip();
-        match backend.commit(&entries).await {
-            Ok(indexes) => {
-                for ((e, reply), index) in entries.into_iter().zip(replies).zip(indexes) {
-                    let _ = reply.send(Ok(Receipt { log: e.log, index, event_hash: e.event_hash }));
-                }
+        let result = backend.commit(&entries).await;
+        answer(entries, replies, result);
+    }
+}
+
+/// The single writer on a thread of its own, for a backend whose commit blocks: the
+/// same batching as [`writer`], with no task between the channel and the commit.
+pub(crate) fn run_blocking_writer(mut rx: mpsc::Receiver<Pending>, mut commit: impl FnMut(&[NewEntry]) -> Result<Vec<u64>, AuditError>) {
+    let mut pending = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        pending.push(first);
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => pending.push(p),
+                Err(_) => break,
             }
-            Err(err) => {
-                tracing::error!(error = %err, events = entries.len(), "audit group commit failed; the actions are reported as failed");
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
+        }
+        let (entries, replies): (Vec<NewEntry>, Vec<_>) = pending.drain(..).map(|p| (p.entry, p.reply)).unzip();
+        let result = commit(&entries);
+        answer(entries, replies, result);
+    }
+}
+
+/// Sends each caller of a batch its receipt, or the batch's error.
+fn answer(entries: Vec<NewEntry>, replies: Vec<oneshot::Sender<Result<Receipt, AuditError>>>, result: Result<Vec<u64>, AuditError>) {
+    match result {
+        Ok(indexes) => {
+            for ((e, reply), index) in entries.into_iter().zip(replies).zip(indexes) {
+                let _ = reply.send(Ok(Receipt { log: e.log, index, event_hash: e.event_hash }));
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, events = entries.len(), "audit group commit failed; the actions are reported as failed");
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{ConnectOptions as _, Connection as _, Row};
 
-use super::{AuditError, EntryRow, LogBackend, LogId, NewEntry, frontier_of, hash_of, plan};
+use super::{AuditError, EntryRow, JournalCodec, JournalRow, JournalUsage, LogBackend, LogId, NewEntry, Pending, StaleJournal, frontier_of, hash_of, plan, writer};
 use crate::merkle::Hash;
 use crate::tree::{Frontier, Node, Stored};
 
@@ -150,13 +150,78 @@ impl LogBackend for MySqlLog {
         rows.iter().map(|r| Ok((r.get::<i64, _>(0) as u64, hash_of(r.get::<&[u8], _>(1))?, r.get(2)))).collect()
     }
 
-    async fn journal(&self, invocation_id: &str) -> Result<Option<(LogId, u64, String)>, AuditError> {
-        let row = sqlx::query("SELECT log, idx, journal FROM audit_journals WHERE invocation_id = ?")
+    fn start_writer(self: std::sync::Arc<Self>, rx: tokio::sync::mpsc::Receiver<Pending>) -> Result<(), AuditError> {
+        tokio::spawn(writer(self, rx));
+        Ok(())
+    }
+
+    async fn journal(&self, invocation_id: &str) -> Result<Option<JournalRow>, AuditError> {
+        let row = sqlx::query("SELECT log, idx, codec, body, archive FROM audit_journal_rows WHERE invocation_id = ?")
             .bind(invocation_id.as_bytes())
             .fetch_optional(&self.pool)
             .await
             .map_err(my_unavailable)?;
-        Ok(row.and_then(|r| Some((LogId::parse(&log_of(&r, 0))?, r.get::<i64, _>(1) as u64, r.get(2)))))
+        let Some(r) = row else { return Ok(None) };
+        let Some(log) = LogId::parse(&log_of(&r, 0)) else { return Ok(None) };
+        Ok(Some(JournalRow { log, index: r.get::<i64, _>(1) as u64, codec: JournalCodec::from_stored(i64::from(r.get::<i16, _>(2)))?, body: r.get(3), archive: r.get(4) }))
+    }
+
+    async fn stale_journals(&self, log: &LogId, recorded_before: u64, limit: u32) -> Result<Vec<StaleJournal>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT invocation_id, idx, recorded_at, codec, body FROM audit_journal_rows WHERE hot = 1 AND log = ? AND recorded_at < ? ORDER BY recorded_at LIMIT ?",
+        )
+        .bind(log.as_str().as_bytes())
+        .bind(recorded_before as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(my_unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(StaleJournal {
+                    invocation_id: log_of(r, 0),
+                    index: r.get::<i64, _>(1) as u64,
+                    recorded_at: r.get::<i64, _>(2) as u64,
+                    codec: JournalCodec::from_stored(i64::from(r.get::<i16, _>(3)))?,
+                    body: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_archived(&self, log: &LogId, digest: &str, invocation_ids: &[String], bytes: u64, now: u64) -> Result<(), AuditError> {
+        let mut tx = self.pool.begin().await.map_err(my_unavailable)?;
+        sqlx::query("INSERT IGNORE INTO audit_journal_archives (digest, log, journals, bytes, archived_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(digest)
+            .bind(log.as_str().as_bytes())
+            .bind(invocation_ids.len() as i64)
+            .bind(bytes as i64)
+            .bind(now as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(my_unavailable)?;
+        for chunk in invocation_ids.chunks(ROWS_PER_INSERT) {
+            let mut update = sqlx::QueryBuilder::<sqlx::MySql>::new("UPDATE audit_journal_rows SET body = NULL, archive = ");
+            update.push_bind(digest).push(" WHERE body IS NOT NULL AND invocation_id IN (");
+            let mut list = update.separated(", ");
+            for id in chunk {
+                list.push_bind(id.as_bytes());
+            }
+            update.push(")");
+            update.build().execute(&mut *tx).await.map_err(my_unavailable)?;
+        }
+        tx.commit().await.map_err(my_unavailable)
+    }
+
+    async fn journal_usage(&self) -> Result<JournalUsage, AuditError> {
+        let r = sqlx::query(
+            "SELECT CAST(COUNT(body) AS SIGNED), CAST(COALESCE(SUM(LENGTH(body)), 0) AS SIGNED), CAST(COUNT(*) - COUNT(body) AS SIGNED),
+                    (SELECT CAST(COALESCE(SUM(bytes), 0) AS SIGNED) FROM audit_journal_archives) FROM audit_journal_rows",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(my_unavailable)?;
+        Ok(JournalUsage { hot: r.get::<i64, _>(0) as u64, hot_bytes: r.get::<i64, _>(1) as u64, archived: r.get::<i64, _>(2) as u64, archived_bytes: r.get::<i64, _>(3) as u64 })
     }
 
     async fn save_checkpoint(&self, log: &LogId, size: u64, root: &Hash, note: &str) -> Result<(), AuditError> {
@@ -217,14 +282,16 @@ impl MySqlLog {
             });
             insert.build().execute(&mut *tx).await?;
         }
-        let journals: Vec<(&str, &str, &str, u64)> = rows
-            .iter()
-            .filter_map(|(e, index)| e.journal.as_ref().map(|(id, j)| (id.as_str(), e.log.as_str(), j.as_str(), *index)))
-            .collect();
-        for chunk in journals.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new("INSERT INTO audit_journals (invocation_id, log, idx, journal) ");
-            insert.push_values(chunk, |mut row, (id, log, journal, index)| {
-                row.push_bind(id.as_bytes()).push_bind(log.as_bytes()).push_bind(*index as i64).push_bind(*journal);
+        let journals: Vec<(&super::NewJournal, &str, u64)> = rows.iter().filter_map(|(e, index)| e.journal.as_ref().map(|j| (j, e.log.as_str(), *index))).collect();
+        for chunk in journals.chunks(ROWS_PER_INSERT / 2) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new("INSERT INTO audit_journal_rows (invocation_id, log, idx, recorded_at, codec, body) ");
+            insert.push_values(chunk, |mut row, (j, log, index)| {
+                row.push_bind(j.invocation_id.as_bytes())
+                    .push_bind(log.as_bytes())
+                    .push_bind(*index as i64)
+                    .push_bind(j.recorded_at as i64)
+                    .push_bind(j.codec as i16)
+                    .push_bind(&j.body);
             });
             insert.build().execute(&mut *tx).await?;
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
-use super::{AuditError, EntryRow, LogBackend, LogId, NewEntry, frontier_of, hash_of, plan};
+use super::{AuditError, EntryRow, JournalCodec, JournalRow, JournalUsage, LogBackend, LogId, NewEntry, Pending, StaleJournal, frontier_of, hash_of, plan, writer};
 use crate::merkle::Hash;
 use crate::tree::{Frontier, Node, Stored};
 
@@ -90,14 +90,11 @@ impl LogBackend for PostgresLog {
             });
             insert.build().execute(&mut *tx).await.map_err(pg_unavailable)?;
         }
-        let journals: Vec<(&str, &str, &str, u64)> = rows
-            .iter()
-            .filter_map(|(e, index)| e.journal.as_ref().map(|(id, j)| (id.as_str(), e.log.as_str(), j.as_str(), *index)))
-            .collect();
-        for chunk in journals.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new("INSERT INTO audit_journals (invocation_id, log, idx, journal) ");
-            insert.push_values(chunk, |mut row, (id, log, journal, index)| {
-                row.push_bind(*id).push_bind(*log).push_bind(*index as i64).push_bind(*journal);
+        let journals: Vec<(&super::NewJournal, &str, u64)> = rows.iter().filter_map(|(e, index)| e.journal.as_ref().map(|j| (j, e.log.as_str(), *index))).collect();
+        for chunk in journals.chunks(ROWS_PER_INSERT / 2) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new("INSERT INTO audit_journal_rows (invocation_id, log, idx, recorded_at, codec, body) ");
+            insert.push_values(chunk, |mut row, (j, log, index)| {
+                row.push_bind(&j.invocation_id).push_bind(*log).push_bind(*index as i64).push_bind(j.recorded_at as i64).push_bind(j.codec as i16).push_bind(&j.body);
             });
             insert.build().execute(&mut *tx).await.map_err(pg_unavailable)?;
         }
@@ -176,13 +173,74 @@ impl LogBackend for PostgresLog {
         rows.iter().map(|r| Ok((r.get::<i64, _>(0) as u64, hash_of(r.get::<&[u8], _>(1))?, r.get(2)))).collect()
     }
 
-    async fn journal(&self, invocation_id: &str) -> Result<Option<(LogId, u64, String)>, AuditError> {
-        let row = sqlx::query("SELECT log, idx, journal FROM audit_journals WHERE invocation_id = $1")
+    fn start_writer(self: std::sync::Arc<Self>, rx: tokio::sync::mpsc::Receiver<Pending>) -> Result<(), AuditError> {
+        tokio::spawn(writer(self, rx));
+        Ok(())
+    }
+
+    async fn journal(&self, invocation_id: &str) -> Result<Option<JournalRow>, AuditError> {
+        let row = sqlx::query("SELECT log, idx, codec, body, archive FROM audit_journal_rows WHERE invocation_id = $1")
             .bind(invocation_id)
             .fetch_optional(&self.pool)
             .await
             .map_err(pg_unavailable)?;
-        Ok(row.and_then(|r| Some((LogId::parse(r.get::<&str, _>(0))?, r.get::<i64, _>(1) as u64, r.get(2)))))
+        let Some(r) = row else { return Ok(None) };
+        let Some(log) = LogId::parse(r.get::<&str, _>(0)) else { return Ok(None) };
+        Ok(Some(JournalRow { log, index: r.get::<i64, _>(1) as u64, codec: JournalCodec::from_stored(i64::from(r.get::<i16, _>(2)))?, body: r.get(3), archive: r.get(4) }))
+    }
+
+    async fn stale_journals(&self, log: &LogId, recorded_before: u64, limit: u32) -> Result<Vec<StaleJournal>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT invocation_id, idx, recorded_at, codec, body FROM audit_journal_rows WHERE log = $1 AND body IS NOT NULL AND recorded_at < $2 ORDER BY recorded_at LIMIT $3",
+        )
+        .bind(log.as_str())
+        .bind(recorded_before as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(StaleJournal {
+                    invocation_id: r.get(0),
+                    index: r.get::<i64, _>(1) as u64,
+                    recorded_at: r.get::<i64, _>(2) as u64,
+                    codec: JournalCodec::from_stored(i64::from(r.get::<i16, _>(3)))?,
+                    body: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_archived(&self, log: &LogId, digest: &str, invocation_ids: &[String], bytes: u64, now: u64) -> Result<(), AuditError> {
+        let mut tx = self.pool.begin().await.map_err(pg_unavailable)?;
+        sqlx::query("INSERT INTO audit_journal_archives (digest, log, journals, bytes, archived_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (digest) DO NOTHING")
+            .bind(digest)
+            .bind(log.as_str())
+            .bind(invocation_ids.len() as i64)
+            .bind(bytes as i64)
+            .bind(now as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_unavailable)?;
+        sqlx::query("UPDATE audit_journal_rows SET body = NULL, archive = $2 WHERE invocation_id = ANY($1) AND body IS NOT NULL")
+            .bind(invocation_ids)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_unavailable)?;
+        tx.commit().await.map_err(pg_unavailable)
+    }
+
+    async fn journal_usage(&self) -> Result<JournalUsage, AuditError> {
+        let r = sqlx::query(
+            "SELECT COUNT(body), COALESCE(SUM(octet_length(body)), 0)::BIGINT, COUNT(*) - COUNT(body),
+                    (SELECT COALESCE(SUM(bytes), 0)::BIGINT FROM audit_journal_archives) FROM audit_journal_rows",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pg_unavailable)?;
+        Ok(JournalUsage { hot: r.get::<i64, _>(0) as u64, hot_bytes: r.get::<i64, _>(1) as u64, archived: r.get::<i64, _>(2) as u64, archived_bytes: r.get::<i64, _>(3) as u64 })
     }
 
     async fn save_checkpoint(&self, log: &LogId, size: u64, root: &Hash, note: &str) -> Result<(), AuditError> {

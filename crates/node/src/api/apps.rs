@@ -67,7 +67,8 @@ fn trace_id(node: &Node, headers: &axum::http::HeaderMap) -> String {
 
 /// Builds the execution context at the boundary (spec §6.2).
 pub(crate) fn new_context(node: &Node, tenant: &TenantId, agent_id: &str, session: Option<&str>, trace_id: String, capability: &str, digest: &str) -> ExecutionContext {
-    let invocation_id = node.entropy.uuid().to_string();
+    let accepted_at_unix_nanos = node.now();
+    let invocation_id = node.entropy.uuid_at(accepted_at_unix_nanos).to_string();
     ExecutionContext {
         protocol_version: PROTOCOL_VERSION.into(),
         session_id: session.map(str::to_owned).unwrap_or_else(|| invocation_id.clone()),
@@ -79,7 +80,7 @@ pub(crate) fn new_context(node: &Node, tenant: &TenantId, agent_id: &str, sessio
         node_id: node.config.node_id.clone(),
         capability: capability.to_owned(),
         capability_digest: digest.to_owned(),
-        accepted_at_unix_nanos: node.now(),
+        accepted_at_unix_nanos,
     }
 }
 
@@ -179,7 +180,7 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
     };
     // Fail closed: an invocation that could not be audited is not acknowledged.
     node.audit
-        .append_with_journal(LogId::tenant(&tenant.id), &event, &context.invocation_id, journal_json)
+        .append_with_journal(LogId::tenant(&tenant.id), &event, &context.invocation_id, &journal_json, node.now_secs())
         .await
         .map_err(|e| {
             node.metrics.audit_failures.inc();
