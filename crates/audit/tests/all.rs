@@ -546,3 +546,92 @@ mod rfc6962 {
         }
     }
 }
+
+/// Journals past their window move to the archive: the hot bodies go, the log still
+/// verifies end to end, each journal reads back byte for byte from its segment, a
+/// journal within its window stays hot, and an altered segment is refused.
+async fn journals_compact_past_their_window_and_read_back(store: AuditStore, archive_dir: &std::path::Path) {
+    use runplane_ports::BlobStore as _;
+    let archive = runplane_adapters::object_blobs::ObjectBlobStore::open(archive_dir).expect("archive store");
+    let log = LogId::tenant("acme");
+    let other = LogId::tenant("globex");
+    let journal = |i: u64| format!("{{\"input\":{{\"body\":\"{}\"}},\"observations\":[{{\"n\":{i}}}],\"route\":\"orders\"}}", "x".repeat((i as usize % 3) * 400));
+    for i in 0..40u64 {
+        // acme's journals are recorded at t=1000+i; globex's late, at t=5000.
+        store.append_with_journal(log.clone(), &event(i), &format!("inv-a-{i}"), &journal(i), 1000 + i).await.expect("append");
+        store.append_with_journal(other.clone(), &event(i), &format!("inv-g-{i}"), &journal(i), 5000).await.expect("append");
+    }
+    let before = store.journal_usage();
+    assert_eq!((before.hot, before.archived), (80, 0));
+
+    // At t=2000 with a 900 s window, acme's first 40 journals are stale, globex's not.
+    let report = store.archive_journals(&archive, 2000, |_| Some(900)).await.expect("archive");
+    assert_eq!(report.journals, 40, "{report:?}");
+    assert_eq!(report.segments.len(), 1);
+    let after = store.journal_usage();
+    assert_eq!((after.hot, after.archived), (40, 40), "{after:?}");
+    assert!(after.hot_bytes < before.hot_bytes && after.archived_bytes > 0);
+    // A second pass finds nothing more to move.
+    assert_eq!(store.archive_journals(&archive, 2000, |_| Some(900)).await.expect("again").journals, 0);
+
+    assert_eq!(store.check(&log).await.expect("acme verifies after compaction"), 40);
+    assert_eq!(store.check(&other).await.expect("globex verifies"), 40);
+    for i in [0u64, 17, 39] {
+        let (l, index, body) = store.journal(&format!("inv-a-{i}"), Some(&archive)).await.expect("read").expect("found");
+        assert_eq!((l, index, body), (log.clone(), i, journal(i)), "archived journal {i} reads back as written");
+    }
+    let (_, _, hot) = store.journal("inv-g-5", None).await.expect("read").expect("found");
+    assert_eq!(hot, journal(5), "a journal inside its window stays hot");
+    let refused = store.journal("inv-a-3", None).await.expect_err("no archive bound");
+    assert!(refused.to_string().contains("[audit] archive"), "{refused}");
+
+    // Alter the segment: the read is refused as corrupt, naming the segment.
+    let tenant = runplane_ports::TenantId::new("acme").expect("tenant");
+    let segment = &report.segments[0];
+    let name = format!("journals/{segment}.json.zst");
+    archive.put(&tenant, runplane_audit::ARCHIVE_CONTAINER, &name, b"not the segment".to_vec(), None).await.expect("overwrite");
+    let err = store.journal("inv-a-3", Some(&archive)).await.expect_err("altered segment");
+    assert!(matches!(err, AuditError::Corrupt { .. }) && err.to_string().contains(segment.as_str()), "{err}");
+}
+
+#[tokio::test]
+async fn journals_compact_and_read_back_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("audit.db")).await;
+    journals_compact_past_their_window_and_read_back(store, &dir.path().join("archive")).await;
+    // The usage survives a reopen (counted from the store at open).
+    let reopened = open(&dir.path().join("audit.db")).await;
+    let usage = reopened.journal_usage();
+    assert_eq!((usage.hot, usage.archived), (40, 40));
+}
+
+#[tokio::test]
+async fn journals_compact_and_read_back_on_postgres() {
+    let admin_url = runplane_adapters::testing::postgres_url();
+    if !runplane_adapters::testing::service_up("PostgreSQL", &admin_url).await {
+        return;
+    }
+    let db = runplane_adapters::testing::unique_name("rp_audit");
+    let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).execute(&admin).await.expect("create database");
+    let options: sqlx::postgres::PgConnectOptions = admin_url.parse::<sqlx::postgres::PgConnectOptions>().expect("url").database(&db);
+    let store = AuditStore::open_postgres(options, signer(), std::time::Duration::from_secs(5)).await.expect("open");
+    let dir = tempfile::tempdir().expect("tempdir");
+    journals_compact_past_their_window_and_read_back(store, dir.path()).await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).execute(&admin).await;
+}
+
+#[tokio::test]
+async fn journals_compact_and_read_back_on_mariadb() {
+    let url = runplane_adapters::testing::mysql_url();
+    if !runplane_adapters::testing::service_up("MariaDB/MySQL", &url).await {
+        return;
+    }
+    let db = runplane_adapters::testing::unique_name("rp_audit");
+    let server: sqlx::mysql::MySqlConnectOptions = url.parse().expect("RUNPLANE_TEST_MYSQL_URL is a MySQL URL");
+    let store = AuditStore::open_mysql(server.clone(), &db, signer(), std::time::Duration::from_secs(5)).await.expect("open");
+    let dir = tempfile::tempdir().expect("tempdir");
+    journals_compact_past_their_window_and_read_back(store, dir.path()).await;
+    let pool = sqlx::MySqlPool::connect_with(server).await.expect("connect");
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{db}`"))).execute(&pool).await;
+}

@@ -10,6 +10,7 @@
 //! an execution context, and capabilities never see either.
 
 pub mod api;
+mod archiver;
 pub mod auth;
 pub mod bindings;
 pub mod entropy;

@@ -35,6 +35,17 @@ pub struct Metrics {
     pub audit_failures: Counter,
     pub quota_violations: Family<QuotaLabels, Counter>,
     pub scheduler_queued: Gauge,
+    /// Invocation journals by where they are, and their bytes there.
+    pub audit_journals: Family<JournalLabels, Gauge>,
+    pub audit_journal_bytes: Family<JournalLabels, Gauge>,
+    /// Bytes the embedded audit store's files take (database and WAL).
+    pub audit_store_bytes: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JournalLabels {
+    /// `hot` (in the audit store) or `archived`.
+    pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,7 +73,16 @@ impl Metrics {
         let scheduler_queued = Gauge::default();
         registry.register("quota_violations", "Invocations stopped or refused by a tenant quota", quota_violations.clone());
         registry.register("scheduler_queued", "Invocations waiting for their tenant's turn", scheduler_queued.clone());
+        let audit_journals = Family::<JournalLabels, Gauge>::default();
+        let audit_journal_bytes = Family::<JournalLabels, Gauge>::default();
+        let audit_store_bytes = Gauge::default();
+        registry.register("audit_journals", "Invocation journals in the hot audit store and in the archive", audit_journals.clone());
+        registry.register("audit_journal_bytes", "Bytes of invocation journals in the hot audit store (compressed) and in the archive", audit_journal_bytes.clone());
+        registry.register("audit_store_bytes", "Bytes the embedded audit store's files take on disk (database and WAL)", audit_store_bytes.clone());
         Metrics {
+            audit_journals,
+            audit_journal_bytes,
+            audit_store_bytes,
             registry: Arc::new(Mutex::new(registry)),
             invocations,
             invocation_seconds,

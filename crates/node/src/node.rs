@@ -176,6 +176,7 @@ impl Node {
             }
         }
         crate::api::tenancy::load_contracts(&node).await?;
+        crate::archiver::spawn(node.clone());
 
         let listener = tokio::net::TcpListener::bind(node.config.listen)
             .await

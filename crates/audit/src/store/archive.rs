@@ -17,6 +17,9 @@ use super::{AuditError, AuditStore, LogId, unavailable};
 pub const ARCHIVE_CONTAINER: &str = "runplane-audit-journals";
 /// zstd level for journals and segments: fast, and most of what higher levels give on JSON.
 const ZSTD_LEVEL: i32 = 3;
+/// Journals shorter than this are stored as they are: zstd saves them little and
+/// costs more than the bytes.
+const COMPRESS_FROM: usize = 512;
 /// Journals read per archiving query; a segment holds at most this many.
 const ARCHIVE_PAGE: u32 = 5000;
 
@@ -62,6 +65,9 @@ pub(crate) struct NewJournal {
 
 impl NewJournal {
     pub(crate) fn compress(invocation_id: &str, json: &str, recorded_at: u64) -> Result<Self, AuditError> {
+        if json.len() < COMPRESS_FROM {
+            return Ok(NewJournal { invocation_id: invocation_id.to_owned(), recorded_at, codec: JournalCodec::Plain, body: json.as_bytes().to_vec() });
+        }
         // One compression context per thread, reused: making one per journal (about a
         // megabyte to set up) cost more than compressing.
         thread_local! {

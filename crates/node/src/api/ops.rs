@@ -45,6 +45,17 @@ pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let usage = node.audit.journal_usage();
+    let state = |s: &str| crate::metrics::JournalLabels { state: s.into() };
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    node.metrics.audit_journals.get_or_create(&state("hot")).set(clamp(usage.hot));
+    node.metrics.audit_journals.get_or_create(&state("archived")).set(clamp(usage.archived));
+    node.metrics.audit_journal_bytes.get_or_create(&state("hot")).set(clamp(usage.hot_bytes));
+    node.metrics.audit_journal_bytes.get_or_create(&state("archived")).set(clamp(usage.archived_bytes));
+    if node.config.audit_store.is_none() {
+        let file = |name: &str| std::fs::metadata(node.config.data_dir.join(name)).map(|m| m.len()).unwrap_or(0);
+        node.metrics.audit_store_bytes.set(clamp(file("audit.db") + file("audit.db-wal")));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], node.metrics.encode()).into_response()
 }
 
