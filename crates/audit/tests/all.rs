@@ -635,3 +635,81 @@ async fn journals_compact_and_read_back_on_mariadb() {
     let pool = sqlx::MySqlPool::connect_with(server).await.expect("connect");
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{db}`"))).execute(&pool).await;
 }
+
+/// Forwards connections to `upstream`, holding what each client sends for `delay`
+/// before the server gets it: every client-to-server round trip costs `delay` more,
+/// so a round trip counted too many shows as time.
+async fn delaying_proxy(upstream: std::net::SocketAddr, delay: std::time::Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                    if tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some((due, bytes)) = rx.recv().await {
+                    tokio::time::sleep_until(due).await;
+                    if to_server.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The PostgreSQL store writes a batch in one round trip (the stateless-nodes issue puts
+/// it on every node's request path): through a link that adds 40 ms to each round trip,
+/// an append (a batch of its own, journal included) takes one delay, not one per
+/// statement (the transaction of seven statements it replaced took seven).
+#[tokio::test]
+async fn a_postgres_batch_costs_one_round_trip() {
+    let admin_url = runplane_adapters::testing::postgres_url();
+    if !runplane_adapters::testing::service_up("PostgreSQL", &admin_url).await {
+        return;
+    }
+    let db = runplane_adapters::testing::unique_name("rp_audit");
+    let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).execute(&admin).await.expect("create database");
+    let direct: sqlx::postgres::PgConnectOptions = admin_url.parse::<sqlx::postgres::PgConnectOptions>().expect("url").database(&db);
+    let upstream = tokio::net::lookup_host((direct.get_host(), direct.get_port())).await.expect("resolve").next().expect("an address");
+    let delay = std::time::Duration::from_millis(40);
+    let proxy = delaying_proxy(upstream, delay).await;
+    let options = direct.host(&proxy.ip().to_string()).port(proxy.port());
+    let store = AuditStore::open_postgres(options, signer(), std::time::Duration::from_secs(20)).await.expect("open through the proxy");
+    let log = LogId::tenant("acme");
+    let journal = r#"{"route":"hello","observations":[]}"#;
+    // Warm: the head read once, the statement prepared on the connection.
+    for i in 0..4u64 {
+        store.append_with_journal(log.clone(), &event(i), &format!("inv-{i}"), journal, 1_700_000_000).await.expect("append");
+    }
+    let mut took = Vec::new();
+    for i in 4..14u64 {
+        let started = std::time::Instant::now();
+        let r = store.append_with_journal(log.clone(), &event(i), &format!("inv-{i}"), journal, 1_700_000_000).await.expect("append");
+        took.push(started.elapsed());
+        assert_eq!(r.index, i);
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(median >= delay, "the proxy delays every round trip ({median:?})");
+    assert!(median < delay * 2, "an append took {median:?} through a link of {delay:?} per round trip: more than one round trip per batch");
+    assert_eq!(store.check(&log).await.expect("the log verifies"), 14);
+    drop(store);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).execute(&admin).await;
+}

@@ -1,7 +1,10 @@
-//! Audit logs on PostgreSQL, shared by every node of an instance. A batch first makes
-//! sure its logs have a head row, then locks those rows (`FOR UPDATE`, in log order
-//! so two nodes never deadlock); another node's batch on the same log waits, so
-//! indexes stay dense and the tree never forks.
+//! Audit logs on PostgreSQL, shared by every node of an instance. A batch is one round
+//! trip: the node plans it from the heads it last wrote (read once per log, then
+//! cached), and one call of the `audit_append` function (migration 0004) locks those
+//! heads in log order, checks they have not moved, writes entries, nodes, journals
+//! and heads, and commits. Another node's batch on the same log waits for the lock;
+//! finding the head moved, it fails with nothing written, and that node reads the
+//! head again and plans anew, so indexes stay dense and the tree never forks.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,7 +12,7 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
-use super::{AuditError, EntryRow, JournalCodec, JournalRow, JournalUsage, LogBackend, LogId, NewEntry, Pending, StaleJournal, frontier_of, hash_of, plan, writer};
+use super::{AuditError, EntryRow, JournalCodec, JournalRow, JournalUsage, LogBackend, LogId, NewEntry, NewJournal, Pending, Plan, StaleJournal, frontier_of, hash_of, plan, writer};
 use crate::merkle::Hash;
 use crate::tree::{Frontier, Node, Stored};
 
@@ -18,11 +21,17 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// The schema of the audit tables.
 const SCHEMA: &str = "runplane_audit";
 
-/// Rows per INSERT statement (5 parameters each, under PostgreSQL's 65,535).
-const ROWS_PER_INSERT: usize = 6000;
+/// How often a batch is planned anew when another node moved one of its heads first.
+const STALE_RETRIES: usize = 16;
+
+/// The SQLSTATE `audit_append` fails with when a head moved after the batch was planned.
+const STALE_HEAD: &str = "RPA01";
 
 pub struct PostgresLog {
     pool: PgPool,
+    /// The heads this node last wrote or read, by log: a batch is planned from them
+    /// and `audit_append` checks they are still current (another node may append).
+    heads: std::sync::Mutex<HashMap<String, Frontier>>,
 }
 
 fn entry_row(r: &PgRow) -> Result<EntryRow, AuditError> {
@@ -44,11 +53,112 @@ impl PostgresLog {
     /// the tenants' stores, whose runtime role has no rights on it.
     pub async fn connect(options: PgConnectOptions, timeout: Duration) -> Result<Self, AuditError> {
         let options = options.options([("statement_timeout", format!("{}", timeout.as_millis().max(1000))), ("search_path", SCHEMA.to_owned())]);
-        let pool = PgPoolOptions::new().max_connections(4).acquire_timeout(timeout).connect_with(options).await.map_err(pg_unavailable)?;
+        // No ping before each use (sqlx's default): it doubled a batch's round trips. A
+        // connection the server dropped fails one batch (reported as not recorded,
+        // fail closed) and is replaced.
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(timeout)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(pg_unavailable)?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))).execute(&pool).await.map_err(pg_unavailable)?;
         MIGRATOR.run(&pool).await.map_err(|e| AuditError::Unavailable(format!("migrating the PostgreSQL audit store: {e}")))?;
-        Ok(PostgresLog { pool })
+        Ok(PostgresLog { pool, heads: Default::default() })
     }
+}
+
+impl PostgresLog {
+    /// The heads of `logs` as this node last wrote or read them; the ones it has not
+    /// seen yet are read (a new log has no row: empty).
+    async fn current_heads(&self, logs: &[&str]) -> Result<HashMap<LogId, Frontier>, AuditError> {
+        let mut heads = HashMap::with_capacity(logs.len());
+        let mut unseen = Vec::new();
+        {
+            let cached = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+            for log in logs {
+                match cached.get(*log) {
+                    Some(f) => {
+                        heads.insert(LogId((*log).to_owned()), f.clone());
+                    }
+                    None => unseen.push(*log),
+                }
+            }
+        }
+        if unseen.is_empty() {
+            return Ok(heads);
+        }
+        let rows = sqlx::query("SELECT log, size, frontier FROM audit_heads WHERE log = ANY($1)").bind(&unseen).fetch_all(&self.pool).await.map_err(pg_unavailable)?;
+        for r in &rows {
+            let log: &str = r.get(0);
+            heads.insert(LogId(log.to_owned()), frontier_of(log, r.get(1), r.get::<&[u8], _>(2))?);
+        }
+        for log in unseen {
+            heads.entry(LogId(log.to_owned())).or_default();
+        }
+        Ok(heads)
+    }
+
+    /// Writes a planned batch in one call of `audit_append` (migration 0004): one round
+    /// trip, its own transaction, durable when it returns (`synchronous_commit`).
+    async fn append(&self, batch: &[NewEntry], before: &HashMap<LogId, Frontier>, plan: &Plan) -> Result<(), sqlx::Error> {
+        let head_logs: Vec<&str> = plan.heads.iter().map(|(l, _)| l.as_str()).collect();
+        let old_sizes: Vec<i64> = plan.heads.iter().map(|(l, _)| before.get(l).map_or(0, |f| f.size() as i64)).collect();
+        let new_sizes: Vec<i64> = plan.heads.iter().map(|(_, f)| f.size() as i64).collect();
+        let frontiers: Vec<Vec<u8>> = plan.heads.iter().map(|(_, f)| f.to_bytes()).collect();
+
+        let e_logs: Vec<&str> = batch.iter().map(|e| e.log.as_str()).collect();
+        let e_idx: Vec<i64> = plan.indexes.iter().map(|&i| i as i64).collect();
+        let e_hashes: Vec<&str> = batch.iter().map(|e| e.event_hash.as_str()).collect();
+        let e_leaves: Vec<&[u8]> = batch.iter().map(|e| &e.leaf[..]).collect();
+        let e_events: Vec<&str> = batch.iter().map(|e| e.json.as_str()).collect();
+
+        let n_logs: Vec<&str> = plan.nodes.iter().map(|(l, _, _)| l.as_str()).collect();
+        let n_levels: Vec<i32> = plan.nodes.iter().map(|(_, n, _)| n.level as i32).collect();
+        let n_idx: Vec<i64> = plan.nodes.iter().map(|(_, n, _)| n.index as i64).collect();
+        let n_hashes: Vec<&[u8]> = plan.nodes.iter().map(|(_, _, h)| &h[..]).collect();
+
+        let journals: Vec<(&NewJournal, &str, i64)> =
+            batch.iter().zip(&e_idx).filter_map(|(e, &index)| e.journal.as_ref().map(|j| (j, e.log.as_str(), index))).collect();
+        let j_ids: Vec<&str> = journals.iter().map(|(j, _, _)| j.invocation_id.as_str()).collect();
+        let j_logs: Vec<&str> = journals.iter().map(|(_, l, _)| *l).collect();
+        let j_idx: Vec<i64> = journals.iter().map(|(_, _, i)| *i).collect();
+        let j_at: Vec<i64> = journals.iter().map(|(j, _, _)| j.recorded_at as i64).collect();
+        let j_codecs: Vec<i16> = journals.iter().map(|(j, _, _)| j.codec as i16).collect();
+        let j_bodies: Vec<&[u8]> = journals.iter().map(|(j, _, _)| j.body.as_slice()).collect();
+
+        sqlx::query("SELECT audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)")
+            .bind(&head_logs)
+            .bind(&old_sizes)
+            .bind(&new_sizes)
+            .bind(&frontiers)
+            .bind(&e_logs)
+            .bind(&e_idx)
+            .bind(&e_hashes)
+            .bind(&e_leaves)
+            .bind(&e_events)
+            .bind(&n_logs)
+            .bind(&n_levels)
+            .bind(&n_idx)
+            .bind(&n_hashes)
+            .bind(&j_ids)
+            .bind(&j_logs)
+            .bind(&j_idx)
+            .bind(&j_at)
+            .bind(&j_codecs)
+            .bind(&j_bodies)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Whether `audit_append` refused the batch because a head moved (SQLSTATE RPA01), so
+/// nothing was written and the batch may be planned again.
+fn is_stale(e: &sqlx::Error) -> bool {
+    // A deadlock or serialisation failure also rolled everything back: plan anew.
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some(STALE_HEAD | "40P01" | "40001")))
 }
 
 #[async_trait::async_trait]
@@ -57,59 +167,32 @@ impl LogBackend for PostgresLog {
         let mut logs: Vec<&str> = batch.iter().map(|e| e.log.as_str()).collect();
         logs.sort_unstable();
         logs.dedup();
-        let mut tx = self.pool.begin().await.map_err(pg_unavailable)?;
-        sqlx::query("INSERT INTO audit_heads (log, size, frontier) SELECT l, 0, ''::bytea FROM UNNEST($1::text[]) AS l ORDER BY l ON CONFLICT (log) DO NOTHING")
-            .bind(&logs)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_unavailable)?;
-        let rows = sqlx::query("SELECT log, size, frontier FROM audit_heads WHERE log = ANY($1) ORDER BY log FOR UPDATE")
-            .bind(&logs)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(pg_unavailable)?;
-        let mut heads = HashMap::new();
-        for r in &rows {
-            let log: &str = r.get(0);
-            heads.insert(LogId(log.to_owned()), frontier_of(log, r.get(1), r.get::<&[u8], _>(2))?);
+        for _ in 0..STALE_RETRIES {
+            let heads = self.current_heads(&logs).await?;
+            let plan = plan(heads.clone(), batch);
+            match self.append(batch, &heads, &plan).await {
+                Ok(()) => {
+                    let mut cached = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+                    cached.extend(plan.heads.into_iter().map(|(log, f)| (log.0, f)));
+                    return Ok(plan.indexes);
+                }
+                Err(e) => {
+                    // Whether it moved (another node) or the outcome is unknown (a
+                    // lost connection), these heads are read again before the next batch.
+                    let mut cached = self.heads.lock().unwrap_or_else(|p| p.into_inner());
+                    for log in &logs {
+                        cached.remove(*log);
+                    }
+                    drop(cached);
+                    if !is_stale(&e) {
+                        return Err(pg_unavailable(e));
+                    }
+                }
+            }
         }
-        let plan = plan(heads, batch);
-
-        let rows: Vec<(&NewEntry, u64)> = batch.iter().zip(plan.indexes.iter().copied()).collect();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new("INSERT INTO audit_entries (log, idx, event_hash, leaf_hash, event) ");
-            insert.push_values(chunk, |mut row, (e, index)| {
-                row.push_bind(e.log.as_str()).push_bind(*index as i64).push_bind(&e.event_hash).push_bind(&e.leaf[..]).push_bind(&e.json);
-            });
-            insert.build().execute(&mut *tx).await.map_err(pg_unavailable)?;
-        }
-        for chunk in plan.nodes.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new("INSERT INTO audit_nodes (log, level, idx, hash) ");
-            insert.push_values(chunk, |mut row, (log, node, hash)| {
-                row.push_bind(log.as_str()).push_bind(node.level as i32).push_bind(node.index as i64).push_bind(&hash[..]);
-            });
-            insert.build().execute(&mut *tx).await.map_err(pg_unavailable)?;
-        }
-        let journals: Vec<(&super::NewJournal, &str, u64)> = rows.iter().filter_map(|(e, index)| e.journal.as_ref().map(|j| (j, e.log.as_str(), *index))).collect();
-        for chunk in journals.chunks(ROWS_PER_INSERT / 2) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new("INSERT INTO audit_journal_rows (invocation_id, log, idx, recorded_at, codec, body) ");
-            insert.push_values(chunk, |mut row, (j, log, index)| {
-                row.push_bind(&j.invocation_id).push_bind(*log).push_bind(*index as i64).push_bind(j.recorded_at as i64).push_bind(j.codec as i16).push_bind(&j.body);
-            });
-            insert.build().execute(&mut *tx).await.map_err(pg_unavailable)?;
-        }
-        for (log, f) in &plan.heads {
-            sqlx::query("UPDATE audit_heads SET size = $2, frontier = $3 WHERE log = $1")
-                .bind(log.as_str())
-                .bind(f.size() as i64)
-                .bind(f.to_bytes())
-                .execute(&mut *tx)
-                .await
-                .map_err(pg_unavailable)?;
-        }
-        // Durable when it returns (synchronous_commit).
-        tx.commit().await.map_err(pg_unavailable)?;
-        Ok(plan.indexes)
+        Err(AuditError::Unavailable(format!(
+            "another node moved the heads of this batch's logs {STALE_RETRIES} times in a row while it was planned; retry the action"
+        )))
     }
 
     async fn heads(&self) -> Result<Vec<(LogId, Frontier)>, AuditError> {
