@@ -21,5 +21,5 @@ pub mod tree;
 
 pub use checkpoint::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
 pub use event::{AuditEvent, Outcome, Usage};
-pub use store::{ARCHIVE_CONTAINER, AppendIntent, ArchiveReport, AuditError, AuditStore, JournalCodec, JournalUsage, LogId, Receipt, SignedCheckpoint, StoredEvent};
+pub use store::{ARCHIVE_CONTAINER, ArchiveReport, AuditError, AuditStore, JournalCodec, JournalUsage, LogId, Receipt, SignedCheckpoint, StoredEvent};
 pub use time::rfc3339_utc;

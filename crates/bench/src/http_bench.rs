@@ -13,7 +13,13 @@
 //! `fdatasync` latency (4 KiB append + `fdatasync`, the floor of a durable commit), and
 //! the bytes the hot audit store keeps and the process writes per invocation.
 //!
+//! Beside req/s each target gets its CPU cost per request: the CPU time the server and
+//! this process's load generator spent (user + system, from `/proc`), over the requests
+//! answered. On a machine whose cores are all busy, throughput is cores / that cost, and
+//! the cost varies far less from run to run than req/s does.
+//!
 //! Usage: `cargo run --release -p runplane-bench --bin http-bench -- [SECONDS] [CONNECTIONS]`
+//! (`HTTP_BENCH_INLINE=0`: every guest handed to the sandbox threads, for comparison).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,11 +52,15 @@ async fn main() -> anyhow::Result<()> {
     let mut config = runplane_node::NodeConfig::embedded("127.0.0.1:0".parse()?, dir.path().to_path_buf());
     let admin = "bench-admin-token-0123456789abcdef".to_string();
     config.admin_token = Some(admin.clone());
+    // HTTP_BENCH_INLINE=0 measures the node with every guest handed to the sandbox threads.
+    config.sandbox.inline_light_guests = std::env::var("HTTP_BENCH_INLINE").map_or(true, |v| v != "0");
     let node = runplane_node::Node::start(config).await?;
     let key = setup_runplane(node.addr, &admin).await?;
     let audit_db = dir.path().join("audit.db");
     let (stored_before, written_before) = (stored_bytes(&audit_db).await?, written_bytes());
+    let cpu_before = cpu_seconds("self");
     results.push(load("runplane (auth + audit)", node.addr, "/apps/hello/", Some(&key), duration, connections).await);
+    let mut cpu_us = vec![cpu_per_request(cpu_before, cpu_seconds("self"), &results[0])];
     let invocations = results[0].requests.max(1) as f64;
     let stored_per = (stored_bytes(&audit_db).await? as f64 - stored_before as f64) / invocations;
     let written_per = written_bytes().zip(written_before).map(|(a, b)| (a - b) as f64 / invocations);
@@ -62,7 +72,9 @@ async fn main() -> anyhow::Result<()> {
 
     // Native hyper hello: the ceiling for this machine and load generator.
     let native = native_hello().await?;
+    let cpu_before = cpu_seconds("self");
     results.push(load("native hyper", native, "/", None, duration, connections).await);
+    cpu_us.push(cpu_per_request(cpu_before, cpu_seconds("self"), &results[1]));
 
     // wasmtime serve, if installed.
     let wasm_path = dir.path().join("hello.wasm");
@@ -81,10 +93,14 @@ async fn main() -> anyhow::Result<()> {
     match wasmtime {
         Ok(mut child) => {
             tokio::time::sleep(Duration::from_secs(2)).await;
+            let server = child.id().to_string();
+            let cpu_before = sum(cpu_seconds("self"), cpu_seconds(&server));
             let r = load("wasmtime serve", wasmtime_addr, "/", None, duration, connections).await;
+            let cpu_after = sum(cpu_seconds("self"), cpu_seconds(&server));
             let _ = child.kill();
             if r.requests > 0 {
                 wasmtime_result = Some(r.rps);
+                cpu_us.push(cpu_per_request(cpu_before, cpu_after, &r));
                 results.push(r);
             } else {
                 eprintln!("wasmtime serve answered no request; skipped");
@@ -93,9 +109,10 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => eprintln!("wasmtime is not installed; the `wasmtime serve` comparison is skipped"),
     }
 
-    println!("\n{:<28} {:>10} {:>8} {:>12} {:>10} {:>10}", "target", "requests", "errors", "req/s", "p50 µs", "p99 µs");
-    for r in &results {
-        println!("{:<28} {:>10} {:>8} {:>12.0} {:>10.0} {:>10.0}", r.name, r.requests, r.errors, r.rps, r.p50_us, r.p99_us);
+    println!("\n{:<28} {:>10} {:>8} {:>12} {:>10} {:>10} {:>14}", "target", "requests", "errors", "req/s", "p50 µs", "p99 µs", "CPU µs / req");
+    for (r, cpu) in results.iter().zip(&cpu_us) {
+        let cpu = cpu.map_or("-".to_owned(), |c| format!("{c:.0}"));
+        println!("{:<28} {:>10} {:>8} {:>12.0} {:>10.0} {:>10.0} {:>14}", r.name, r.requests, r.errors, r.rps, r.p50_us, r.p99_us, cpu);
     }
     let runplane_rps = results[0].rps;
     let native_rps = results[1].rps;
@@ -114,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         "benchmark": "http-hello",
         "seconds": seconds,
         "connections": connections,
-        "results": results.iter().map(|r| json!({"target": r.name, "requests": r.requests, "errors": r.errors, "rps": r.rps, "p50_us": r.p50_us, "p99_us": r.p99_us})).collect::<Vec<_>>(),
+        "results": results.iter().zip(&cpu_us).map(|(r, cpu)| json!({"target": r.name, "requests": r.requests, "errors": r.errors, "rps": r.rps, "p50_us": r.p50_us, "p99_us": r.p99_us, "cpu_us_per_request": cpu})).collect::<Vec<_>>(),
         "ratio_runplane_to_native": runplane_rps / native_rps,
         "ratio_runplane_to_wasmtime_serve": wasmtime_result.map(|w| runplane_rps / w),
         "lone_request": {"requests": lone.requests, "errors": lone.errors, "p50_us": lone.p50_us, "p99_us": lone.p99_us},
@@ -153,6 +170,25 @@ async fn stored_bytes(db: &std::path::Path) -> anyhow::Result<u64> {
 }
 
 /// Bytes this process has caused to be written to storage so far (Linux only).
+/// CPU seconds (user + system) process `pid` ("self" for this one) has used so far.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15, in USER_HZ (100 per second on Linux).
+    Some((ticks(14)? + ticks(15)?) / 100.0)
+}
+
+fn sum(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(a? + b?)
+}
+
+/// CPU µs spent per answered request between two readings.
+fn cpu_per_request(before: Option<f64>, after: Option<f64>, run: &load::Result) -> Option<f64> {
+    Some((after? - before?) * 1e6 / run.requests.max(1) as f64)
+}
+
 fn written_bytes() -> Option<u64> {
     let io = std::fs::read_to_string("/proc/self/io").ok()?;
     io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok())

@@ -28,6 +28,17 @@ pub struct LoadedCapability {
     pub(crate) proxy: Option<ProxyPre<InvocationState>>,
     pub(crate) task: Option<task::GuestIndices>,
     pub(crate) message: Option<message_handler::GuestIndices>,
+    /// Whether its last invocation proved CPU-bound: the next one then starts on the
+    /// sandbox's threads rather than on the caller's ([`crate::SandboxConfig::inline_light_guests`]).
+    pub(crate) cpu_bound_last: std::sync::atomic::AtomicBool,
+}
+
+impl LoadedCapability {
+    /// Whether its last invocation proved CPU-bound (gave a whole CPU turn up), so that
+    /// the next one starts on the sandbox's threads rather than on the caller's.
+    pub fn last_was_cpu_bound(&self) -> bool {
+        self.cpu_bound_last.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 type Slot = Arc<OnceCell<Arc<LoadedCapability>>>;
@@ -96,7 +107,7 @@ impl ComponentCache {
         let task = task::GuestIndices::new(&pre).ok();
         let message = message_handler::GuestIndices::new(&pre).ok();
         let exports = Exports { http: proxy.is_some(), task: task.is_some(), message_handler: message.is_some() };
-        Ok(Arc::new(LoadedCapability { name: name.to_owned(), digest: digest.to_owned(), exports, pre, proxy, task, message }))
+        Ok(Arc::new(LoadedCapability { name: name.to_owned(), digest: digest.to_owned(), exports, pre, proxy, task, message, cpu_bound_last: Default::default() }))
     }
 
     fn read_cached(&self, engine: &Engine, path: &std::path::Path) -> Option<Component> {

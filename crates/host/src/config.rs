@@ -50,6 +50,12 @@ pub struct SandboxConfig {
     /// pinned guest cannot move to an idle core (tenancy-bench: `hello` throughput
     /// 0.87–0.88 of the unscheduled node pinned, 0.92–0.95 not).
     pub pin_threads: bool,
+    /// Start a guest whose capability's last invocation was not CPU-bound on the thread
+    /// that received the request, and move it to the sandbox's threads only if it gives
+    /// a whole turn up (after its first turn, 1 ms). A light request then costs
+    /// no hand-over between runtimes (two thread wake-ups and their context switches;
+    /// http-bench: see README). It still waits for a CPU turn like every guest.
+    pub inline_light_guests: bool,
 }
 
 impl Default for SandboxConfig {
@@ -69,6 +75,7 @@ impl Default for SandboxConfig {
             cpu_bound_slots: 0,
             demote_cpu_bound: true,
             pin_threads: false,
+            inline_light_guests: true,
         }
     }
 }

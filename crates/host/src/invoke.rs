@@ -56,6 +56,12 @@ pub struct HttpResponse {
 }
 
 impl Host {
+    /// Whether an invocation of `cap` starts on the caller's thread (see
+    /// [`crate::SandboxConfig::inline_light_guests`]).
+    fn starts_inline(&self, cap: &LoadedCapability) -> bool {
+        self.config.inline_light_guests && !cap.cpu_bound_last.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn new_store(&self, inv: Invocation) -> Store<InvocationState> {
         let cpu = CpuTurn::new(self.cpu.clone(), self.cpu_bound.clone(), inv.context.tenant.as_str(), inv.limits.weight, self.demote);
         let state = InvocationState::new(&self.config, inv.context, inv.ports, inv.allow, inv.journal, &inv.limits, cpu.clone());
@@ -115,7 +121,7 @@ impl Host {
         // The guest runs on the sandbox runtime (its own threads), so the node's HTTP
         // and audit work never queues behind wasm; the response is collected here.
         let cpu = store.data().io.cpu.clone();
-        let guest = self.sandbox.spawn(&cpu, async move {
+        let guest = self.sandbox.spawn(&cpu, self.starts_inline(cap), async move {
             let result = async {
                 let started = std::time::Instant::now();
                 let instance = proxy.instantiate_async(&mut store).await?;
@@ -181,7 +187,7 @@ impl Host {
             return (Err(InvokeError::Deadline { deadline_ms: limits.deadline_ms }), InvocationReport::default());
         };
         let report = report(&store);
-        let violation = finish(&store);
+        let violation = finish(cap, &store);
         drop(store);
         let outcome = match (collected, guest_result) {
             // A trap wins over a partial response: the invocation did not complete.
@@ -204,7 +210,7 @@ impl Host {
         };
         let pre = cap.pre.clone();
         let store = self.new_store(inv);
-        self.run_guest(store, move |mut store| async move {
+        self.run_guest(cap, store, move |mut store| async move {
             let result = async {
                 let started = std::time::Instant::now();
                 let instance = pre.instantiate_async(&mut store).await?;
@@ -238,7 +244,7 @@ impl Host {
         };
         let pre = cap.pre.clone();
         let store = self.new_store(inv);
-        self.run_guest(store, move |mut store| async move {
+        self.run_guest(cap, store, move |mut store| async move {
             let result = async {
                 let started = std::time::Instant::now();
                 let instance = pre.instantiate_async(&mut store).await?;
@@ -252,7 +258,7 @@ impl Host {
         .await
     }
 
-    async fn run_guest<T, F, Fut>(&self, store: Store<InvocationState>, f: F) -> (Result<T, InvokeError>, InvocationReport)
+    async fn run_guest<T, F, Fut>(&self, cap: &LoadedCapability, store: Store<InvocationState>, f: F) -> (Result<T, InvokeError>, InvocationReport)
     where
         T: Send + 'static,
         F: FnOnce(Store<InvocationState>) -> Fut,
@@ -260,11 +266,11 @@ impl Host {
     {
         let limits = self.config.clone();
         let cpu = store.data().io.cpu.clone();
-        match tokio::time::timeout(limits.deadline() + HOST_GRACE, self.sandbox.spawn(&cpu, f(store))).await {
+        match tokio::time::timeout(limits.deadline() + HOST_GRACE, self.sandbox.spawn(&cpu, self.starts_inline(cap), f(store))).await {
             Ok(None) => (Err(InvokeError::Failed("the sandbox runtime stopped the invocation".into())), InvocationReport::default()),
             Ok(Some((result, store))) => {
                 let report = report(&store);
-                match finish(&store) {
+                match finish(cap, &store) {
                     Some(v) => (Err(InvokeError::QuotaExceeded(v)), report),
                     None => (result.map_err(|e| classify(e, &limits, report.fuel_budget)), report),
                 }
@@ -274,11 +280,13 @@ impl Host {
     }
 }
 
-/// Ends an invocation: gives back its CPU turn and returns the quota it ran into, if any
+/// Ends an invocation: gives back its CPU turn, notes whether it proved CPU-bound (where
+/// the capability's next invocation starts), and returns the quota it ran into, if any
 /// (which then decides its outcome, whatever the capability answered).
-fn finish(store: &Store<InvocationState>) -> Option<crate::QuotaViolation> {
+fn finish(cap: &LoadedCapability, store: &Store<InvocationState>) -> Option<crate::QuotaViolation> {
     let data = store.data();
     data.io.cpu.release();
+    cap.cpu_bound_last.store(data.io.cpu.is_cpu_bound(), std::sync::atomic::Ordering::Relaxed);
     data.io.meter.violation()
 }
 

@@ -79,7 +79,10 @@ pub struct Host {
 /// A tokio runtime for guests only. The node's runtime serves HTTP, audit and
 /// admission; a CPU-bound guest there delays every request queued behind it on the
 /// same worker (the noisy-neighbour bench showed it), so guests get threads of their
-/// own, and the operating system shares the cores between the two.
+/// own, and the operating system shares the cores between the two. A guest whose
+/// capability was light last time starts on the node's thread and moves here only if
+/// it uses up its first turn ([`SandboxConfig::inline_light_guests`]): the hand-over
+/// between runtimes cost a light request two wake-ups and their context switches.
 struct SandboxRuntime(Option<tokio::runtime::Runtime>);
 
 impl SandboxRuntime {
@@ -115,19 +118,57 @@ impl SandboxRuntime {
     /// turns meanwhile (tenancy-bench: the light tenant's spawn p99 was 3 ms); taking
     /// the turn on the caller's runtime and then spawning left the turn idle during
     /// the hand-over (tenancy-bench scheduling on/off 0.79–0.82, against 0.93–0.95 now).
-    async fn spawn<F>(&self, cpu: &CpuTurn, fut: F) -> Option<F::Output>
+    ///
+    /// `inline`: the guest takes its turn and starts on the caller's thread instead, and
+    /// moves here only once it gives a whole turn up (it proved CPU-bound), so a light
+    /// guest finishes with no hand-over at all. The caller's thread is held at most one
+    /// first turn.
+    async fn spawn<F>(&self, cpu: &CpuTurn, inline: bool, fut: F) -> Option<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let entry = cpu.queue();
-        let turn = cpu.clone();
-        let handle = self.0.as_ref().map(|rt| {
-            rt.spawn(async move {
-                turn.take(entry).await;
-                fut.await
+        if inline {
+            cpu.take(entry).await;
+            use std::task::Poll;
+            let mut fut = Box::pin(fut);
+            let started = std::future::poll_fn(|cx| {
+                // A panic stays inside the invocation, as on the sandbox's threads.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                    Ok(Poll::Ready(out)) => Poll::Ready(Inline::Finished(out)),
+                    // It yielded at a tick, its turn used up: the rest runs over there.
+                    Ok(Poll::Pending) if cpu.is_cpu_bound() => Poll::Ready(Inline::CpuBound),
+                    // Waiting for a port call: it stays, and its waker is this task's.
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Err(_) => Poll::Ready(Inline::Panicked),
+                }
             })
-        });
+            .await;
+            return match started {
+                Inline::Finished(out) => Some(out),
+                Inline::CpuBound => self.run_here(fut).await,
+                Inline::Panicked => {
+                    tracing::error!("a guest's invocation panicked on the node's thread; it is reported as stopped");
+                    None
+                }
+            };
+        }
+        let turn = cpu.clone();
+        self.run_here(async move {
+            turn.take(entry).await;
+            fut.await
+        })
+        .await
+    }
+
+    /// Runs `fut` on the sandbox runtime; dropping the returned future aborts it.
+    async fn run_here<F>(&self, fut: F) -> Option<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = self.0.as_ref().map(|rt| rt.spawn(fut));
         let mut guard = AbortOnDrop(handle);
         let out = match guard.0.as_mut() {
             Some(h) => h.await.ok(),
@@ -137,6 +178,13 @@ impl SandboxRuntime {
         let _ = guard.0.take();
         out
     }
+}
+
+/// How a guest started on the caller's thread left it.
+enum Inline<T> {
+    Finished(T),
+    CpuBound,
+    Panicked,
 }
 
 struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);

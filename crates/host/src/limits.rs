@@ -153,6 +153,11 @@ impl CpuTurn {
         self.since.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|t| t.elapsed() >= turn)
     }
 
+    /// Whether the guest has given a whole turn up (it is CPU-bound).
+    pub(crate) fn is_cpu_bound(&self) -> bool {
+        self.cpu_bound.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn release(&self) {
         let pass = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(pass);

@@ -170,3 +170,39 @@ async fn a_silent_backend_gives_unavailable_within_the_port_timeout() {
     assert!(String::from_utf8_lossy(&resp.body).contains("did not answer within 300 ms"), "{}", String::from_utf8_lossy(&resp.body));
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
 }
+
+async fn get(host: &Host, dir: &std::path::Path, name: &str, bytes: &[u8], uri: &str) -> (Arc<runplane_host::LoadedCapability>, u16, Bytes) {
+    let digest = runplane_cjson::sha256_hex(bytes);
+    let cap = host.load(name, &digest, bytes).await.expect("load");
+    let request = http::Request::builder().uri(uri).body(Bytes::new()).expect("request");
+    let inv = Invocation { context: context(5, &digest), ports: ports(dir).await, allow: AllowList::default(), journal: runplane_host::Journal::record(), limits: Default::default() };
+    let (result, _) = host.handle_http(&cap, inv, request).await;
+    let resp = result.expect("invocation");
+    (cap, resp.status, resp.body)
+}
+
+/// A light guest starts on the caller's thread and finishes there; a guest that uses up
+/// its first CPU turn moves to the sandbox's threads and still answers the same; the
+/// capability's next invocation then starts over there, and one that is light again
+/// brings it back (`SandboxConfig::inline_light_guests`).
+#[tokio::test]
+async fn light_guests_run_inline_and_cpu_bound_ones_move_to_the_sandbox() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = host(dir.path());
+    let (hello, status, _) = get(&host, dir.path(), "hello@1.0.0", runplane_examples::HELLO, "http://hello.test/").await;
+    assert_eq!(status, 200);
+    assert!(!hello.last_was_cpu_bound(), "hello finishes within its first turn");
+
+    // Tens of milliseconds of CPU: well past the 1 ms first turn.
+    let burn_uri = "http://burn.test/?iters=20000000";
+    let (burn, status, heavy) = get(&host, dir.path(), "burn@1.0.0", runplane_examples::CPU_BURN, burn_uri).await;
+    assert_eq!(status, 200);
+    assert!(burn.last_was_cpu_bound(), "a long burn gives turns up");
+    // The same input on the sandbox's threads from its start gives the same answer.
+    let (burn, _, again) = get(&host, dir.path(), "burn@1.0.0", runplane_examples::CPU_BURN, burn_uri).await;
+    assert_eq!(heavy, again);
+    assert!(burn.last_was_cpu_bound());
+    let (burn, status, _) = get(&host, dir.path(), "burn@1.0.0", runplane_examples::CPU_BURN, "http://burn.test/?iters=10").await;
+    assert_eq!(status, 200);
+    assert!(!burn.last_was_cpu_bound(), "a light invocation starts inline again next time");
+}

@@ -165,8 +165,6 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
         payload: Input::base64(&delivery.message.payload),
         headers: delivery.message.headers.clone(),
     };
-    // An append follows: the audit writer may hold its batch for it.
-    let _intent = node.audit.intend();
     let journal = Journal::record();
     let (outcome, report) = node
         .host

@@ -150,7 +150,7 @@ impl LogBackend for MySqlLog {
         rows.iter().map(|r| Ok((r.get::<i64, _>(0) as u64, hash_of(r.get::<&[u8], _>(1))?, r.get(2)))).collect()
     }
 
-    fn start_writer(self: std::sync::Arc<Self>, rx: tokio::sync::mpsc::Receiver<Pending>, _coming: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Result<(), AuditError> {
+    fn start_writer(self: std::sync::Arc<Self>, rx: tokio::sync::mpsc::Receiver<Pending>) -> Result<(), AuditError> {
         // A server round trip is slower than the appends arriving: batches fill by themselves.
         tokio::spawn(writer(self, rx));
         Ok(())

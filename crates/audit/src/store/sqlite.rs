@@ -243,7 +243,7 @@ impl LogBackend for SqliteLog {
         tokio::task::spawn_blocking(move || writer.lock().unwrap_or_else(|p| p.into_inner()).commit(&batch)).await.map_err(unavailable)?
     }
 
-    fn start_writer(self: Arc<Self>, rx: mpsc::Receiver<Pending>, coming: Arc<std::sync::atomic::AtomicUsize>) -> Result<(), AuditError> {
+    fn start_writer(self: Arc<Self>, rx: mpsc::Receiver<Pending>) -> Result<(), AuditError> {
         let (stop, stopped) = std::sync::mpsc::channel();
         let path = self.path.clone();
         std::thread::Builder::new().name("runplane-audit-ckpt".into()).spawn(move || checkpointer(path, stopped)).map_err(unavailable)?;
@@ -251,7 +251,7 @@ impl LogBackend for SqliteLog {
         std::thread::Builder::new()
             .name("runplane-audit-writer".into())
             .spawn(move || {
-                run_blocking_writer(rx, coming, |batch| writer.lock().unwrap_or_else(|p| p.into_inner()).commit(batch));
+                run_blocking_writer(rx, |batch| writer.lock().unwrap_or_else(|p| p.into_inner()).commit(batch));
                 drop(stop);
             })
             .map_err(unavailable)?;

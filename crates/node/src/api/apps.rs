@@ -126,8 +126,6 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
     let request_digest = digest_request(parts.method.as_str(), &path_and_query, &body);
 
     let (admitted, _pass) = admit(node, &tenant).await?;
-    // From here an append follows: let the audit writer count on it for its batch.
-    let _intent = node.audit.intend();
     let ports = tenant_ports(node, &tenant).await?;
     let config_version = ports.config.version();
     node.metrics.in_flight.inc();
