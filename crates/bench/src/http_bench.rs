@@ -169,7 +169,6 @@ async fn stored_bytes(db: &std::path::Path) -> anyhow::Result<u64> {
     Ok(((pages - free) * size) as u64)
 }
 
-/// Bytes this process has caused to be written to storage so far (Linux only).
 /// CPU seconds (user + system) process `pid` ("self" for this one) has used so far.
 fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -189,6 +188,7 @@ fn cpu_per_request(before: Option<f64>, after: Option<f64>, run: &load::Result) 
     Some((after? - before?) * 1e6 / run.requests.max(1) as f64)
 }
 
+/// Bytes this process has caused to be written to storage so far (Linux only).
 fn written_bytes() -> Option<u64> {
     let io = std::fs::read_to_string("/proc/self/io").ok()?;
     io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok())

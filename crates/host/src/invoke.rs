@@ -119,7 +119,8 @@ impl Host {
 
         let limits = self.config.clone();
         // The guest runs on the sandbox runtime (its own threads), so the node's HTTP
-        // and audit work never queues behind wasm; the response is collected here.
+        // and audit work never queues behind wasm — or, if it was light last time, starts
+        // here and moves there once CPU-bound; the response is collected here.
         let cpu = store.data().io.cpu.clone();
         let guest = self.sandbox.spawn(&cpu, self.starts_inline(cap), async move {
             let result = async {

@@ -36,6 +36,7 @@ pub use outbound::AllowList;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
@@ -131,7 +132,6 @@ impl SandboxRuntime {
         let entry = cpu.queue();
         if inline {
             cpu.take(entry).await;
-            use std::task::Poll;
             let mut fut = Box::pin(fut);
             let started = std::future::poll_fn(|cx| {
                 // A panic stays inside the invocation, as on the sandbox's threads.

@@ -31,10 +31,10 @@ pub(crate) async fn archive_once(node: &Node) -> Result<ArchiveReport, ApiError>
 /// Starts the archiver loop (once, at node start).
 pub(crate) fn spawn(node: Arc<Node>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        // The first pass comes one period after start, not at start: nothing is past
-        // its window yet, and a pass reads the node's clock, which on a seeded node
-        // (deterministic execution, replay tests) must be read by requests alone
-        // while the node comes up.
+        // The first pass comes one period after start, not at start: a pass reads the
+        // node's clock, which on a seeded node (deterministic execution, replay tests)
+        // must be read by requests alone while the node comes up; journals past their
+        // window (hours) can wait one period (minutes) more.
         let period = node.config.journal_retention.archive_every;
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

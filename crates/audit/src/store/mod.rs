@@ -27,7 +27,6 @@ mod archive;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
