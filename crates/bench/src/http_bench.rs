@@ -57,13 +57,13 @@ async fn main() -> anyhow::Result<()> {
     let node = runplane_node::Node::start(config).await?;
     let key = setup_runplane(node.addr, &admin).await?;
     let audit_db = dir.path().join("audit.db");
-    let (stored_before, written_before) = (stored_bytes(&audit_db).await?, written_bytes());
+    let (stored_before, written_before) = (load::stored_bytes(&audit_db).await?, load::written_bytes());
     let cpu_before = cpu_seconds("self");
     results.push(load("runplane (auth + audit)", node.addr, "/apps/hello/", Some(&key), duration, connections).await);
     let mut cpu_us = vec![cpu_per_request(cpu_before, cpu_seconds("self"), &results[0])];
     let invocations = results[0].requests.max(1) as f64;
-    let stored_per = (stored_bytes(&audit_db).await? as f64 - stored_before as f64) / invocations;
-    let written_per = written_bytes().zip(written_before).map(|(a, b)| (a - b) as f64 / invocations);
+    let stored_per = (load::stored_bytes(&audit_db).await? as f64 - stored_before as f64) / invocations;
+    let written_per = load::written_bytes().zip(written_before).map(|(a, b)| (a - b) as f64 / invocations);
 
     // One request at a time: the latency a lone caller sees, durable commit included.
     let (lone, lone_errors) = load::one_connection(node.addr, "/apps/hello/", Some(&key), Duration::from_secs(seconds.clamp(2, 5))).await;
@@ -155,20 +155,6 @@ async fn setup_runplane(addr: SocketAddr, admin: &str) -> anyhow::Result<String>
     Ok(key)
 }
 
-/// Bytes the audit store's pages hold: its WAL checkpointed into the file first (from a
-/// second connection, as a reader would), so pages still in the WAL count too.
-async fn stored_bytes(db: &std::path::Path) -> anyhow::Result<u64> {
-    use sqlx::Connection as _;
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(false);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await?;
-    let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut conn).await?;
-    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&mut conn).await?;
-    let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut conn).await?;
-    conn.close().await?;
-    Ok(((pages - free) * size) as u64)
-}
-
 /// CPU seconds (user + system) process `pid` ("self" for this one) has used so far.
 fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -186,12 +172,6 @@ fn sum(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 /// CPU µs spent per answered request between two readings.
 fn cpu_per_request(before: Option<f64>, after: Option<f64>, run: &load::Result) -> Option<f64> {
     Some((after? - before?) * 1e6 / run.requests.max(1) as f64)
-}
-
-/// Bytes this process has caused to be written to storage so far (Linux only).
-fn written_bytes() -> Option<u64> {
-    let io = std::fs::read_to_string("/proc/self/io").ok()?;
-    io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok())
 }
 
 /// The disk's durable-write floor where the data dir is: p50 and p99 (µs) of a 4 KiB

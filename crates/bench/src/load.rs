@@ -165,3 +165,23 @@ pub async fn one_connection_with(addr: SocketAddr, call: &Call, key: Option<&str
     }
     (latencies, errors)
 }
+
+/// Bytes the audit store's pages hold: its WAL checkpointed into the file first (from a
+/// second connection, as a reader would), so pages still in the WAL count too.
+pub async fn stored_bytes(db: &std::path::Path) -> anyhow::Result<u64> {
+    use sqlx::Connection as _;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(false);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await?;
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut conn).await?;
+    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&mut conn).await?;
+    let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut conn).await?;
+    conn.close().await?;
+    Ok(((pages - free) * size) as u64)
+}
+
+/// Bytes this process has caused to be written to storage so far (Linux only).
+pub fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok())
+}

@@ -2,7 +2,9 @@
 //! with embedded defaults, one free-tier tenant (8 concurrent tasks), `orders` subscribed
 //! to its own `order.created`. Each row is a closed loop of C clients POSTing
 //! `{"item":"tea","quantity":2}` for D seconds; then the bench waits until the
-//! subscriber has handled every message and reports how long that took.
+//! subscriber has handled every message and reports how long that took. A last row
+//! reads `GET /apps/orders/orders?limit=5` at 8 clients and reports the bytes each read
+//! adds to the hot audit store and makes the process write.
 //!
 //! Prints a table and writes JSON (default `target/bench/orders.json`).
 //!
@@ -46,14 +48,34 @@ async fn main() -> anyhow::Result<()> {
         rows.push((c, r, drain));
     }
 
+    // Reads: the list the issue-16 storage figures were taken on, at 8 clients. Every
+    // read is an audited invocation whose journal holds the records it read.
+    let list = Call { method: hyper::Method::GET, path: "/apps/orders/orders?limit=5".into(), body: None };
+    let audit_db = dir.path().join("audit.db");
+    let (stored_before, written_before) = (load::stored_bytes(&audit_db).await?, load::written_bytes());
+    let reads = load_with("list, 8 clients", addr, &list, Some(&key), Duration::from_secs(seconds), 8).await;
+    let per_read = |after: u64, before: u64| (after as f64 - before as f64) / reads.requests.max(1) as f64;
+    let stored_per_read = per_read(load::stored_bytes(&audit_db).await?, stored_before);
+    let written_per_read = load::written_bytes().zip(written_before).map(|(a, b)| per_read(a, b));
+
     println!("\n{:<12} {:>10} {:>8} {:>10} {:>10} {:>10} {:>14}", "clients", "created", "errors", "req/s", "p50 µs", "p99 µs", "drained after");
     for (c, r, d) in &rows {
         println!("{:<12} {:>10} {:>8} {:>10.0} {:>10.0} {:>10.0} {:>12.2} s", c, r.requests, r.errors, r.rps, r.p50_us, r.p99_us, d.as_secs_f64());
+    }
+    println!(
+        "\nlist reads (GET /apps/orders/orders?limit=5, 8 clients): {} requests, {} errors, {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs",
+        reads.requests, reads.errors, reads.rps, reads.p50_us, reads.p99_us
+    );
+    match written_per_read {
+        Some(w) => println!("per list read: {stored_per_read:.0} bytes kept in the hot audit store, {w:.0} bytes written by the process"),
+        None => println!("per list read: {stored_per_read:.0} bytes kept in the hot audit store"),
     }
     let json = json!({
         "benchmark": "orders-create",
         "seconds": seconds,
         "results": rows.iter().map(|(c, r, d)| json!({"clients": c, "created": r.requests, "errors": r.errors, "rps": r.rps, "p50_us": r.p50_us, "p99_us": r.p99_us, "drained_after_s": d.as_secs_f64()})).collect::<Vec<_>>(),
+        "list_reads": {"clients": 8, "requests": reads.requests, "errors": reads.errors, "rps": reads.rps, "p50_us": reads.p50_us, "p99_us": reads.p99_us,
+                       "audit_bytes_stored_per_read": stored_per_read, "bytes_written_per_read": written_per_read},
     });
     if let Some(parent) = std::path::Path::new(&out).parent() {
         std::fs::create_dir_all(parent)?;

@@ -12,9 +12,11 @@
 //!
 //! **Checkpoints** (copying the WAL back into the file) never run on the commit path:
 //! the writer's connection has automatic checkpoints off, and a second thread
-//! ([`checkpointer`]) runs passive checkpoints beside the writer, and a restarting one
-//! (a short pause for the writer) when the WAL passes [`WAL_RESTART_PAGES`], which
-//! bounds the WAL file.
+//! ([`checkpointer`]) runs passive checkpoints beside the writer. When the WAL passes
+//! [`WAL_RESTART_PAGES`] it catches up with more passive passes, then takes the
+//! writer's lock between two batches and restarts the WAL from its beginning, which
+//! bounds the WAL file; the writer waits on that lock (woken the moment it is free),
+//! never in SQLite's busy handler, whose sleeps grow to 100 ms.
 //!
 //! **Reads** (entries, proofs, journals, checkpoints) use a small sqlx pool: WAL readers
 //! never wait for the writer.
@@ -45,6 +47,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 const WAL_RESTART_PAGES: i64 = 16_384;
 /// How often the checkpointer looks at the WAL.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// Before a restart, passive passes continue (at most [`CATCH_UP_PASSES`]) while more
+/// than this many WAL pages are left uncopied, so the writer is held back only for what
+/// was appended during the last pass.
+const CATCH_UP_PAGES: i64 = 1_024;
+const CATCH_UP_PASSES: usize = 4;
 
 pub struct SqliteLog {
     pool: SqlitePool,
@@ -68,10 +75,23 @@ fn entry_row(r: &SqliteRow) -> Result<EntryRow, AuditError> {
 /// Opens a connection to the file with the pragmas every connection here uses.
 fn connect(path: &Path) -> Result<rusqlite::Connection, AuditError> {
     let conn = rusqlite::Connection::open(path).map_err(unavailable)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(unavailable)?;
+    conn.busy_handler(Some(wait_briefly)).map_err(unavailable)?;
     conn.pragma_update(None, "journal_mode", "wal").map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "full").map_err(unavailable)?;
     Ok(conn)
+}
+
+/// SQLite's busy handler for this file's connections: retries every 100 µs for up to
+/// ten seconds. (SQLite's own sleeps back off to 100 ms, far longer than the lock a
+/// checkpoint or another connection holds here.)
+fn wait_briefly(attempt: i32) -> bool {
+    const EVERY: Duration = Duration::from_micros(100);
+    const ATTEMPTS: i32 = 100_000;
+    if attempt >= ATTEMPTS {
+        return false;
+    }
+    std::thread::sleep(EVERY);
+    true
 }
 
 impl Writer {
@@ -178,11 +198,13 @@ impl Writer {
 }
 
 /// Copies the WAL back into the file beside the writer until `stop` closes, then once
-/// more. Passive checkpoints never block the writer; a restarting one (past
-/// [`WAL_RESTART_PAGES`]) waits for the writer's current batch and makes the next one
-/// start the WAL from its beginning, which keeps the WAL file bounded under constant
-/// load (a passive checkpoint alone never catches a writer that never stops).
-fn checkpointer(path: PathBuf, stop: std::sync::mpsc::Receiver<()>) {
+/// more. Passive checkpoints never block the writer, but under constant load they never
+/// finish either (the writer appends while they copy), and SQLite can only start the
+/// WAL from its beginning once every frame is copied. So past [`WAL_RESTART_PAGES`]
+/// the checkpointer catches up with passive passes and then holds `writer` (between
+/// two batches) for a restarting checkpoint, which copies the short rest and makes the
+/// next batch write the WAL from its start: the WAL file stays bounded.
+fn checkpointer(path: PathBuf, writer: Arc<Mutex<Writer>>, stop: std::sync::mpsc::Receiver<()>) {
     let conn = match connect(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -190,6 +212,13 @@ fn checkpointer(path: PathBuf, stop: std::sync::mpsc::Receiver<()>) {
             return;
         }
     };
+    // Holding the writer, a restart waits for readers still on older WAL frames for at
+    // most 50 ms; past that it gives up (copying what it could) and the next round
+    // tries again.
+    if let Err(e) = conn.busy_handler(Some(|attempt| attempt < 500 && wait_briefly(attempt))) {
+        tracing::warn!(error = %e, "the audit checkpointer could not set its busy handler");
+    }
+    // (log frames, frames copied), or `None` after an error (logged).
     let checkpoint = |mode: &str| -> Option<(i64, i64)> {
         let sql = format!("PRAGMA wal_checkpoint({mode})");
         match conn.query_row(&sql, [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
@@ -202,12 +231,21 @@ fn checkpointer(path: PathBuf, stop: std::sync::mpsc::Receiver<()>) {
     };
     loop {
         let stopped = !matches!(stop.recv_timeout(CHECKPOINT_EVERY), Err(std::sync::mpsc::RecvTimeoutError::Timeout));
-        match checkpoint("PASSIVE") {
-            Some((wal, _)) if wal >= WAL_RESTART_PAGES || stopped => {
-                checkpoint(if stopped { "TRUNCATE" } else { "RESTART" });
-            }
-            _ => {}
+        let Some((wal, mut copied)) = checkpoint("PASSIVE").or(stopped.then_some((0, 0))) else { continue };
+        if wal < WAL_RESTART_PAGES && !stopped {
+            continue;
         }
+        for _ in 0..CATCH_UP_PASSES {
+            match checkpoint("PASSIVE") {
+                Some((wal, done)) if wal - done > CATCH_UP_PAGES => copied = done,
+                _ => break,
+            }
+        }
+        let held = std::time::Instant::now();
+        let guard = writer.lock().unwrap_or_else(|p| p.into_inner());
+        checkpoint(if stopped { "TRUNCATE" } else { "RESTART" });
+        drop(guard);
+        tracing::debug!(wal_pages = wal, copied_before = copied, writer_held_us = held.elapsed().as_micros() as u64, "audit WAL restarted");
         if stopped {
             return;
         }
@@ -246,8 +284,9 @@ impl LogBackend for SqliteLog {
     fn start_writer(self: Arc<Self>, rx: mpsc::Receiver<Pending>) -> Result<(), AuditError> {
         let (stop, stopped) = std::sync::mpsc::channel();
         let path = self.path.clone();
-        std::thread::Builder::new().name("runplane-audit-ckpt".into()).spawn(move || checkpointer(path, stopped)).map_err(unavailable)?;
         let writer = self.writer.clone();
+        let held = self.writer.clone();
+        std::thread::Builder::new().name("runplane-audit-ckpt".into()).spawn(move || checkpointer(path, held, stopped)).map_err(unavailable)?;
         std::thread::Builder::new()
             .name("runplane-audit-writer".into())
             .spawn(move || {
