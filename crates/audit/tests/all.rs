@@ -196,9 +196,13 @@ async fn rows_cannot_be_updated_or_deleted_through_sql() {
 /// names where, refuses to extend that log, and keeps every other log working.
 #[tokio::test]
 async fn tampering_is_detected_at_open_and_the_log_is_not_extended() {
+    // Events are stored packed; an attacker writes the edited JSON back as a plain row.
+    let edited = event(17).canonical().expect("canonical").replace("thing-17", "thing-X").replace('\'', "''");
+    let edit = format!("UPDATE audit_entries SET event = '{edited}', codec = 0 WHERE log = 'tenant:acme' AND idx = 17");
+    let edit_and_hash = format!("UPDATE audit_entries SET event = '{edited}', codec = 0, leaf_hash = zeroblob(32) WHERE log = 'tenant:acme' AND idx = 17");
     let cases: [(&str, &str, &str); 7] = [
-        ("edit an event", "UPDATE audit_entries SET event = replace(event, 'thing-17', 'thing-X') WHERE log = 'tenant:acme' AND idx = 17", "index 17"),
-        ("edit an event and its hashes", "UPDATE audit_entries SET event = replace(event, 'thing-17', 'thing-X'), leaf_hash = zeroblob(32) WHERE log = 'tenant:acme' AND idx = 17", "index 17"),
+        ("edit an event", &edit, "index 17"),
+        ("edit an event and its hashes", &edit_and_hash, "index 17"),
         ("delete an event", "DELETE FROM audit_entries WHERE log = 'tenant:acme' AND idx = 40", "entry 40 is missing"),
         (
             "reorder two events",

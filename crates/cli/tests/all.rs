@@ -457,7 +457,8 @@ async fn a_tampered_log_is_refused_at_start_and_only_its_tenant_is_stopped() {
     let db = dir.path().join("audit.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.expect("open audit.db");
     sqlx::query("DROP TRIGGER audit_entries_no_update").execute(&pool).await.expect("drop trigger");
-    sqlx::query("UPDATE audit_entries SET event = replace(event, '\"ok\"', '\"error\"') WHERE log = 'tenant:acme' AND idx = 1").execute(&pool).await.expect("tamper");
+    // Events are stored packed: the attacker writes an edited event back as plain JSON.
+    sqlx::query("UPDATE audit_entries SET event = '{\"outcome\":\"error\"}', codec = 0 WHERE log = 'tenant:acme' AND idx = 1").execute(&pool).await.expect("tamper");
     pool.close().await;
 
     let (_child, base, _) = up_once(dir.path()).await;

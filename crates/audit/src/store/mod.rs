@@ -23,6 +23,7 @@ mod postgres;
 mod sqlite;
 
 mod archive;
+mod packed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -139,6 +140,8 @@ pub(crate) struct NewEntry {
     pub event_hash: String,
     pub leaf: Hash,
     pub json: String,
+    /// `json` packed ([`packed::pack`]) for a backend that [`LogBackend::packs_events`].
+    pub packed: Option<Vec<u8>>,
     /// The invocation's journal, written with the entry, for replay.
     pub journal: Option<NewJournal>,
 }
@@ -191,6 +194,11 @@ pub(crate) trait LogBackend: Send + Sync + 'static {
     /// entries, nodes, journals and heads, commit. Returns each entry's index once the
     /// commit is durable (on disk, or on the server's disk).
     async fn commit(&self, batch: &[NewEntry]) -> Result<Vec<u64>, AuditError>;
+    /// Whether this backend stores events packed ([`packed`]): appends then pack
+    /// them on the caller's thread, not on the single writer's.
+    fn packs_events(&self) -> bool {
+        false
+    }
     /// Starts the single writer that takes appends from `rx` and group-commits them:
     /// [`writer`] on a task for a network database, a thread of its own where the
     /// backend owns a file.
@@ -331,7 +339,8 @@ impl AuditStore {
     async fn append_entry(&self, log: LogId, event: &AuditEvent, journal: Option<NewJournal>) -> Result<Receipt, AuditError> {
         self.refuse_if_corrupt(&log)?;
         let json = event.canonical().map_err(|e| AuditError::Canonical(e.to_string()))?;
-        let entry = NewEntry { event_hash: runplane_cjson::sha256_hex(json.as_bytes()), leaf: merkle::leaf_hash(json.as_bytes()), json, log, journal };
+        let packed = if self.backend.packs_events() { Some(packed::pack(&json)?) } else { None };
+        let entry = NewEntry { event_hash: runplane_cjson::sha256_hex(json.as_bytes()), leaf: merkle::leaf_hash(json.as_bytes()), json, packed, log, journal };
         let (reply, wait) = oneshot::channel();
         let stopped = || AuditError::Unavailable("the audit writer has stopped".into());
         self.tx.send(Pending { entry, reply }).await.map_err(|_| stopped())?;

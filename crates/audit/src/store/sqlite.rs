@@ -18,6 +18,9 @@
 //! bounds the WAL file; the writer waits on that lock (woken the moment it is free),
 //! never in SQLite's busy handler, whose sleeps grow to 100 ms.
 //!
+//! **Events** are stored packed (zstd against a built-in dictionary, [`packed`]): about a
+//! third of their canonical JSON, which is what they unpack to on every read.
+//!
 //! **Reads** (entries, proofs, journals, checkpoints) use a small sqlx pool: WAL readers
 //! never wait for the writer.
 
@@ -32,6 +35,7 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use tokio::sync::mpsc;
 
+use super::packed::{self, EventCodec};
 use super::{
     AuditError, EntryRow, JournalCodec, JournalRow, LogBackend, LogId, NewEntry, Pending, StaleJournal, frontier_of, hash_of, plan, run_blocking_writer,
     unavailable,
@@ -68,8 +72,10 @@ struct Writer {
     heads: Option<HashMap<LogId, Frontier>>,
 }
 
+/// An entry from `SELECT idx, event_hash, leaf_hash, event, codec`.
 fn entry_row(r: &SqliteRow) -> Result<EntryRow, AuditError> {
-    Ok(EntryRow { index: r.get::<i64, _>(0) as u64, event_hash: r.get(1), leaf: hash_of(r.get::<&[u8], _>(2))?, json: r.get(3) })
+    let json = EventCodec::from_stored(r.get(4))?.unpack(r.get(3))?;
+    Ok(EntryRow { index: r.get::<i64, _>(0) as u64, event_hash: r.get(1), leaf: hash_of(r.get::<&[u8], _>(2))?, json })
 }
 
 /// Opens a connection to the file with the pragmas every connection here uses.
@@ -140,13 +146,21 @@ impl Writer {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
         {
             let mut entry = tx
-                .prepare_cached("INSERT INTO audit_entries (log, idx, event_hash, leaf_hash, event) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .prepare_cached("INSERT INTO audit_entries (log, idx, event_hash, leaf_hash, event, codec) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                 .map_err(unavailable)?;
             let mut journal = tx
                 .prepare_cached("INSERT INTO audit_journal_rows (invocation_id, log, idx, recorded_at, codec, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                 .map_err(unavailable)?;
             for (e, index) in batch.iter().zip(&plan.indexes) {
-                entry.execute(params![e.log.as_str(), *index as i64, e.event_hash, &e.leaf[..], e.json]).map_err(unavailable)?;
+                let packed_here;
+                let packed = match &e.packed {
+                    Some(p) => p,
+                    None => {
+                        packed_here = packed::pack(&e.json)?;
+                        &packed_here
+                    }
+                };
+                entry.execute(params![e.log.as_str(), *index as i64, e.event_hash, &e.leaf[..], packed, EventCodec::ZstdV1 as i64]).map_err(unavailable)?;
                 if let Some(j) = &e.journal {
                     journal.execute(params![j.invocation_id, e.log.as_str(), *index as i64, j.recorded_at as i64, j.codec as i64, j.body]).map_err(unavailable)?;
                 }
@@ -189,7 +203,7 @@ impl Writer {
             .into_iter()
             .filter_map(|(log, json)| {
                 let log = LogId::parse(&log)?;
-                Some(NewEntry { log, event_hash: runplane_cjson::sha256_hex(json.as_bytes()), leaf: merkle::leaf_hash(json.as_bytes()), json, journal: None })
+                Some(NewEntry { log, event_hash: runplane_cjson::sha256_hex(json.as_bytes()), leaf: merkle::leaf_hash(json.as_bytes()), json, packed: None, journal: None })
             })
             .collect();
         tracing::info!(events = batch.len(), "moving audit events into the verifiable-log layout");
@@ -297,6 +311,10 @@ impl LogBackend for SqliteLog {
         Ok(())
     }
 
+    fn packs_events(&self) -> bool {
+        true
+    }
+
     async fn heads(&self) -> Result<Vec<(LogId, Frontier)>, AuditError> {
         let rows = sqlx::query("SELECT log, size, frontier FROM audit_heads ORDER BY log").fetch_all(&self.pool).await.map_err(unavailable)?;
         rows.iter()
@@ -311,7 +329,7 @@ impl LogBackend for SqliteLog {
     }
 
     async fn entries(&self, log: &LogId, from: u64, limit: u32) -> Result<Vec<EntryRow>, AuditError> {
-        let rows = sqlx::query("SELECT idx, event_hash, leaf_hash, event FROM audit_entries WHERE log = ?1 AND idx >= ?2 ORDER BY idx LIMIT ?3")
+        let rows = sqlx::query("SELECT idx, event_hash, leaf_hash, event, codec FROM audit_entries WHERE log = ?1 AND idx >= ?2 ORDER BY idx LIMIT ?3")
             .bind(log.as_str())
             .bind(from as i64)
             .bind(i64::from(limit))
