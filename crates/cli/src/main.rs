@@ -107,6 +107,10 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
     }
     eprintln!("runplane node listening on http://{}", running.addr);
     shutdown_signal().await;
+    eprintln!("draining: /readyz answers 503; in-flight requests finish, then the node exits");
+    if running.drain().await == runplane_node::drain::DrainOutcome::TimedOut {
+        eprintln!("some connections were still open past the longest invocation deadline and were closed");
+    }
     Ok(())
 }
 

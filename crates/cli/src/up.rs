@@ -82,5 +82,6 @@ pub async fn run(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
         creds = creds_path.display()
     );
     crate::shutdown_signal().await;
+    running.drain().await;
     Ok(())
 }

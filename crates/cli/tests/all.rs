@@ -685,3 +685,85 @@ async fn cli_messages_name_commands_and_say_what_happened() {
     let (ok, out, err) = admin(&["audit", "verify", bundle, "--key", &key]);
     assert!(ok && out.contains("checked with the key given with --key") && !err.contains("warning"), "{out}{err}");
 }
+
+/// SIGTERM drains: `/readyz` turns 503 at once while `/livez` stays 200, new
+/// connections are accepted until the drain delay ends and refused after, the
+/// invocation in flight finishes with 200, and the process exits 0.
+#[tokio::test]
+async fn sigterm_drains_in_flight_invocations_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let config = format!(
+        "[node]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nadmin_token = \"drain-test-admin-token-0123456789\"\ndrain_delay_ms = 1500\n\n[sandbox]\ndeadline_ms = 20000\nfuel = 400000000000\n",
+        dir.path().join("data").display().to_string()
+    );
+    let path = dir.path().join("runplane.toml");
+    std::fs::write(&path, config).expect("write");
+    let mut child = Child(Command::new(BIN).args(["serve", "--config"]).arg(&path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn runplane serve"));
+    let admin = "drain-test-admin-token-0123456789";
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while !matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status() == 200) {
+        assert!(started.elapsed() < Duration::from_secs(60), "runplane serve did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"id": "acme", "tier": "enterprise"}))
+        .send()
+        .await
+        .expect("tenant")
+        .json()
+        .await
+        .expect("json");
+    let key = created["api_key"].as_str().expect("api key").to_owned();
+    let pushed = http.post(format!("{base}/v1/capabilities?name=cpu-burn&version=1.0.0")).bearer_auth(admin).body(runplane_examples::CPU_BURN).send().await.expect("push");
+    assert!(pushed.status().is_success(), "push: {}", pushed.status());
+    let deployed = http.post(format!("{base}/v1/deployments")).bearer_auth(admin).json(&serde_json::json!({"capability": "cpu-burn", "version": "1.0.0"})).send().await.expect("deploy");
+    assert!(deployed.status().is_success(), "deploy: {}", deployed.status());
+
+    // An invocation of about three seconds, from a calibration run.
+    let burn = |iters: u64| {
+        let (http, url, key) = (http.clone(), format!("{base}/apps/cpu-burn/?iters={iters}"), key.clone());
+        async move {
+            let t = Instant::now();
+            let r = http.get(url).bearer_auth(key).send().await.expect("burn");
+            (r.status(), t.elapsed())
+        }
+    };
+    let (status, took) = burn(20_000_000).await;
+    assert_eq!(status, 200, "calibration run");
+    let iters = (20_000_000.0 * 3.0 / took.as_secs_f64().max(0.001)) as u64;
+    let slow = tokio::spawn(burn(iters));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let term = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = http.get(format!("{base}/readyz")).send().await.expect("readyz while draining");
+    assert_eq!(ready.status(), 503, "readyz turns 503 at once");
+    let ready: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(ready["status"], "draining");
+    assert!(ready["reason"].as_str().is_some_and(|r| r.contains("another node")), "{ready}");
+    assert_eq!(http.get(format!("{base}/livez")).send().await.expect("livez while draining").status(), 200, "livez depends on nothing");
+
+    // After the delay the listener is closed: a fresh connection is refused.
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(term.elapsed()) + Duration::from_millis(500)).await;
+    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    assert!(fresh.get(format!("{base}/livez")).send().await.is_err(), "new connections are refused once the delay has passed");
+
+    let (status, took) = slow.await.expect("slow request");
+    assert_eq!(status, 200, "the in-flight invocation finished ({took:?})");
+    let exit = loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(term.elapsed() < Duration::from_secs(25), "the node did not exit after its in-flight work");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "a drained node exits 0: {exit}");
+    assert!(took > Duration::from_millis(1000), "the request was really in flight across the SIGTERM ({took:?})");
+}

@@ -48,6 +48,10 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a draining node keeps accepting connections after `/readyz` turned
+    /// 503 (`[node] drain_delay_ms`, default 0): the time a load balancer needs to stop
+    /// sending it traffic.
+    pub drain_delay: std::time::Duration,
     pub sandbox: SandboxConfig,
     /// The tenant-fair scheduler (`[scheduler]`).
     pub scheduler: SchedulerConfig,
@@ -303,6 +307,7 @@ impl NodeConfig {
             environment: "default".into(),
             admin_token: None,
             max_body_bytes: 1 << 20,
+            drain_delay: std::time::Duration::ZERO,
             sandbox: SandboxConfig::default(),
             scheduler: SchedulerConfig::default(),
             backends: builtin_backends(),
@@ -350,7 +355,7 @@ impl NodeConfig {
         );
 
         if let Some(node) = c.table(&table, "node") {
-            c.only_keys(node, "node", &["id", "listen", "data_dir", "mode", "environment", "admin_token", "max_body_bytes"]);
+            c.only_keys(node, "node", &["id", "listen", "data_dir", "mode", "environment", "admin_token", "max_body_bytes", "drain_delay_ms"]);
             if let Some(v) = c.get::<String>(node, "node", "environment") {
                 if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
                     c.problem("node.environment", "must be 1-64 characters of a-z, 0-9 and '-'");
@@ -389,6 +394,13 @@ impl NodeConfig {
                     c.problem("node.max_body_bytes", "must be between 1 and 67108864");
                 } else {
                     cfg.max_body_bytes = v as usize;
+                }
+            }
+            if let Some(v) = c.get::<u64>(node, "node", "drain_delay_ms") {
+                if v > 600_000 {
+                    c.problem("node.drain_delay_ms", "must be at most 600000 (ten minutes)");
+                } else {
+                    cfg.drain_delay = std::time::Duration::from_millis(v);
                 }
             }
         }

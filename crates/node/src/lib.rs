@@ -3,7 +3,8 @@
 //! [`Node::start`] opens the data directory (control store, audit store, component
 //! store, compiled-component cache), restores tenants, keys and deployments, and
 //! serves HTTP: `/v1/…` (admin, with the admin token), `/apps/{route}/…` (tenant
-//! traffic, with a tenant API key), `/healthz`, `/metrics` and `/v1/openapi.json`.
+//! traffic, with a tenant API key), `/healthz`, `/livez`, `/readyz`, `/metrics` and
+//! `/v1/openapi.json`; [`RunningNode::drain`] stops it without failing a request.
 //!
 //! Architecture invariant: the node is where tenancy is decided. A request's tenant
 //! comes from its credential only; the node hands the host the tenant's `PortSet` and
@@ -19,6 +20,7 @@ pub mod config;
 pub mod configsets;
 pub mod control;
 pub mod controlplane;
+pub mod drain;
 pub mod error;
 pub mod health;
 mod listener;

@@ -58,6 +58,8 @@ pub struct Node {
     pub(crate) controlplane: crate::controlplane::ControlPlane,
     /// Where journals past their retention window go (`[audit] archive`).
     pub(crate) journal_archive: Option<Arc<dyn runplane_ports::BlobStore>>,
+    /// Whether the node is draining; stops the listener ([`RunningNode::drain`]).
+    pub(crate) drain: crate::drain::Drain,
 }
 
 /// Where the key-encryption keys of secrets come from.
@@ -76,6 +78,31 @@ pub struct RunningNode {
     /// The admin token, when this start generated it (first start without one configured).
     pub generated_admin_token: Option<String>,
     pub server: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Leaves without failing a request (see [`crate::drain`]): `/readyz` turns 503,
+    /// after `[node] drain_delay_ms` the listener stops accepting, and in-flight
+    /// requests finish (for at most the sandbox deadline plus [`crate::drain::GRACE`]).
+    pub async fn drain(self) -> crate::drain::DrainOutcome {
+        let node = self.node;
+        node.drain.begin();
+        let delay = node.config.drain_delay;
+        tracing::info!(delay_ms = delay.as_millis() as u64, "draining: /readyz answers 503; the listener closes after the delay");
+        tokio::time::sleep(delay).await;
+        node.drain.stop_accepting();
+        let limit = node.config.sandbox.deadline() + crate::drain::GRACE;
+        match tokio::time::timeout(limit, self.server).await {
+            Ok(_) => {
+                tracing::info!("drained: every connection has closed");
+                crate::drain::DrainOutcome::Finished
+            }
+            Err(_) => {
+                tracing::warn!(waited_ms = limit.as_millis() as u64, "drain: connections still open after the longest invocation deadline; closing them");
+                crate::drain::DrainOutcome::TimedOut
+            }
+        }
+    }
 }
 
 impl Node {
@@ -150,6 +177,7 @@ impl Node {
             tokens,
             controlplane,
             journal_archive,
+            drain: crate::drain::Drain::default(),
         });
         // Resume provisioning that a crash or an outage interrupted (in the background:
         // the node serves every other tenant meanwhile).
@@ -184,13 +212,19 @@ impl Node {
         let addr = listener.local_addr()?;
         let app = crate::api::router(node.clone());
         let listener = crate::listener::LingeringListener::new(listener);
+        let stopped = node.drain.stopped();
         let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
         tracing::info!(%addr, node_id = %node.config.node_id, mode = node.config.mode.as_str(), "runplane node listening");
         Ok(RunningNode { node, addr, generated_admin_token, server })
+    }
+
+    /// Whether a drain has begun (`/readyz` answers 503).
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_draining()
     }
 
     /// The node's configuration.

@@ -40,6 +40,8 @@ pub fn router(node: Arc<Node>) -> Router {
     let max_body = node.config.max_body_bytes;
     Router::new()
         .route("/healthz", get(ops::healthz))
+        .route("/livez", get(ops::livez))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/v1/tenants", post(admin::create_tenant).get(admin::list_tenants))

@@ -42,6 +42,42 @@ pub async fn healthz(State(node): State<Arc<Node>>) -> Response {
     (status, versioned(body)).into_response()
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `live`: the process answers.
+    pub status: String,
+    pub node_id: String,
+}
+
+/// Whether the process answers; depends on no backend (a Kubernetes liveness probe).
+#[utoipa::path(get, path = "/livez", responses((status = 200, body = Liveness)))]
+pub async fn livez(State(node): State<Arc<Node>>) -> Response {
+    versioned(Liveness { status: "live".into(), node_id: node.config.node_id.clone() }).into_response()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `draining` (503): the node is leaving; send traffic elsewhere.
+    pub status: String,
+    pub node_id: String,
+    /// Why the node is not ready, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Whether the node should get traffic: 200 once started (deployments restored) and
+/// until a drain begins, then 503 (a Kubernetes readiness probe; a load balancer's
+/// health check).
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    let node_id = node.config.node_id.clone();
+    if node.is_draining() {
+        let reason = Some("the node is draining (SIGTERM): it finishes what it has and stops; send new requests to another node".into());
+        return (StatusCode::SERVICE_UNAVAILABLE, versioned(Readiness { status: "draining".into(), node_id, reason })).into_response();
+    }
+    versioned(Readiness { status: "ready".into(), node_id, reason: None }).into_response()
+}
+
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
@@ -77,7 +113,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
 #[openapi(
     info(title = "Runplane node API", version = "1.0", description = "Admin API and tenant traffic, both with `Authorization: Bearer <credential>`: a capability token (Biscuit) whose role allows the operation, the instance's root admin token, or (for tenant traffic and token exchange) a tenant API key. Every JSON response carries protocol_version."),
     paths(
-        healthz, metrics, openapi,
+        healthz, livez, readyz, metrics, openapi,
         crate::api::admin::create_tenant, crate::api::admin::list_tenants, crate::api::admin::get_tenant, crate::api::admin::provision_tenant,
         crate::api::admin::delete_tenant, crate::api::admin::suspend_tenant, crate::api::admin::resume_tenant,
         crate::api::admin::create_key, crate::api::admin::list_secrets, crate::api::admin::put_secret,
