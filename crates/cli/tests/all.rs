@@ -724,7 +724,8 @@ async fn sigterm_drains_in_flight_invocations_and_exits_zero() {
     let deployed = http.post(format!("{base}/v1/deployments")).bearer_auth(admin).json(&serde_json::json!({"capability": "cpu-burn", "version": "1.0.0"})).send().await.expect("deploy");
     assert!(deployed.status().is_success(), "deploy: {}", deployed.status());
 
-    // An invocation of about three seconds, from a calibration run.
+    // An invocation of several seconds, from the faster of two calibration runs (other
+    // tests load the machine unevenly).
     let burn = |iters: u64| {
         let (http, url, key) = (http.clone(), format!("{base}/apps/cpu-burn/?iters={iters}"), key.clone());
         async move {
@@ -733,11 +734,16 @@ async fn sigterm_drains_in_flight_invocations_and_exits_zero() {
             (r.status(), t.elapsed())
         }
     };
-    let (status, took) = burn(20_000_000).await;
-    assert_eq!(status, 200, "calibration run");
-    let iters = (20_000_000.0 * 3.0 / took.as_secs_f64().max(0.001)) as u64;
+    let mut fastest = Duration::MAX;
+    for _ in 0..2 {
+        let (status, took) = burn(20_000_000).await;
+        assert_eq!(status, 200, "calibration run");
+        fastest = fastest.min(took);
+    }
+    let iters = (20_000_000.0 * 6.0 / fastest.as_secs_f64().max(0.001)) as u64;
     let slow = tokio::spawn(burn(iters));
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!slow.is_finished(), "the invocation is in flight when SIGTERM comes");
 
     let pid = child.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
@@ -765,5 +771,5 @@ async fn sigterm_drains_in_flight_invocations_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "a drained node exits 0: {exit}");
-    assert!(took > Duration::from_millis(1000), "the request was really in flight across the SIGTERM ({took:?})");
+    assert!(took > Duration::from_millis(1000), "the request was in flight across the SIGTERM and the drain delay ({took:?})");
 }
