@@ -87,9 +87,10 @@ fn connect(path: &Path) -> Result<rusqlite::Connection, AuditError> {
     Ok(conn)
 }
 
-/// SQLite's busy handler for this file's connections: retries every 100 µs for up to
-/// ten seconds. (SQLite's own sleeps back off to 100 ms, far longer than the lock a
-/// checkpoint or another connection holds here.)
+/// SQLite's busy handler for this file's connections: retries every 100 µs, 100,000
+/// times (ten seconds of sleeps, a little more with their overshoot). SQLite's own
+/// sleeps back off to 100 ms, far longer than the lock a checkpoint or another
+/// connection holds here.
 fn wait_briefly(attempt: i32) -> bool {
     const EVERY: Duration = Duration::from_micros(100);
     const ATTEMPTS: i32 = 100_000;
