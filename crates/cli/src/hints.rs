@@ -8,6 +8,7 @@
 /// the placeholder's name in capitals when the message names no concrete value.
 const COMMANDS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/tenants", "runplane tenant list"),
+    ("GET", "/v1/cluster/nodes", "runplane operate nodes"),
     ("POST", "/v1/tenants/{tenant}/provision", "runplane tenant provision {tenant}"),
     ("POST", "/v1/tenants/{tenant}/resume", "runplane tenant resume {tenant}"),
     ("POST", "/v1/tenants/{tenant}/tokens", "runplane token mint ROLE --subject WHO --tenant {tenant}"),

@@ -106,7 +106,11 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
         eprintln!("generated an admin token in {}", running.node.config().data_dir.join("admin-token").display());
     }
     eprintln!("runplane node listening on http://{}", running.addr);
-    shutdown_signal().await;
+    let node = running.node.clone();
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = node.drain_requested() => eprintln!("an operator asked this node to drain (runplane operate drain-node)"),
+    }
     eprintln!("draining: /readyz answers 503; in-flight requests finish, then the node exits");
     if running.drain().await == runplane_node::drain::DrainOutcome::TimedOut {
         eprintln!("some connections were still open past the longest invocation deadline and were closed");

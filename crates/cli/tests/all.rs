@@ -773,3 +773,268 @@ async fn sigterm_drains_in_flight_invocations_and_exits_zero() {
     assert!(exit.success(), "a drained node exits 0: {exit}");
     assert!(took > Duration::from_millis(1000), "the request was in flight across the SIGTERM and the drain delay ({took:?})");
 }
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+#[test]
+fn a_node_local_backend_beside_a_shared_control_store_is_refused_by_name() {
+    let text = "[backends.db]\nkind = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/postgres\"\n\n[bindings]\nrecords = \"sqlite\"\nblobs = \"filesystem\"\n\n[control]\nstore = \"db\"\n";
+    let (ok, err) = serve_config(text);
+    assert!(!ok, "refused at start");
+    for needle in [
+        "bindings.records: is bound to \"sqlite\", a node-local sqlite backend",
+        "bind a postgres or mysql backend instead",
+        "bindings.messaging: is bound to \"in-process\"",
+        "bindings.blobs: is bound to \"filesystem\"",
+        "audit.store: is the node-local audit.db",
+        "audit.key_file: is not set",
+        "tokens.key_file: is not set",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
+    }
+}
+
+/// Three nodes on one PostgreSQL, NATS and S3: what one node changes, the others act
+/// on within a second; revocations too; a killed listener still converges; a killed
+/// leader's lease passes on within its TTL with epochs that never overlap; a SIGTERM
+/// under load fails no request.
+#[tokio::test]
+async fn three_nodes_on_postgres_are_one_instance() {
+    use cluster::{Instance, Sql, pct, signal};
+    use reqwest::{Method, StatusCode};
+    use serde_json::json;
+    let Some(inst) = Instance::new(Sql::Postgres).await else { return };
+    let a = inst.start("node-a", "").await;
+    let b = inst.start("node-b", "").await;
+    let mut c = inst.start("node-c", "").await;
+    let second = Duration::from_secs(1);
+
+    // A tenant created on A is served on C; a capability pushed and deployed on A runs
+    // on B and C.
+    let (s, created) = inst.admin(&a, Method::POST, "/v1/tenants", Some(json!({"id": "acme", "tier": "enterprise"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let key = created["api_key"].as_str().expect("key").to_owned();
+    inst.push_and_deploy(&a, "hello", runplane_examples::HELLO, Some("greeting")).await;
+    let (s, _) = inst.admin(&a, Method::PUT, "/v1/flags/greeting", Some(json!({"enabled": true}))).await;
+    assert_eq!(s, StatusCode::OK);
+    for n in [&b, &c] {
+        inst.until(n, &key, "/apps/hello/", StatusCode::OK, second).await;
+    }
+
+    // A quota changed on C applies on A.
+    let (s, q) = inst.admin(&c, Method::PUT, "/v1/tenants/acme/quota", Some(json!({"quota": {"max_concurrent_tasks": 3, "max_cpu_seconds": 77, "max_memory_mb": 64, "max_disk_mb": 100, "max_network_kb": 1000, "window_seconds": 60}}))).await;
+    assert_eq!(s, StatusCode::OK, "{q}");
+    let t = Instant::now();
+    loop {
+        let (_, q) = inst.admin(&a, Method::GET, "/v1/tenants/acme/quota", None).await;
+        if q["quota"]["max_cpu_seconds"] == 77 {
+            break;
+        }
+        assert!(t.elapsed() < second, "the quota set on C did not reach A: {q}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // 50 flag toggles on A, each timed until C's next request sees it.
+    let mut delays = Vec::new();
+    for i in 0..50 {
+        let on = i % 2 == 1;
+        let (s, _) = inst.admin(&a, Method::PUT, "/v1/flags/greeting", Some(json!({"enabled": on}))).await;
+        assert_eq!(s, StatusCode::OK);
+        delays.push(inst.until(&c, &key, "/apps/hello/", if on { StatusCode::OK } else { StatusCode::FORBIDDEN }, Duration::from_secs(5)).await);
+    }
+    delays.sort();
+    eprintln!("flag toggle on A -> seen on C (notify + poll): p50 {:?} p90 {:?} p99 {:?} max {:?}", pct(&delays, 0.5), pct(&delays, 0.9), pct(&delays, 0.99), pct(&delays, 1.0));
+    assert!(pct(&delays, 0.99) < second, "p99 {:?}", pct(&delays, 0.99));
+
+    // A deleted key, a revoked token and a suspended tenant are refused on C within 1 s.
+    let (_, extra) = inst.admin(&a, Method::POST, "/v1/tenants/acme/keys", None).await;
+    let extra_key = extra["api_key"].as_str().expect("key").to_owned();
+    inst.until(&c, &extra_key, "/apps/hello/", StatusCode::OK, second).await;
+    let (s, _) = inst.admin(&a, Method::DELETE, &format!("/v1/tenants/acme/keys/{}", extra["key_id"].as_str().expect("key id")), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let took = inst.until(&c, &extra_key, "/apps/hello/", StatusCode::UNAUTHORIZED, second).await;
+    eprintln!("key deleted on A -> refused on C after {took:?}");
+    let (_, minted) = inst.admin(&a, Method::POST, "/v1/tenants/acme/tokens", Some(json!({"role": "tenant", "subject": "svc@acme"}))).await;
+    let token = minted["token"].as_str().expect("token").to_owned();
+    inst.until(&c, &token, "/apps/hello/", StatusCode::OK, second).await;
+    let (s, body) = inst.admin(&a, Method::POST, "/v1/tokens/revoke", Some(json!({"token": token}))).await;
+    assert!(s.is_success(), "{body}");
+    let took = inst.until(&c, &token, "/apps/hello/", StatusCode::UNAUTHORIZED, second).await;
+    eprintln!("token revoked on A -> refused on C after {took:?}");
+    let (s, _) = inst.admin(&a, Method::POST, "/v1/tenants/acme/suspend", None).await;
+    assert!(s.is_success());
+    let took = inst.until(&c, &key, "/apps/hello/", StatusCode::FORBIDDEN, second).await;
+    eprintln!("tenant suspended on A -> refused on C after {took:?}");
+    let (s, _) = inst.admin(&a, Method::POST, "/v1/tenants/acme/resume", None).await;
+    assert!(s.is_success());
+    inst.until(&c, &key, "/apps/hello/", StatusCode::OK, second).await;
+
+    // The listeners' connections killed: C resyncs and still converges.
+    {
+        use sqlx::Connection;
+        let mut pg = sqlx::PgConnection::connect(&runplane_adapters::testing::postgres_url()).await.expect("connect");
+        let killed: Vec<bool> = sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'")
+            .bind(&inst.database)
+            .fetch_all(&mut pg)
+            .await
+            .expect("terminate");
+        assert_eq!(killed.len(), 3, "each node listens");
+    }
+    let (s, _) = inst.admin(&a, Method::PUT, "/v1/flags/greeting", Some(json!({"enabled": false}))).await;
+    assert_eq!(s, StatusCode::OK);
+    inst.until(&c, &key, "/apps/hello/", StatusCode::FORBIDDEN, Duration::from_millis(1500)).await;
+    let (s, _) = inst.admin(&a, Method::PUT, "/v1/flags/greeting", Some(json!({"enabled": true}))).await;
+    assert_eq!(s, StatusCode::OK);
+    inst.until(&c, &key, "/apps/hello/", StatusCode::OK, second).await;
+
+    // Membership and the leader; the leader SIGKILLed hands over within the lease TTL.
+    let (s, members) = inst.admin(&b, Method::GET, "/v1/cluster/nodes", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<&str> = members["nodes"].as_array().expect("nodes").iter().map(|n| n["node_id"].as_str().unwrap_or("")).collect();
+    assert_eq!(ids, ["node-a", "node-b", "node-c"]);
+    assert!(members["nodes"].as_array().expect("nodes").iter().all(|n| n["state"] == "ready" && n["region"] == "eu-west"), "{members}");
+    assert_eq!(members["protocol_version"], "1.0");
+    let leader = members["leader"].as_str().expect("a leader").to_owned();
+    let mut procs = vec![a, b];
+    procs.push(std::mem::replace(&mut c, cluster::NodeProc { id: String::new(), port: 0, config: Default::default(), child: None }));
+    let pos = procs.iter().position(|n| n.id == leader).expect("the leader is one of the three");
+    let killed = procs.remove(pos);
+    signal(&killed, "-KILL");
+    let t = Instant::now();
+    let next = loop {
+        let (_, m) = inst.admin(&procs[0], Method::GET, "/v1/cluster/nodes", None).await;
+        if let Some(l) = m["leader"].as_str()
+            && l != leader
+        {
+            break l.to_owned();
+        }
+        assert!(t.elapsed() < Duration::from_secs(3) + Duration::from_secs(1), "no node took the lease within its TTL (3 s) and one renewal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("leader {leader} SIGKILLed -> {next} holds the lease after {:?}", t.elapsed());
+    let epochs = inst.lease_epochs().await;
+    eprintln!("lease epochs (epoch, holder, acquired_ms, previous_expired_ms): {epochs:?}");
+    assert!(epochs.windows(2).all(|w| w[1].0 == w[0].0 + 1 && w[1].2 >= w[1].3), "epochs grow by one and each began after the previous expired");
+    assert_eq!(epochs.last().map(|e| e.1.as_str()), Some(next.as_str()));
+    let t = Instant::now();
+    loop {
+        let (_, m) = inst.admin(&procs[0], Method::GET, "/v1/cluster/nodes", None).await;
+        if m["nodes"].as_array().is_some_and(|n| n.iter().any(|n| n["node_id"] == leader.as_str() && n["state"] == "gone")) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "the killed node was not marked gone: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGTERM to one of the two left under load: clients that move on when a node
+    // refuses connections see no failed request.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let urls: Vec<String> = procs.iter().map(|n| n.url("/apps/hello/")).collect();
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let (http, urls, key, stop) = (inst.http.clone(), urls.clone(), key.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed, mut retried) = (0u32, Vec::new(), 0u32);
+                let mut n = i;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut tries = 0;
+                    loop {
+                        n += 1;
+                        match http.get(&urls[n % urls.len()]).bearer_auth(&key).send().await {
+                            Ok(r) if r.status() == 200 => {
+                                ok += 1;
+                                break;
+                            }
+                            Ok(r) => {
+                                failed.push(r.status().to_string());
+                                break;
+                            }
+                            // Refused or closed: the request did not run; try the next node.
+                            Err(e) if tries < 4 && (e.is_connect() || e.is_request()) => {
+                                tries += 1;
+                                retried += 1;
+                            }
+                            Err(e) => {
+                                failed.push(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                }
+                (ok, failed, retried)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leaving = procs.pop().expect("a node");
+    signal(&leaving, "-TERM");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed, mut retried) = (0, Vec::new(), 0);
+    for c in clients {
+        let (o, f, r) = c.await.expect("client");
+        ok += o;
+        failed.extend(f);
+        retried += r;
+    }
+    eprintln!("SIGTERM under load: {ok} ok, {} failed, {retried} retried on another node", failed.len());
+    assert!(failed.is_empty(), "failed requests during a drain: {failed:?}");
+    assert!(ok > 50, "the load ran ({ok} requests)");
+    let mut leaving = leaving;
+    let exit = leaving.child.as_mut().expect("child").0.wait().expect("wait");
+    assert!(exit.success(), "the drained node exits 0: {exit}\n{}", inst.log(&leaving.id));
+    let (_, m) = inst.admin(&procs[0], Method::GET, "/v1/cluster/nodes", None).await;
+    assert!(m["nodes"].as_array().is_some_and(|n| n.iter().any(|n| n["node_id"] == leaving.id.as_str() && n["state"] == "gone")), "a drained node deregisters: {m}");
+}
+
+/// The core on MariaDB (no notifications: followers poll) and on PostgreSQL with the
+/// notification hint off: propagation within 1.5 s, revocation, and a node restarted
+/// on a fresh, empty data dir serves at once from the shared store.
+#[tokio::test]
+async fn three_nodes_on_mariadb_and_poll_only_postgres_propagate_revoke_and_restart() {
+    for (sql, extra) in [(cluster::Sql::MariaDb, ""), (cluster::Sql::Postgres, "notify = false\n")] {
+        let Some(inst) = cluster::Instance::new(sql).await else { continue };
+        propagate_revoke_restart(&inst, extra).await;
+    }
+}
+
+async fn propagate_revoke_restart(inst: &cluster::Instance, extra: &str) {
+    use cluster::pct;
+    use reqwest::{Method, StatusCode};
+    use serde_json::json;
+    let bound = Duration::from_millis(1500);
+    let a = inst.start("node-a", extra).await;
+    let b = inst.start("node-b", extra).await;
+    let mut c = inst.start("node-c", extra).await;
+    let (s, created) = inst.admin(&b, Method::POST, "/v1/tenants", Some(json!({"id": "acme", "tier": "enterprise"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let key = created["api_key"].as_str().expect("key").to_owned();
+    inst.push_and_deploy(&a, "hello", runplane_examples::HELLO, Some("greeting")).await;
+    let (s, _) = inst.admin(&a, Method::PUT, "/v1/flags/greeting", Some(json!({"enabled": true}))).await;
+    assert_eq!(s, StatusCode::OK);
+    inst.until(&c, &key, "/apps/hello/", StatusCode::OK, bound).await;
+    let mut delays = Vec::new();
+    for i in 0..20 {
+        let on = i % 2 == 1;
+        inst.admin(&a, Method::PUT, "/v1/flags/greeting", Some(json!({"enabled": on}))).await;
+        delays.push(inst.until(&c, &key, "/apps/hello/", if on { StatusCode::OK } else { StatusCode::FORBIDDEN }, Duration::from_secs(5)).await);
+    }
+    delays.sort();
+    eprintln!("{:?} {extra:?}: flag toggle on A -> seen on C (poll only): p50 {:?} p99 {:?} max {:?}", inst.sql, pct(&delays, 0.5), pct(&delays, 0.99), pct(&delays, 1.0));
+    assert!(pct(&delays, 0.99) < bound, "p99 {:?}", pct(&delays, 0.99));
+    let (s, _) = inst.admin(&a, Method::POST, "/v1/tenants/acme/suspend", None).await;
+    assert!(s.is_success());
+    inst.until(&c, &key, "/apps/hello/", StatusCode::FORBIDDEN, bound).await;
+    inst.admin(&a, Method::POST, "/v1/tenants/acme/resume", None).await;
+    inst.until(&c, &key, "/apps/hello/", StatusCode::OK, bound).await;
+
+    // C restarted on an empty data dir: nothing of its own, everything from the store.
+    cluster::signal(&c, "-TERM");
+    let exit = c.child.as_mut().expect("child").0.wait().expect("wait");
+    assert!(exit.success(), "{exit}");
+    std::fs::remove_dir_all(inst.dir.path().join("node-c")).expect("wipe C's data dir");
+    let c = inst.start("node-c", extra).await;
+    assert_eq!(inst.call(&c, &key, "/apps/hello/").await, StatusCode::OK, "the restarted node serves the tenant and its deployment");
+    drop((a, b));
+}

@@ -4,9 +4,10 @@
 //! backend (`[audit] archive`). Entries, hashes and checkpoints stay where they are, so
 //! every log verifies the same afterwards; replay reads an archived journal back.
 //!
-//! On several nodes sharing one audit store, each node's archiver may run: a segment
-//! is named by its content and a journal's body is dropped only once, so two passes at
-//! once write the same segment twice at worst.
+//! On several nodes sharing one store only the leader's loop archives
+//! ([`crate::cluster`]); and should two passes overlap across a change of leader, a
+//! segment is named by its content and a journal's body is dropped only once, so the
+//! same segment is written twice at worst.
 
 use std::sync::Arc;
 
@@ -40,6 +41,9 @@ pub(crate) fn spawn(node: Arc<Node>) -> tokio::task::JoinHandle<()> {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
+            if node.leader_epoch().is_none() {
+                continue;
+            }
             match archive_once(&node).await {
                 Ok(r) if r.journals > 0 => tracing::info!(journals = r.journals, segments = r.segments.len(), freed_bytes = r.freed_bytes, "journal archiving pass"),
                 Ok(_) => {}

@@ -37,6 +37,10 @@ impl KeyIndex {
         self.by_hash.write().unwrap_or_else(|p| p.into_inner()).insert(hash, owner);
     }
 
+    pub fn remove_key(&self, key_id: &str) {
+        self.by_hash.write().unwrap_or_else(|p| p.into_inner()).retain(|_, o| o.key_id != key_id);
+    }
+
     pub fn remove_tenant(&self, tenant: &str) {
         self.by_hash.write().unwrap_or_else(|p| p.into_inner()).retain(|_, o| o.tenant != tenant);
     }

@@ -10,26 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use runplane_host::SandboxConfig;
-use serde::Deserialize;
 
-/// How tenants' data is kept apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Many tenants share infrastructure; adapters scope every key by tenant.
-    Shared,
-    /// Each tenant has its own database file and blob root.
-    Dedicated,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Shared => "shared",
-            Mode::Dedicated => "dedicated",
-        }
-    }
-}
+pub use runplane_control::Mode;
 
 /// A validated node configuration.
 #[derive(Debug, Clone)]
@@ -75,6 +57,16 @@ pub struct NodeConfig {
     /// Where journals past their retention window are archived (`[audit] archive`): a
     /// filesystem or s3 backend; `None` for `<data_dir>/audit-archive`.
     pub audit_archive: Option<String>,
+    /// `[control] store`: the postgres or mysql backend holding control state shared by
+    /// every node of the instance; `None` is the embedded `control.db`.
+    pub control_store: Option<String>,
+    /// The rest of `[control]`: how nodes follow the shared store.
+    pub control: ControlSettings,
+    /// `[node] region`: the region label this node reports in membership.
+    pub region: String,
+    /// `[tokens] key_file`: the capability-token signing key (default
+    /// `<data_dir>/token.key`, created at first start).
+    pub token_key_file: Option<PathBuf>,
     /// How long journals stay in the hot audit store (`[audit] journal_retention_hours`,
     /// and per tier `[audit.journal_retention_hours_by_tier]`); events and their
     /// hashes stay forever.
@@ -318,6 +310,10 @@ impl NodeConfig {
             audit_key_file: None,
             audit_store: None,
             audit_archive: None,
+            control_store: None,
+            control: ControlSettings::default(),
+            region: "default".into(),
+            token_key_file: None,
             journal_retention: JournalRetention::default(),
             kek_file: None,
             kek_env: "RUNPLANE_KEK".into(),
@@ -351,11 +347,18 @@ impl NodeConfig {
         c.only_keys(
             &table,
             "",
-            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "secrets", "config", "tenant_config"],
+            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens"],
         );
 
         if let Some(node) = c.table(&table, "node") {
-            c.only_keys(node, "node", &["id", "listen", "data_dir", "mode", "environment", "admin_token", "max_body_bytes", "drain_delay_ms"]);
+            c.only_keys(node, "node", &["id", "listen", "data_dir", "mode", "environment", "admin_token", "max_body_bytes", "drain_delay_ms", "region"]);
+            if let Some(v) = c.get::<String>(node, "node", "region") {
+                if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                    c.problem("node.region", "must be 1-64 characters of a-z, 0-9 and '-'");
+                } else {
+                    cfg.region = v;
+                }
+            }
             if let Some(v) = c.get::<String>(node, "node", "environment") {
                 if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
                     c.problem("node.environment", "must be 1-64 characters of a-z, 0-9 and '-'");
@@ -516,6 +519,44 @@ impl NodeConfig {
                 cfg.audit_store = Some(v);
             }
         }
+        if let Some(t) = c.table(&table, "control") {
+            c.only_keys(t, "control", &["store", "max_staleness_ms", "poll_ms", "notify", "heartbeat_ms", "node_ttl_ms", "lease_ttl_ms"]);
+            if let Some(v) = c.get::<String>(t, "control", "store")
+                && v != "sqlite"
+            {
+                cfg.control_store = Some(v);
+            }
+            let ms = |c: &mut Checker, key: &str, range: std::ops::RangeInclusive<u64>, into: &mut std::time::Duration| {
+                if let Some(v) = c.get::<u64>(t, "control", key) {
+                    if range.contains(&v) {
+                        *into = std::time::Duration::from_millis(v);
+                    } else {
+                        c.problem(&format!("control.{key}"), &format!("must be between {} and {}", range.start(), range.end()));
+                    }
+                }
+            };
+            let s = &mut cfg.control;
+            ms(&mut c, "max_staleness_ms", 1_000..=3_600_000, &mut s.max_staleness);
+            ms(&mut c, "poll_ms", 50..=60_000, &mut s.poll);
+            ms(&mut c, "heartbeat_ms", 100..=60_000, &mut s.heartbeat);
+            ms(&mut c, "node_ttl_ms", 500..=600_000, &mut s.node_ttl);
+            ms(&mut c, "lease_ttl_ms", 1_000..=600_000, &mut s.lease_ttl);
+            if let Some(v) = c.get::<bool>(t, "control", "notify") {
+                s.notify = v;
+            }
+            if s.poll >= s.max_staleness {
+                c.problem("control.poll_ms", "must be shorter than control.max_staleness_ms, or every node would go stale between two polls");
+            }
+            if s.heartbeat >= s.node_ttl {
+                c.problem("control.heartbeat_ms", "must be shorter than control.node_ttl_ms, or live nodes would show as gone");
+            }
+        }
+        if let Some(t) = c.table(&table, "tokens") {
+            c.only_keys(t, "tokens", &["key_file"]);
+            if let Some(v) = c.get::<String>(t, "tokens", "key_file") {
+                cfg.token_key_file = Some(PathBuf::from(v));
+            }
+        }
         if let Some(t) = c.table(&table, "secrets") {
             c.only_keys(t, "secrets", &["kek_file", "kek_env"]);
             if let Some(v) = c.get::<String>(t, "secrets", "kek_file") {
@@ -566,7 +607,88 @@ impl NodeConfig {
                 None => c.problem("audit.store", &format!("no backend is named {name:?}; define it under [backends.{name}] or use \"sqlite\"")),
             }
         }
+        if let Some(name) = &cfg.control_store {
+            match cfg.backends.get(name) {
+                Some(Backend::Postgres { .. } | Backend::MySql { .. }) => check_shared(&mut c, &cfg, name, env(&cfg.kek_env).is_some()),
+                Some(other) => c.problem("control.store", &format!("backend {name:?} is a {} backend; the control store lives in \"sqlite\" (the default, one node) or a postgres or mysql backend every node shares", other.kind())),
+                None => c.problem("control.store", &format!("no backend is named {name:?}; define it under [backends.{name}] (kind postgres or mysql) or use \"sqlite\"")),
+            }
+        }
         if c.problems.is_empty() { Ok(cfg) } else { Err(c.problems) }
+    }
+}
+
+/// With a shared control store the node is one of several: everything else the
+/// instance keeps must be shared too, or a blob written through one node would be
+/// missing on the next and a message published on one would never reach another's
+/// subscribers. Node-local backends and per-node key files are refused by name.
+fn check_shared(c: &mut Checker, cfg: &NodeConfig, control: &str, kek_in_env: bool) {
+    let why = format!("with a shared control store ([control] store = {control:?}) every node must see the same data");
+    let bound = std::iter::once(("bindings".to_owned(), &cfg.bindings))
+        .chain(cfg.tenant_bindings.iter().map(|(t, b)| (format!("tenant_bindings.{t}"), b)));
+    for (place, bindings) in bound {
+        for port in Port::ALL {
+            let name = bindings.get(port);
+            let Some(backend) = cfg.backends.get(name) else { continue };
+            let instead = match backend {
+                Backend::Sqlite => "a postgres or mysql backend",
+                Backend::InProcess => "a nats or rabbitmq backend",
+                Backend::Filesystem => "an s3 backend",
+                _ => continue,
+            };
+            c.problem(
+                &format!("{place}.{}", port.key()),
+                &format!("is bound to {name:?}, a node-local {} backend; {why}: bind {instead} instead", backend.kind()),
+            );
+        }
+    }
+    if cfg.audit_store.is_none() {
+        c.problem("audit.store", &format!("is the node-local audit.db; {why}: set [audit] store = {control:?} (or another postgres or mysql backend)"));
+    }
+    if let Some(name) = &cfg.audit_archive
+        && matches!(cfg.backends.get(name), Some(Backend::Filesystem))
+    {
+        c.problem("audit.archive", &format!("is {name:?}, a node-local filesystem backend; {why}: archive to an s3 backend"));
+    }
+    let key = |c: &mut Checker, place: &str, set: bool, what: &str| {
+        if !set {
+            c.problem(place, &format!("is not set, so each node would create its own {what} in its data dir; {why}: give every node the same key file (copy the first node's)"));
+        }
+    };
+    key(c, "audit.key_file", cfg.audit_key_file.is_some(), "instance signing key");
+    key(c, "tokens.key_file", cfg.token_key_file.is_some(), "token signing key");
+    key(c, "secrets.kek_file", cfg.kek_file.is_some() || kek_in_env, "key-encryption key for secrets (or set the environment variable [secrets] kek_env names)");
+}
+
+/// `[control]`: how a node follows a shared control store.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// A node that has not confirmed it is current for this long answers tenant and
+    /// admin traffic with 503 (`max_staleness_ms`, default 30000).
+    pub max_staleness: std::time::Duration,
+    /// The safety-net poll of the change feed (`poll_ms`, default 500).
+    pub poll: std::time::Duration,
+    /// Whether PostgreSQL notifications wake followers at once (`notify`, default true).
+    pub notify: bool,
+    /// Membership heartbeat (`heartbeat_ms`, default 1000).
+    pub heartbeat: std::time::Duration,
+    /// A node whose heartbeat is older is `gone` (`node_ttl_ms`, default 5000).
+    pub node_ttl: std::time::Duration,
+    /// The leader lease's TTL (`lease_ttl_ms`, default 10000).
+    pub lease_ttl: std::time::Duration,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        use std::time::Duration;
+        ControlSettings {
+            max_staleness: Duration::from_secs(30),
+            poll: Duration::from_millis(500),
+            notify: true,
+            heartbeat: Duration::from_secs(1),
+            node_ttl: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(10),
+        }
     }
 }
 

@@ -97,9 +97,19 @@ fn release_id(environment: &str, capability: &str, version: &str) -> String {
     format!("{environment}/{capability}@{version}")
 }
 
-impl ControlPlane {
-    /// Loads every document from the control store.
-    pub async fn load(store: ControlStore, instance_id: String) -> Result<Self, ApiError> {
+/// Every control-plane document, as read from the store.
+struct Documents {
+    flags: FlagSet,
+    domains: DomainRegistry,
+    tenant_domains: BTreeMap<String, BTreeSet<String>>,
+    environments: BTreeMap<String, Environment>,
+    releases: BTreeMap<String, Release>,
+    paused: HashSet<String>,
+    revoked: HashSet<String>,
+}
+
+impl Documents {
+    async fn read(store: &ControlStore) -> Result<Documents, ApiError> {
         let mut flags = FlagSet::default();
         for (id, body) in store.documents(FLAG).await? {
             let flag: FeatureFlag = read(FLAG, &id, &body)?;
@@ -132,17 +142,39 @@ impl ControlPlane {
             store.documents(RELEASE).await?.into_iter().map(|(id, body)| Ok((id.clone(), read(RELEASE, &id, &body)?))).collect::<Result<_, ApiError>>()?;
         let paused = store.documents(PAUSED).await?.into_iter().map(|(id, _)| id).collect();
         let revoked = store.documents(REVOKED).await?.into_iter().map(|(id, _)| id).collect();
+        Ok(Documents { flags, domains, tenant_domains, environments, releases, paused, revoked })
+    }
+}
+
+impl ControlPlane {
+    /// Loads every document from the control store.
+    pub async fn load(store: ControlStore, instance_id: String) -> Result<Self, ApiError> {
+        let d = Documents::read(&store).await?;
         Ok(ControlPlane {
             store,
             instance_id,
-            flags: RwLock::new(flags),
-            domains: RwLock::new(domains),
-            tenant_domains: RwLock::new(tenant_domains),
-            environments: RwLock::new(environments),
-            releases: RwLock::new(releases),
-            paused: RwLock::new(paused),
-            revoked: RwLock::new(revoked),
+            flags: RwLock::new(d.flags),
+            domains: RwLock::new(d.domains),
+            tenant_domains: RwLock::new(d.tenant_domains),
+            environments: RwLock::new(d.environments),
+            releases: RwLock::new(d.releases),
+            paused: RwLock::new(d.paused),
+            revoked: RwLock::new(d.revoked),
         })
+    }
+
+    /// Replaces the in-memory state with what the store holds now (another node
+    /// changed a document).
+    pub async fn reload(&self) -> Result<(), ApiError> {
+        let d = Documents::read(&self.store).await?;
+        *write(&self.flags) = d.flags;
+        *write(&self.domains) = d.domains;
+        *write(&self.tenant_domains) = d.tenant_domains;
+        *write(&self.environments) = d.environments;
+        *write(&self.releases) = d.releases;
+        *write(&self.paused) = d.paused;
+        *write(&self.revoked) = d.revoked;
+        Ok(())
     }
 
     /// The instance id flags are stamped with.

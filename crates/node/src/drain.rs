@@ -10,6 +10,11 @@
 //! 3. once every connection has closed, or the longest invocation deadline plus
 //!    [`GRACE`] has passed, the process exits 0.
 //!
+//! `runplane operate drain-node NODE` (`POST /v1/cluster/nodes/{id}/drain`) records
+//! `draining` for the node in the membership table; the node sees it at its next
+//! heartbeat and drains the same way. At the end the node deregisters (`gone`) and
+//! gives up the leader lease if it held it.
+//!
 //! `/livez` never depends on this or on any backend: it says the process answers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,11 +31,13 @@ pub const GRACE: Duration = Duration::from_secs(2);
 pub struct Drain {
     draining: AtomicBool,
     stop: watch::Sender<bool>,
+    /// An operator asked for a drain (`runplane operate drain-node`).
+    requested: tokio::sync::Notify,
 }
 
 impl Default for Drain {
     fn default() -> Self {
-        Drain { draining: AtomicBool::new(false), stop: watch::channel(false).0 }
+        Drain { draining: AtomicBool::new(false), stop: watch::channel(false).0, requested: tokio::sync::Notify::new() }
     }
 }
 
@@ -40,6 +47,17 @@ impl Drain {
         self.draining.load(Ordering::Acquire)
     }
 
+    /// Asks the process to drain as it would on SIGTERM (what [`Drain::requested`]
+    /// waits for).
+    pub(crate) fn request(&self) {
+        self.requested.notify_one();
+    }
+
+    /// Resolves once an operator asked this node to drain.
+    pub async fn requested(&self) {
+        self.requested.notified().await
+    }
+
     pub(crate) fn begin(&self) {
         self.draining.store(true, Ordering::Release);
     }
@@ -47,6 +65,11 @@ impl Drain {
     /// Tells the listener to stop accepting and the connections to close once idle.
     pub(crate) fn stop_accepting(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Whether the listener was told to stop (the node is on its way out).
+    pub(crate) fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
     }
 
     /// Resolves once [`Drain::stop_accepting`] has been called.

@@ -137,6 +137,16 @@ impl From<runplane_audit::AuditError> for ApiError {
     }
 }
 
+impl From<runplane_control::ControlError> for ApiError {
+    fn from(e: runplane_control::ControlError) -> Self {
+        use runplane_control::ControlError as C;
+        match e {
+            C::Corrupt(_) => ApiError::unavailable(format!("{e}; restore the control store from a backup")),
+            C::Unavailable(_) | C::StaleEpoch { .. } => ApiError::unavailable(e.to_string()),
+        }
+    }
+}
+
 impl From<runplane_ports::PortError> for ApiError {
     fn from(e: runplane_ports::PortError) -> Self {
         use runplane_ports::PortError as P;

@@ -60,6 +60,12 @@ pub struct Node {
     pub(crate) journal_archive: Option<Arc<dyn runplane_ports::BlobStore>>,
     /// Whether the node is draining; stops the listener ([`RunningNode::drain`]).
     pub(crate) drain: crate::drain::Drain,
+    /// Whether the cached control state is current enough to act on.
+    pub(crate) freshness: crate::follower::Freshness,
+    /// The leader lease, when this node holds it.
+    pub(crate) leadership: crate::cluster::Leadership,
+    /// The address this node listens on, as membership reports it.
+    pub(crate) advertised: std::sync::OnceLock<String>,
 }
 
 /// Where the key-encryption keys of secrets come from.
@@ -87,12 +93,14 @@ impl RunningNode {
     pub async fn drain(self) -> crate::drain::DrainOutcome {
         let node = self.node;
         node.drain.begin();
+        // Membership shows `draining` from the next heartbeat; tell it now.
+        let _ = node.control.set_node_state(&node.config.node_id, "draining").await;
         let delay = node.config.drain_delay;
         tracing::info!(delay_ms = delay.as_millis() as u64, "draining: /readyz answers 503; the listener closes after the delay");
         tokio::time::sleep(delay).await;
         node.drain.stop_accepting();
         let limit = node.config.sandbox.deadline() + crate::drain::GRACE;
-        match tokio::time::timeout(limit, self.server).await {
+        let outcome = match tokio::time::timeout(limit, self.server).await {
             Ok(_) => {
                 tracing::info!("drained: every connection has closed");
                 crate::drain::DrainOutcome::Finished
@@ -101,7 +109,9 @@ impl RunningNode {
                 tracing::warn!(waited_ms = limit.as_millis() as u64, "drain: connections still open after the longest invocation deadline; closing them");
                 crate::drain::DrainOutcome::TimedOut
             }
-        }
+        };
+        node.leave().await;
+        outcome
     }
 }
 
@@ -121,7 +131,11 @@ impl Node {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
-        let control = ControlStore::open(&data_dir).await?;
+        let control = open_control(&config).await?;
+        // The watermark is read before any state: what is loaded next is at least as
+        // new, and the follower takes it from there.
+        let loaded_at = std::time::Instant::now();
+        let head = control.head().await?;
         let signer = instance_signer(&config, &entropy)?;
         let audit = open_audit(&config, signer).await?;
         for (log, why) in audit.refused() {
@@ -140,7 +154,11 @@ impl Node {
         let config_sets = Arc::new(crate::configsets::ConfigSets::new(&config.environment, file_config, &control.config_versions().await?)?);
         let config_store: Arc<dyn ConfigStore> = config_sets.clone();
         let (keyring, kek_source) = load_keyring(&config)?;
-        let tokens = crate::auth::Tokens::load(&config.data_dir.join("token.key"), &entropy)?;
+        let token_key = config.token_key_file.clone().unwrap_or_else(|| config.data_dir.join("token.key"));
+        let tokens = crate::auth::Tokens::load(&token_key, &entropy)?;
+        if control.is_shared() {
+            same_keys_as_the_instance(&control, &config, &audit, &tokens, &keyring).await?;
+        }
         let instance_id = audit.verifier().name().trim_start_matches("runplane/").to_owned();
         let controlplane = crate::controlplane::ControlPlane::load(control.clone(), instance_id).await?;
         let bindings = BindingResolver::new(&config, config_store.clone(), telemetry, keyring.clone()).await?;
@@ -153,6 +171,8 @@ impl Node {
         let tenants = control.tenants().await?.into_iter().map(|t| (t.id.clone(), t)).collect();
         let quotas = crate::quotas::Quotas::load(control.clone(), config.sandbox.fuel, config.scheduler.max_queued_per_tenant).await?;
 
+        let shared = control.is_shared();
+        let max_staleness = config.control.max_staleness;
         let node = Arc::new(Node {
             scheduler: runplane_tenancy::TenantScheduler::new(config.sandbox.max_instances),
             quotas,
@@ -178,25 +198,10 @@ impl Node {
             controlplane,
             journal_archive,
             drain: crate::drain::Drain::default(),
+            freshness: crate::follower::Freshness::new(shared, max_staleness),
+            leadership: crate::cluster::Leadership::default(),
+            advertised: std::sync::OnceLock::new(),
         });
-        // Resume provisioning that a crash or an outage interrupted (in the background:
-        // the node serves every other tenant meanwhile).
-        let unfinished: Vec<String> = node
-            .tenants
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|t| t.provisioning != "ready")
-            .map(|t| t.id.clone())
-            .collect();
-        for id in unfinished {
-            let node = node.clone();
-            tokio::spawn(async move {
-                if let Err(e) = node.provision(&id).await {
-                    tracing::warn!(tenant = %id, error = %e.message, "provisioning is still failing; resume with POST /v1/tenants/{id}/provision");
-                }
-            });
-        }
         for d in node.control.deployments().await? {
             let route = d.route.clone();
             if let Err(e) = node.activate(d).await {
@@ -210,6 +215,9 @@ impl Node {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another address with --listen", node.config.listen))?;
         let addr = listener.local_addr()?;
+        let _ = node.advertised.set(addr.to_string());
+        crate::follower::spawn(node.clone(), head, loaded_at);
+        crate::cluster::spawn(node.clone());
         let app = crate::api::router(node.clone());
         let listener = crate::listener::LingeringListener::new(listener);
         let stopped = node.drain.stopped();
@@ -225,6 +233,12 @@ impl Node {
     /// Whether a drain has begun (`/readyz` answers 503).
     pub fn is_draining(&self) -> bool {
         self.drain.is_draining()
+    }
+
+    /// Resolves once an operator asked this node to drain (`runplane operate
+    /// drain-node`); the caller then drains it as on SIGTERM.
+    pub async fn drain_requested(&self) {
+        self.drain.requested().await
     }
 
     /// The node's configuration.
@@ -424,6 +438,11 @@ impl Node {
     /// Adds a new key-encryption key and makes it current; versions wrapped under older
     /// keys are re-wrapped as they are read. Returns the key ids before and after.
     pub(crate) fn rotate_kek(&self) -> Result<(Vec<String>, Vec<String>), ApiError> {
+        if self.control.is_shared() {
+            return Err(ApiError::conflict(
+                "the key-encryption keys are shared by every node of this instance; rotate by appending a key to the key file of every node, then restart the nodes one by one",
+            ));
+        }
         let path = match &self.kek_source {
             KekSource::File(path) => path,
             KekSource::Env(var) => {
@@ -471,21 +490,31 @@ async fn open_audit(config: &NodeConfig, signer: NoteSigner) -> anyhow::Result<A
     let Some(name) = &config.audit_store else {
         return Ok(AuditStore::open(&config.data_dir.join("audit.db"), signer).await?);
     };
-    let (url, database, runtime_role, runtime_password, max_connections) = match config.backends.get(name) {
-        Some(Backend::Postgres { url, database, runtime_role, runtime_password, max_connections }) => {
-            (url, database, runtime_role, runtime_password, max_connections)
+    match config.backends.get(name) {
+        Some(Backend::Postgres { .. }) => {
+            let options = provision_postgres(config, name, "audit store").await?;
+            AuditStore::open_postgres(options, signer, config.backend_timeout).await.map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}"))
         }
         Some(Backend::MySql { url, database, .. }) => {
             let server: sqlx::mysql::MySqlConnectOptions =
                 url.parse().map_err(|_| anyhow::anyhow!("audit store {name:?}: the url is not a valid MySQL URL"))?;
-            return AuditStore::open_mysql(server, &format!("{database}_audit"), signer, config.backend_timeout)
+            AuditStore::open_mysql(server, &format!("{database}_audit"), signer, config.backend_timeout)
                 .await
-                .map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}; start MySQL/MariaDB or fix [backends.{name}]"));
+                .map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}; start MySQL/MariaDB or fix [backends.{name}]"))
         }
         _ => anyhow::bail!("the audit store {name:?} is not a postgres or mysql backend"),
+    }
+}
+
+/// Makes sure the database of the postgres backend `name` exists (with its runtime
+/// role and the records' migrations) and returns the owner's options for it.
+async fn provision_postgres(config: &NodeConfig, name: &str, what: &str) -> anyhow::Result<sqlx::postgres::PgConnectOptions> {
+    use crate::config::Backend;
+    let Some(Backend::Postgres { url, database, runtime_role, runtime_password, max_connections }) = config.backends.get(name) else {
+        anyhow::bail!("the {what} {name:?} is not a postgres backend");
     };
     let admin: sqlx::postgres::PgConnectOptions =
-        url.parse().map_err(|_| anyhow::anyhow!("audit store {name:?}: the url is not a valid PostgreSQL URL"))?;
+        url.parse().map_err(|_| anyhow::anyhow!("{what} {name:?}: the url is not a valid PostgreSQL URL"))?;
     let settings = runplane_adapters::postgres::PgSettings {
         admin: admin.clone(),
         database: database.clone(),
@@ -496,10 +525,68 @@ async fn open_audit(config: &NodeConfig, signer: NoteSigner) -> anyhow::Result<A
     };
     runplane_adapters::postgres::provision(&settings)
         .await
-        .map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}; start PostgreSQL or fix [backends.{name}]"))?;
-    AuditStore::open_postgres(admin.database(database), signer, config.backend_timeout)
+        .map_err(|e| anyhow::anyhow!("{what} {name:?}: {e}; start PostgreSQL or fix [backends.{name}]"))?;
+    Ok(admin.database(database))
+}
+
+/// The control store: the embedded `control.db`, or the backend `[control] store`
+/// names — on PostgreSQL the schema `runplane_control` of its shared database, on MySQL
+/// the database `<database>_control` — which every node of the instance shares.
+async fn open_control(config: &NodeConfig) -> anyhow::Result<ControlStore> {
+    use crate::config::Backend;
+    use crate::control::Home;
+    let home = match &config.control_store {
+        None => Home::Embedded,
+        Some(name) => match config.backends.get(name) {
+            Some(Backend::Postgres { url, database, .. }) => {
+                provision_postgres(config, name, "control store").await?;
+                Home::Postgres { url: url.clone(), database: database.clone() }
+            }
+            Some(Backend::MySql { url, database, .. }) => Home::MySql { url: url.clone(), database: database.clone() },
+            _ => anyhow::bail!("the control store {name:?} is not a postgres or mysql backend"),
+        },
+    };
+    let name = config.control_store.as_deref().unwrap_or("sqlite");
+    ControlStore::open(&home, &config.data_dir, config.backend_timeout)
         .await
-        .map_err(|e| anyhow::anyhow!("audit store {name:?}: {e}"))
+        .map_err(|e| anyhow::anyhow!("control store {name:?}: {e}; make sure it is running and reachable, or fix [backends.{name}]"))
+}
+
+/// With a shared control store every node must hold the instance's keys: the first
+/// node to start records each key's public half or fingerprint, and a node whose key
+/// differs is refused, naming the file (it would sign checkpoints or tokens the others
+/// reject, or seal secrets they cannot open).
+async fn same_keys_as_the_instance(
+    control: &ControlStore,
+    config: &NodeConfig,
+    audit: &AuditStore,
+    tokens: &crate::auth::Tokens,
+    keyring: &runplane_secrets::SharedKeyRing,
+) -> anyhow::Result<()> {
+    let refuse = |what: &str, file: String, setting: &str| {
+        anyhow::anyhow!(
+            "{what} {file} is not the one the other nodes of this instance use (the control store records another for {setting}); give this node the same key file as the first node"
+        )
+    };
+    let audit_key = audit.verifier().key_string();
+    if control.setting_or_insert("instance.audit_key", &audit_key).await? != audit_key {
+        let file = config.audit_key_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "instance.key".into());
+        return Err(refuse("the instance key ([audit] key_file)", file, "instance.audit_key"));
+    }
+    let token_key = tokens.authority.public_key().to_string();
+    if control.setting_or_insert("instance.token_key", &token_key).await? != token_key {
+        let file = config.token_key_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "token.key".into());
+        return Err(refuse("the token key ([tokens] key_file)", file, "instance.token_key"));
+    }
+    let fingerprints = keyring.read().unwrap_or_else(|p| p.into_inner()).fingerprints();
+    for (id, fingerprint) in fingerprints {
+        let setting = format!("instance.kek.{id}");
+        if control.setting_or_insert(&setting, &fingerprint).await? != fingerprint {
+            let file = config.kek_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| format!("${}", config.kek_env));
+            return Err(refuse(&format!("the key-encryption key {id} ([secrets] kek_file)"), file, &setting));
+        }
+    }
+    Ok(())
 }
 
 /// The instance's audit signing key: read from `[audit] key_file` (default

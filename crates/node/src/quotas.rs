@@ -155,7 +155,7 @@ impl Quotas {
                 if !dirty.is_empty()
                     && let Err(e) = inner.control.set_disk_usage(&dirty).await
                 {
-                    tracing::error!(error = %e.message, "could not persist disk usage; retrying");
+                    tracing::error!(error = %e, "could not persist disk usage; retrying");
                     for (id, _) in &dirty {
                         if let Some(t) = inner.tenants.read().unwrap_or_else(|p| p.into_inner()).get(id) {
                             t.disk_dirty.store(true, Ordering::Release);
@@ -193,10 +193,43 @@ impl Quotas {
         let json = serde_json::to_string(&quota).map_err(|e| ApiError::unavailable(format!("quota: {e}")))?;
         self.inner.control.set_quota(tenant, &json, at).await?;
         self.inner.custom.write().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_owned(), quota);
-        let state = self.tenant(tenant, tier, now_secs);
-        let old = std::mem::replace(&mut *state.quota.lock().unwrap_or_else(|p| p.into_inner()), (quota, true)).0;
+        Self::apply(&self.tenant(tenant, tier, now_secs), (quota, true), now_secs);
+        Ok(())
+    }
+
+    /// Makes `want` the tenant's quota, resizing its windows (keeping what was used).
+    fn apply(state: &TenantQuota, want: (ExecutionQuota, bool), now_secs: u64) {
+        let old = {
+            let mut guard = state.quota.lock().unwrap_or_else(|p| p.into_inner());
+            if *guard == want {
+                return;
+            }
+            std::mem::replace(&mut *guard, want).0
+        };
+        let quota = want.0;
         state.cpu.resize(now_secs, old.window_seconds, old.cpu_fuel(), quota.window_seconds, quota.cpu_fuel());
         state.network.resize(now_secs, old.window_seconds, old.network_bytes(), quota.window_seconds, quota.network_bytes());
+    }
+
+    /// Applies the quotas the store holds now (another node changed one); `tier`
+    /// gives each tenant's tier for those back on their tier's defaults.
+    pub(crate) async fn reload(&self, now_secs: u64, tier: impl Fn(&str) -> Tier) -> Result<(), ApiError> {
+        let mut custom = HashMap::new();
+        for (tenant, json) in self.inner.control.quotas().await? {
+            let q: ExecutionQuota = serde_json::from_str(&json)
+                .map_err(|e| ApiError::unavailable(format!("the stored quota of tenant {tenant} cannot be read: {e}")))?;
+            custom.insert(tenant, q);
+        }
+        *self.inner.custom.write().unwrap_or_else(|p| p.into_inner()) = custom.clone();
+        let states: Vec<(String, Arc<TenantQuota>)> =
+            self.inner.tenants.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(id, s)| (id.clone(), s.clone())).collect();
+        for (id, state) in states {
+            let want = match custom.get(&id) {
+                Some(q) => (*q, true),
+                None => (tier(&id).default_quota(), false),
+            };
+            Self::apply(&state, want, now_secs);
+        }
         Ok(())
     }
 

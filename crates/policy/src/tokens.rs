@@ -112,6 +112,7 @@ pub const OPERATIONS: &[(&str, &[Role])] = &[
     ("tenant.provision", &[IA]),
     ("tenant.drain", &[IA, OP]),
     ("key.create", &[IA, TA]),
+    ("key.delete", &[IA, TA]),
     ("quota.read", &[IA, AU, TA]),
     ("quota.set", &[IA]),
     // Names and versions only: secret values are never listed (spec §7.2).
@@ -141,6 +142,8 @@ pub const OPERATIONS: &[(&str, &[Role])] = &[
     ("contract.register", &[IA, DE]),
     ("contract.read", &[IA, DE]),
     ("scheduler.plan", &[IA]),
+    ("cluster.read", &[IA, AU, OP]),
+    ("cluster.drain", &[IA, OP]),
     ("audit.read", &[IA, AU, OP]),
     ("replay", &[IA, OP]),
     // A tenant admin mints only for its own tenant: see `may_grant`.
@@ -661,10 +664,10 @@ mod tests {
     fn the_catalogue_matches_the_brief() {
         let ops: BTreeSet<&str> = OPERATIONS.iter().map(|(o, _)| *o).collect();
         assert_eq!(ops.len(), OPERATIONS.len(), "each operation once");
-        assert_eq!(ops.len(), 44);
+        assert_eq!(ops.len(), 47);
         let tenant_traffic = ["invoke", "contract.execute"];
         let admin = operations_of(Role::InstanceAdmin);
-        assert_eq!(admin.len(), 42);
+        assert_eq!(admin.len(), 45);
         assert!(tenant_traffic.iter().all(|op| !admin.contains(op)));
         let sorted = |role| operations_of(role).into_iter().collect::<BTreeSet<_>>();
         let set = |ops: &[&'static str]| ops.iter().copied().collect::<BTreeSet<_>>();
@@ -676,17 +679,20 @@ mod tests {
             sorted(Role::Auditor),
             set(&[
                 "audit.read", "tenant.list", "tenant.read", "deployment.list", "capability.list", "environment.list", "config.read", "flag.list", "domain.list",
-                "token.list", "quota.read", "secret.list",
+                "token.list", "quota.read", "secret.list", "cluster.read",
             ])
         );
         assert_eq!(
             sorted(Role::Operator),
-            set(&["tenant.suspend", "tenant.resume", "tenant.drain", "deployment.pause", "deployment.resume", "replay", "audit.read", "tenant.list", "tenant.read", "deployment.list"])
+            set(&[
+                "tenant.suspend", "tenant.resume", "tenant.drain", "deployment.pause", "deployment.resume", "replay", "audit.read", "tenant.list", "tenant.read", "deployment.list",
+                "cluster.read", "cluster.drain",
+            ])
         );
         assert_eq!(
             sorted(Role::TenantAdmin),
             set(&[
-                "tenant.read", "key.create", "secret.list", "secret.put", "config.read", "config.set", "config.rollback", "flag.list", "flag.set", "flag.delete", "domain.list",
+                "tenant.read", "key.create", "key.delete", "secret.list", "secret.put", "config.read", "config.set", "config.rollback", "flag.list", "flag.set", "flag.delete", "domain.list",
                 "domain.activate", "domain.deactivate", "quota.read", "invoke", "contract.execute", "token.mint",
             ])
         );

@@ -86,6 +86,15 @@ fn pure_crates_depend_on_no_infrastructure_crate() {
     }
 }
 
+/// The control store speaks SQL and nothing else: no HTTP stack, broker, object store
+/// or engine (the node drives it; it never reaches back).
+#[test]
+fn the_control_crate_reaches_only_sql() {
+    let forbidden: Vec<&str> = INFRASTRUCTURE.iter().copied().filter(|c| !["sqlx", "sqlx-core", "libsqlite3-sys", "tokio"].contains(c)).collect();
+    let violations = forbidden_paths("runplane-control", &forbidden);
+    assert!(violations.is_empty(), "runplane-control must reach only SQL, but reaches:\n  {}", violations.join("\n  "));
+}
+
 #[test]
 fn tenant_ids_are_restricted_to_safe_characters() {
     use runplane_ports::TenantId;

@@ -112,6 +112,23 @@ impl KeyRing {
     }
 
     /// Wraps in an [`Arc`] and a lock, for sharing.
+    /// Each key's id with a fingerprint of its material (SHA-256 over a fixed label and
+    /// the key, as hex): what nodes sharing a control store compare to find a key file
+    /// that differs, without ever storing a key.
+    pub fn fingerprints(&self) -> Vec<(String, String)> {
+        use sha2::{Digest, Sha256};
+        self.keys
+            .iter()
+            .map(|k| {
+                let mut h = Sha256::new();
+                h.update(b"runplane kek fingerprint\0");
+                h.update(k.key.as_slice());
+                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                (k.id.clone(), hex)
+            })
+            .collect()
+    }
+
     pub fn shared(self) -> SharedKeyRing {
         Arc::new(RwLock::new(Arc::new(self)))
     }

@@ -205,6 +205,19 @@ pub async fn create_key(State(node): State<Arc<Node>>, Path(id): Path<String>) -
     Ok((StatusCode::CREATED, versioned(KeyCreated { tenant: id, key_id, api_key })).into_response())
 }
 
+/// Delete one of a tenant's API keys: requests with it are refused from then on (on
+/// every node of the instance, once it has followed the change).
+#[utoipa::path(delete, path = "/v1/tenants/{id}/keys/{key_id}", security(("admin_token" = [])), responses((status = 204), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn delete_key(State(node): State<Arc<Node>>, Path((id, key_id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    known_tenant(&node, &id)?;
+    if !node.control.delete_key(&id, &key_id).await? {
+        return Err(ApiError::not_found(format!("tenant {id} has no key {key_id}; list its keys in the audit log (tenant.key.create events)")));
+    }
+    node.keys.remove_key(&key_id);
+    node.audit_admin(node.event("admin", Some(&id), "tenant.key.delete", &key_id, Outcome::ok(Some(204)))).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSecret {
@@ -305,7 +318,8 @@ pub async fn push_capability(
             return Err(err);
         }
     };
-    node.control.store_component(&digest, &body).await?;
+    let created_at = runplane_audit::rfc3339_utc(node.now());
+    node.control.store_component(&digest, &body, &created_at).await?;
     let cap = CapabilityVersion {
         name: params.name,
         version: params.version,
@@ -313,7 +327,7 @@ pub async fn push_capability(
         size_bytes: body.len() as u64,
         exports: serde_json::to_value(info.exports).unwrap_or_default(),
         imports: info.imports,
-        created_at: runplane_audit::rfc3339_utc(node.now()),
+        created_at,
     };
     if !node.control.insert_capability(&cap).await? {
         return Err(ApiError::conflict(format!("{label} was pushed concurrently; list capabilities to see it")));

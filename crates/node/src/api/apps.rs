@@ -245,6 +245,8 @@ impl Node {
 }
 
 fn serving_tenant_of(node: &Node, credential: &str, operation: &str, route: Option<&str>) -> Result<(crate::auth::KeyOwner, Tenant), ApiError> {
+    // A node that cannot vouch for its keys, tenants and revocations serves no one.
+    node.freshness.check()?;
     let owner = node.tenant_credential(credential, operation, route)?;
     let tenant = node
         .tenant(&owner.tenant)

@@ -63,6 +63,9 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
     r("POST", "/v1/tenants/{id}/resume", "tenant.resume", InPath),
     r("POST", "/v1/tenants/{id}/drain", "tenant.drain", InPath),
     r("POST", "/v1/tenants/{id}/keys", "key.create", InPath),
+    r("DELETE", "/v1/tenants/{id}/keys/{key_id}", "key.delete", InPath),
+    r("GET", "/v1/cluster/nodes", "cluster.read", Instance),
+    r("POST", "/v1/cluster/nodes/{node_id}/drain", "cluster.drain", Instance),
     r("GET", "/v1/tenants/{id}/quota", "quota.read", InPath),
     r("PUT", "/v1/tenants/{id}/quota", "quota.set", InPath),
     r("GET", "/v1/tenants/{id}/secrets", "secret.list", InPath),
@@ -179,6 +182,10 @@ pub async fn admin_gate(State(node): State<Arc<Node>>, req: Request, next: Next)
         return ApiError::forbidden(format!("{} {matched} has no authorization policy; this is a bug in Runplane, please report it", req.method()))
             .into_response();
     };
+    // A node that cannot vouch for its control state acts on none of it.
+    if let Err(e) = node.freshness.check() {
+        return e.into_response();
+    }
     let (mut parts, body) = req.into_parts();
     let params = match <RawPathParams as axum::extract::FromRequestParts<()>>::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod apps;
+pub mod cluster;
 pub mod controlplane;
 pub mod gate;
 pub mod openapi;
@@ -50,6 +51,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/tenants/{id}/suspend", post(admin::suspend_tenant))
         .route("/v1/tenants/{id}/resume", post(admin::resume_tenant))
         .route("/v1/tenants/{id}/keys", post(admin::create_key))
+        .route("/v1/tenants/{id}/keys/{key_id}", delete(admin::delete_key))
+        .route("/v1/cluster/nodes", get(cluster::list_nodes))
+        .route("/v1/cluster/nodes/{node_id}/drain", post(cluster::drain_node))
         .route("/v1/tenants/{id}/drain", post(controlplane::drain_tenant))
         .route("/v1/tenants/{id}/flags", get(controlplane::list_tenant_flags))
         .route("/v1/tenants/{id}/flags/{feature}", put(controlplane::put_tenant_flag).delete(controlplane::delete_tenant_flag))

@@ -57,25 +57,32 @@ pub async fn livez(State(node): State<Arc<Node>>) -> Response {
 
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready`, or `draining` (503): the node is leaving; send traffic elsewhere.
+    /// `ready`; `draining` (503): the node is leaving, send traffic elsewhere; `stale`
+    /// (503): it cannot confirm its control state is current (`[control] max_staleness_ms`).
     pub status: String,
     pub node_id: String,
     /// Why the node is not ready, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The control-store revision this node's caches hold.
+    pub control_revision: u64,
 }
 
-/// Whether the node should get traffic: 200 once started (deployments restored) and
-/// until a drain begins, then 503 (a Kubernetes readiness probe; a load balancer's
+/// Whether the node should get traffic: 200 once started (deployments restored), while
+/// its control state is current and until a drain begins, else 503 (a Kubernetes readiness probe; a load balancer's
 /// health check).
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
     let node_id = node.config.node_id.clone();
+    let control_revision = node.freshness.revision();
     if node.is_draining() {
         let reason = Some("the node is draining (SIGTERM): it finishes what it has and stops; send new requests to another node".into());
-        return (StatusCode::SERVICE_UNAVAILABLE, versioned(Readiness { status: "draining".into(), node_id, reason })).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, versioned(Readiness { status: "draining".into(), node_id, reason, control_revision })).into_response();
     }
-    versioned(Readiness { status: "ready".into(), node_id, reason: None }).into_response()
+    if let Err(e) = node.freshness.check() {
+        return (StatusCode::SERVICE_UNAVAILABLE, versioned(Readiness { status: "stale".into(), node_id, reason: Some(e.message), control_revision })).into_response();
+    }
+    versioned(Readiness { status: "ready".into(), node_id, reason: None, control_revision }).into_response()
 }
 
 /// Prometheus text exposition.
@@ -116,7 +123,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
         healthz, livez, readyz, metrics, openapi,
         crate::api::admin::create_tenant, crate::api::admin::list_tenants, crate::api::admin::get_tenant, crate::api::admin::provision_tenant,
         crate::api::admin::delete_tenant, crate::api::admin::suspend_tenant, crate::api::admin::resume_tenant,
-        crate::api::admin::create_key, crate::api::admin::list_secrets, crate::api::admin::put_secret,
+        crate::api::admin::create_key, crate::api::admin::delete_key, crate::api::admin::list_secrets, crate::api::admin::put_secret,
         crate::api::admin::push_capability, crate::api::admin::list_capabilities,
         crate::api::admin::deploy, crate::api::admin::list_deployments, crate::api::admin::undeploy,
         crate::api::admin::audit_logs, crate::api::admin::audit_events, crate::api::admin::audit_key,
@@ -136,6 +143,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
         crate::api::controlplane::rotate_kek, crate::api::controlplane::admin_events,
         crate::api::tokens::mint_token, crate::api::tokens::mint_tenant_token, crate::api::tokens::exchange,
         crate::api::tokens::revoke, crate::api::tokens::list_revoked,
+        crate::api::cluster::list_nodes, crate::api::cluster::drain_node,
     ),
     components(schemas(crate::error::ErrorResponse, crate::error::ErrorBody, runplane_policy::flags::Variant)),
     modifiers(&BearerAuth),

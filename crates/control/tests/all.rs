@@ -1,0 +1,208 @@
+//! The control store on each home — the embedded SQLite file, PostgreSQL, MariaDB —
+//! with several handles on one shared home standing for several nodes: revisions are
+//! contiguous and ordered under concurrent writers, refused creates leave no revision,
+//! components pushed through one node load on another, leases have one holder at a
+//! time with epochs that only grow and a stale epoch's write is refused, notifications
+//! arrive and a killed listener says so, and several nodes migrate one fresh store at
+//! once.
+
+use std::path::Path;
+use std::time::Duration;
+
+use runplane_adapters::testing;
+use runplane_control::feed::{Family, Follower, Step};
+use runplane_control::lease::Outcome;
+use runplane_control::{ControlError, ControlStore, Hint, Home, Mode, Tenant};
+use sqlx::Connection;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A fresh shared home of each kind this machine reaches (a new PostgreSQL database,
+/// a new MySQL database name), or none when the service is down outside CI.
+async fn fresh_homes() -> Vec<(&'static str, Home)> {
+    let mut homes = vec![];
+    let pg = testing::postgres_url();
+    if testing::service_up("PostgreSQL", &pg).await {
+        let database = testing::unique_name("rp_control");
+        let mut conn = sqlx::PgConnection::connect(&pg).await.expect("connect to PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut conn).await.expect("create database");
+        homes.push(("postgres", Home::Postgres { url: pg, database }));
+    }
+    let my = testing::mysql_url();
+    if testing::service_up("MariaDB", &my).await {
+        homes.push(("mysql", Home::MySql { url: my, database: testing::unique_name("rp") }));
+    }
+    homes
+}
+
+async fn open(home: &Home, dir: &Path) -> ControlStore {
+    ControlStore::open(home, dir, TIMEOUT).await.expect("open the control store")
+}
+
+fn tenant(id: &str) -> Tenant {
+    Tenant {
+        id: id.into(),
+        mode: Mode::Shared,
+        status: "active".into(),
+        tier: "pro".into(),
+        created_at: "2026-12-04T00:00:00Z".into(),
+        provisioning: "ready".into(),
+        provisioning_error: None,
+    }
+}
+
+/// Every mutation bumps the revision by one and records its family; a refused create
+/// leaves none; a follower of the feed reloads exactly the families touched.
+async fn revisions_follow_mutations(store: &ControlStore) {
+    let start = store.head().await.expect("head");
+    assert!(store.insert_tenant(&tenant("acme")).await.expect("insert"));
+    assert!(!store.insert_tenant(&tenant("acme")).await.expect("insert again"), "a taken id is refused");
+    store.insert_key("hash-1", "key-1", "acme", "2026-12-04T00:00:00Z").await.expect("key");
+    store.put_document("flag", "instance/beta", "{}", "2026-12-04T00:00:00Z").await.expect("document");
+    let head = store.head().await.expect("head");
+    assert_eq!(head, start + 3, "three changes, the refused create left no revision");
+    let changes = store.changes(start, head).await.expect("changes");
+    let families: Vec<&str> = changes.iter().map(|c| c.family.as_str()).collect();
+    assert_eq!(families, ["tenants", "keys", "documents"]);
+    assert_eq!(
+        Follower::at(start).plan(head, &changes),
+        Step::Apply { reload: [Family::Tenants, Family::Keys, Family::Documents].into(), through: head }
+    );
+    assert!(store.delete_tenant("acme").await.expect("delete"));
+    assert!(store.keys().await.expect("keys").is_empty(), "deleting a tenant deletes its keys");
+}
+
+#[tokio::test]
+async fn the_embedded_home_records_revisions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&Home::Embedded, dir.path()).await;
+    assert!(!store.is_shared());
+    revisions_follow_mutations(&store).await;
+    // A restart finds the same revision.
+    let head = store.head().await.expect("head");
+    drop(store);
+    assert_eq!(open(&Home::Embedded, dir.path()).await.head().await.expect("head"), head);
+}
+
+#[tokio::test]
+async fn shared_homes_behave_as_one_store_for_several_nodes() {
+    for (kind, home) in fresh_homes().await {
+        eprintln!("-- {kind}");
+        // Four nodes start at once on a fresh store: the migrations run once.
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+        let stores = futures::future::join_all(dirs.iter().map(|d| ControlStore::open(&home, d.path(), TIMEOUT))).await;
+        let stores: Vec<ControlStore> = stores.into_iter().map(|s| s.unwrap_or_else(|e| panic!("{kind}: open: {e}"))).collect();
+        let (a, b) = (&stores[0], &stores[1]);
+        assert!(a.is_shared());
+        revisions_follow_mutations(a).await;
+
+        // Concurrent writers on four nodes: revisions stay contiguous, configuration
+        // versions unique.
+        let start = a.head().await.expect("head");
+        let writes = stores.iter().enumerate().flat_map(|(n, s)| {
+            (0..10).map(move |i| async move {
+                let row = runplane_control::ConfigVersionRow {
+                    version: 0,
+                    scope: "environment:default".into(),
+                    content: format!("{{\"n\":\"{n}-{i}\"}}"),
+                    created_at: "2026-12-04T00:00:00Z".into(),
+                    actor: format!("node-{n}"),
+                    reason: None,
+                    restored_from: None,
+                };
+                s.insert_config_version(&row).await.expect("config version")
+            })
+        });
+        let mut versions = futures::future::join_all(writes).await;
+        versions.sort();
+        assert_eq!(versions, (1..=40).collect::<Vec<u64>>(), "{kind}: every append got its own next version");
+        let head = a.head().await.expect("head");
+        assert_eq!(head, start + 40);
+        let changes = b.changes(start, head).await.expect("changes");
+        assert_eq!(changes.iter().map(|c| c.revision).collect::<Vec<_>>(), (start + 1..=head).collect::<Vec<_>>(), "{kind}: no gap, in order");
+
+        // Component bytes pushed through one node load on another (and are cached).
+        let bytes = b"\0asm not really".to_vec();
+        let digest = runplane_cjson::sha256_hex(&bytes);
+        a.store_component(&digest, &bytes, "2026-12-04T00:00:00Z").await.expect("store component");
+        assert_eq!(b.component(&digest).await.expect("load on the other node"), bytes);
+        assert!(dirs[1].path().join("components").join(format!("{digest}.wasm")).exists(), "{kind}: kept in the local cache");
+        assert!(matches!(b.component(&"0".repeat(64)).await, Err(ControlError::Unavailable(_))));
+
+        // Leases: one holder; an expired lease goes to the next with the next epoch;
+        // the old holder can neither renew nor write under its epoch.
+        let ttl = Duration::from_millis(1500);
+        let (won, held) = a.acquire_lease("leader", "node-a", None, ttl).await.expect("lease");
+        let Outcome::Holding { epoch: e1, acquired: true } = won else { panic!("{kind}: the first node takes the free lease: {won:?}") };
+        assert!(held.is_some());
+        let (lost, _) = b.acquire_lease("leader", "node-b", None, ttl).await.expect("lease");
+        assert_eq!(lost, Outcome::HeldBy { holder: "node-a".into(), epoch: e1 });
+        let (renewed, _) = a.acquire_lease("leader", "node-a", Some(e1), ttl).await.expect("renew");
+        assert_eq!(renewed, Outcome::Holding { epoch: e1, acquired: false });
+        assert_eq!(a.lease_holder("leader").await.expect("holder").as_deref(), Some("node-a"));
+        tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+        let (taken, _) = b.acquire_lease("leader", "node-b", None, ttl).await.expect("take over");
+        let Outcome::Holding { epoch: e2, acquired: true } = taken else { panic!("{kind}: an expired lease is taken: {taken:?}") };
+        assert_eq!(e2, e1 + 1);
+        let (stale, _) = a.acquire_lease("leader", "node-a", Some(e1), ttl).await.expect("stale renew");
+        assert_eq!(stale, Outcome::HeldBy { holder: "node-b".into(), epoch: e2 });
+        assert!(matches!(a.fenced_prune("leader", "node-a", e1, Duration::from_secs(3600)).await, Err(ControlError::StaleEpoch { stale, .. }) if stale == e1));
+        b.fenced_prune("leader", "node-b", e2, Duration::from_secs(3600)).await.expect("the holder's fenced write");
+        let epochs = a.lease_epochs("leader").await.expect("epochs");
+        assert_eq!(epochs.iter().map(|e| (e.epoch, e.holder.as_str())).collect::<Vec<_>>(), [(e1, "node-a"), (e2, "node-b")]);
+        assert!(epochs[1].previous_expired_ms <= epochs[1].acquired_ms, "{kind}: epoch {e2} began after epoch {e1} expired: {epochs:?}");
+        b.release_lease("leader", "node-b", e2).await.expect("release");
+        assert_eq!(a.lease_holder("leader").await.expect("holder"), None, "{kind}: a released lease is free at once");
+
+        // Membership: a heartbeat registers; a lapsed one shows as gone.
+        let mut member = runplane_control::ClusterNode {
+            node_id: "node-a".into(),
+            region: "eu".into(),
+            address: "127.0.0.1:1".into(),
+            version: "0.1.0".into(),
+            started_at: "2026-12-04T00:00:00Z".into(),
+            last_heartbeat: String::new(),
+            state: "ready".into(),
+            in_flight: 2,
+        };
+        a.heartbeat(&member).await.expect("heartbeat");
+        member.node_id = "node-b".into();
+        b.heartbeat(&member).await.expect("heartbeat");
+        let nodes = b.nodes(Duration::from_secs(5)).await.expect("nodes");
+        assert_eq!(nodes.iter().map(|n| (n.node_id.as_str(), n.state.as_str())).collect::<Vec<_>>(), [("node-a", "ready"), ("node-b", "ready")]);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        b.heartbeat(&member).await.expect("heartbeat");
+        let nodes = b.nodes(Duration::from_millis(500)).await.expect("nodes");
+        assert_eq!(nodes.iter().map(|n| (n.node_id.as_str(), n.state.as_str())).collect::<Vec<_>>(), [("node-a", "gone"), ("node-b", "ready")]);
+        assert!(nodes[0].last_heartbeat.ends_with('Z'));
+    }
+}
+
+#[tokio::test]
+async fn postgres_notifies_followers_and_a_killed_listener_says_it_was_lost() {
+    let Some((_, home)) = fresh_homes().await.into_iter().find(|(k, _)| *k == "postgres") else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&home, dir.path()).await;
+    let mut hints = store.hints().await.expect("listen").expect("PostgreSQL has notifications");
+    store.set_setting("probe", "1").await.expect("write");
+    let head = store.head().await.expect("head");
+    let hint = tokio::time::timeout(Duration::from_secs(5), hints.next()).await.expect("a notification in time").expect("hint");
+    assert_eq!(hint, Hint::Changed(head));
+    // Kill every listening backend but ours: the listener reports the loss.
+    let Home::Postgres { url, database } = &home else { unreachable!() };
+    let mut admin = sqlx::PgConnection::connect(url).await.expect("connect");
+    let killed: Vec<bool> = sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'")
+        .bind(database)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate");
+    assert!(!killed.is_empty(), "the listener's backend was found");
+    let hint = tokio::time::timeout(Duration::from_secs(5), hints.next()).await.expect("an answer in time").expect("hint");
+    assert_eq!(hint, Hint::Lost);
+    // It reconnects at the next call and hears again.
+    let next = tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(10), hints.next()).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    store.set_setting("probe", "2").await.expect("write");
+    let hint = next.await.expect("join").expect("in time").expect("hint");
+    assert!(matches!(hint, Hint::Changed(_)), "{hint:?}");
+}

@@ -1,0 +1,164 @@
+//! The node as one of an instance's nodes: its membership heartbeat (and the remote
+//! drain it carries) and the leader lease for once-per-instance work
+//! (`runplane_control::lease`). Both run on every home; on the embedded store the one
+//! node is the only member and always wins the lease.
+//!
+//! What runs only on the leader: resuming provisioning a crash interrupted, pruning
+//! the change feed, and archiving journals past their retention window.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use runplane_control::ClusterNode;
+use runplane_control::lease::{Held, Outcome, renew_every};
+
+use crate::node::Node;
+
+/// The lease the leader holds.
+pub const LEADER: &str = "leader";
+/// Changes older than this leave the feed (a node further behind resyncs in full).
+const FEED_RETENTION: Duration = Duration::from_secs(3600);
+
+/// The leader lease as this node holds it, if it does.
+#[derive(Default)]
+pub(crate) struct Leadership {
+    held: Mutex<Option<Held>>,
+}
+
+impl Leadership {
+    /// The epoch this node may act under now, if it is the leader.
+    pub(crate) fn epoch(&self) -> Option<u64> {
+        let held = *self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.filter(|h| h.may_act(Instant::now())).map(|h| h.epoch)
+    }
+
+    fn set(&self, held: Option<Held>) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
+    }
+
+    fn take(&self) -> Option<Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Node {
+    /// This node's membership row as of now.
+    fn member(&self, started_at: &str) -> ClusterNode {
+        ClusterNode {
+            node_id: self.config.node_id.clone(),
+            region: self.config.region.clone(),
+            address: self.advertised.get().cloned().unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: started_at.into(),
+            last_heartbeat: String::new(),
+            state: if self.is_draining() { "draining" } else { "ready" }.into(),
+            in_flight: self.metrics.in_flight.get().max(0) as u64,
+        }
+    }
+
+    /// The epoch of the leader lease, if this node holds it now.
+    pub(crate) fn leader_epoch(&self) -> Option<u64> {
+        self.leadership.epoch()
+    }
+
+    /// Leaves the instance at the end of a drain: `gone` in membership, the lease
+    /// handed back so another node takes over at once.
+    pub(crate) async fn leave(&self) {
+        if let Some(h) = self.leadership.take()
+            && let Err(e) = self.control.release_lease(LEADER, &self.config.node_id, h.epoch).await
+        {
+            tracing::warn!(error = %e, "could not hand back the leader lease; another node takes it when it expires");
+        }
+        if let Err(e) = self.control.set_node_state(&self.config.node_id, "gone").await {
+            tracing::warn!(error = %e, "could not deregister; the others mark this node gone when its heartbeat lapses");
+        }
+    }
+}
+
+/// Starts the heartbeat and the leader-lease loops.
+pub(crate) fn spawn(node: Arc<Node>) {
+    let started_at = runplane_audit::rfc3339_utc(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let n = node.clone();
+    tokio::spawn(async move { heartbeat(n, started_at).await });
+    tokio::spawn(async move { lead(node).await });
+}
+
+async fn heartbeat(node: Arc<Node>, started_at: String) {
+    let every = node.config.control.heartbeat;
+    loop {
+        if node.drain.is_stopped() {
+            return;
+        }
+        // A drain an operator recorded reaches the node here.
+        match node.control.node_state(&node.config.node_id).await {
+            Ok(Some(state)) if state == "draining" && !node.is_draining() => {
+                tracing::info!("an operator asked this node to drain");
+                node.drain.request();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read this node's membership row"),
+        }
+        if let Err(e) = node.control.heartbeat(&node.member(&started_at)).await {
+            tracing::warn!(error = %e, "membership heartbeat failed; the other nodes mark this one gone after [control] node_ttl_ms");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn lead(node: Arc<Node>) {
+    let ttl = node.config.control.lease_ttl;
+    let id = node.config.node_id.clone();
+    let mut held: Option<u64> = None;
+    loop {
+        if node.drain.is_stopped() {
+            return;
+        }
+        match node.control.acquire_lease(LEADER, &id, held, ttl).await {
+            Ok((Outcome::Holding { epoch, acquired }, h)) => {
+                node.leadership.set(h);
+                held = Some(epoch);
+                if acquired {
+                    tracing::info!(epoch, "this node is the leader");
+                    became_leader(&node).await;
+                }
+                leader_tick(&node, epoch).await;
+            }
+            Ok((Outcome::HeldBy { holder, epoch }, _)) => {
+                if held.take().is_some() {
+                    tracing::warn!(%holder, epoch, "lost the leader lease");
+                }
+                node.leadership.set(None);
+            }
+            Err(e) => {
+                // Without an answer the lease lapses by itself; Held::may_act stops
+                // this node acting on it in time.
+                tracing::warn!(error = %e, "cannot renew the leader lease");
+            }
+        }
+        tokio::time::sleep(renew_every(ttl)).await;
+    }
+}
+
+/// What a new leader does once.
+async fn became_leader(node: &Arc<Node>) {
+    let unfinished: Vec<String> =
+        node.tenants.read().unwrap_or_else(|p| p.into_inner()).values().filter(|t| t.provisioning != "ready").map(|t| t.id.clone()).collect();
+    for id in unfinished {
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node.provision(&id).await {
+                tracing::warn!(tenant = %id, error = %e.message, "provisioning is still failing; resume with POST /v1/tenants/{id}/provision");
+            }
+        });
+    }
+}
+
+/// What the leader does at every renewal.
+async fn leader_tick(node: &Node, epoch: u64) {
+    match node.control.fenced_prune(LEADER, &node.config.node_id, epoch, FEED_RETENTION).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(pruned = n, "pruned the change feed"),
+        Err(e) => tracing::warn!(error = %e, "could not prune the change feed"),
+    }
+}
