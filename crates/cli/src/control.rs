@@ -154,7 +154,10 @@ pub enum OperateCmd {
     },
     /// Drain a node of the instance as SIGTERM would: its /readyz turns 503, it
     /// finishes what it runs, deregisters and exits.
-    DrainNode { node: String },
+    DrainNode {
+        #[arg(value_name = "NODE")]
+        node_id: String,
+    },
     /// The instance's nodes: state, region, address, last heartbeat, in-flight.
     Nodes,
 }
@@ -378,7 +381,7 @@ pub async fn operate(c: &Client, cmd: OperateCmd) -> anyhow::Result<()> {
         OperateCmd::Pause { route } => c.call(Method::POST, &format!("/v1/deployments/{}/pause", seg(&route)), None).await?,
         OperateCmd::Resume { route } => c.call(Method::POST, &format!("/v1/deployments/{}/resume", seg(&route)), None).await?,
         OperateCmd::Drain { tenant, timeout_secs } => c.call(Method::POST, &format!("/v1/tenants/{}/drain?timeout_secs={timeout_secs}", seg(&tenant)), None).await?,
-        OperateCmd::DrainNode { node } => c.call(Method::POST, &format!("/v1/cluster/nodes/{}/drain", seg(&node)), None).await?,
+        OperateCmd::DrainNode { node_id } => c.call(Method::POST, &format!("/v1/cluster/nodes/{}/drain", seg(&node_id)), None).await?,
         OperateCmd::Nodes => c.call(Method::GET, "/v1/cluster/nodes", None).await?,
     };
     print(&v);

@@ -1029,10 +1029,32 @@ async fn propagate_revoke_restart(inst: &cluster::Instance, extra: &str) {
     inst.admin(&a, Method::POST, "/v1/tenants/acme/resume", None).await;
     inst.until(&c, &key, "/apps/hello/", StatusCode::OK, bound).await;
 
-    // C restarted on an empty data dir: nothing of its own, everything from the store.
-    cluster::signal(&c, "-TERM");
-    let exit = c.child.as_mut().expect("child").0.wait().expect("wait");
+    // C drained remotely, through A, with the CLI; then restarted on an empty data dir:
+    // nothing of its own, everything from the store.
+    let (ok, out, err) = admin_at(&format!("http://127.0.0.1:{}", a.port), inst.dir.path(), &["operate", "drain-node", "node-c", "--token", cluster::ADMIN]);
+    assert!(ok, "drain-node: {out} {err}");
+    let t = Instant::now();
+    let exit = loop {
+        if let Some(s) = c.child.as_mut().expect("child").0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "node-c did not drain after drain-node:\n{}", inst.log("node-c"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(exit.success(), "{exit}");
+    assert!(inst.log("node-c").contains("an operator asked this node to drain"), "{}", inst.log("node-c"));
+    let (_, m) = inst.admin(&a, Method::GET, "/v1/cluster/nodes", None).await;
+    assert!(m["nodes"].as_array().is_some_and(|n| n.iter().any(|n| n["node_id"] == "node-c" && n["state"] == "gone")), "{m}");
+
+    // A node with a token key of its own is refused at start, naming the file.
+    let odd = inst.dir.path().join("odd-token.key");
+    std::fs::write(&odd, "11".repeat(32)).expect("write key");
+    let config = inst.config("node-d", 1, extra).replace(&inst.dir.path().join("keys").join("token.key").display().to_string(), &odd.display().to_string());
+    let path = inst.dir.path().join("node-d.toml");
+    std::fs::write(&path, config).expect("write");
+    let out = std::process::Command::new(BIN).args(["serve", "--config"]).arg(&path).output().expect("run serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("token key ([tokens] key_file)") && err.contains("odd-token.key"), "{err}");
     std::fs::remove_dir_all(inst.dir.path().join("node-c")).expect("wipe C's data dir");
     let c = inst.start("node-c", extra).await;
     assert_eq!(inst.call(&c, &key, "/apps/hello/").await, StatusCode::OK, "the restarted node serves the tenant and its deployment");

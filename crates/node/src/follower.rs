@@ -184,8 +184,7 @@ impl Node {
             self.keys.replace_all(keys);
         }
         if families.contains(&Family::Quotas) || families.contains(&Family::Tenants) {
-            let now = self.now_secs();
-            self.quotas.reload(now, |id| self.tenant(id).map(|t| crate::quotas::tier_of(&t)).unwrap_or(runplane_tenancy::Tier::Free)).await?;
+            self.quotas.reload(&|| self.now_secs(), |id| self.tenant(id).map(|t| crate::quotas::tier_of(&t)).unwrap_or(runplane_tenancy::Tier::Free)).await?;
         }
         if families.contains(&Family::Documents) {
             self.controlplane.reload().await?;

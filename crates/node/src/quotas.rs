@@ -193,12 +193,14 @@ impl Quotas {
         let json = serde_json::to_string(&quota).map_err(|e| ApiError::unavailable(format!("quota: {e}")))?;
         self.inner.control.set_quota(tenant, &json, at).await?;
         self.inner.custom.write().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_owned(), quota);
-        Self::apply(&self.tenant(tenant, tier, now_secs), (quota, true), now_secs);
+        Self::apply(&self.tenant(tenant, tier, now_secs), (quota, true), &|| now_secs);
         Ok(())
     }
 
     /// Makes `want` the tenant's quota, resizing its windows (keeping what was used).
-    fn apply(state: &TenantQuota, want: (ExecutionQuota, bool), now_secs: u64) {
+    /// The clock is read only when the quota changes (a seeded node's clock is read by
+    /// requests alone otherwise).
+    fn apply(state: &TenantQuota, want: (ExecutionQuota, bool), now_secs: &(dyn Fn() -> u64 + Sync)) {
         let old = {
             let mut guard = state.quota.lock().unwrap_or_else(|p| p.into_inner());
             if *guard == want {
@@ -207,13 +209,14 @@ impl Quotas {
             std::mem::replace(&mut *guard, want).0
         };
         let quota = want.0;
+        let now_secs = now_secs();
         state.cpu.resize(now_secs, old.window_seconds, old.cpu_fuel(), quota.window_seconds, quota.cpu_fuel());
         state.network.resize(now_secs, old.window_seconds, old.network_bytes(), quota.window_seconds, quota.network_bytes());
     }
 
     /// Applies the quotas the store holds now (another node changed one); `tier`
     /// gives each tenant's tier for those back on their tier's defaults.
-    pub(crate) async fn reload(&self, now_secs: u64, tier: impl Fn(&str) -> Tier) -> Result<(), ApiError> {
+    pub(crate) async fn reload(&self, now_secs: &(dyn Fn() -> u64 + Sync), tier: impl Fn(&str) -> Tier) -> Result<(), ApiError> {
         let mut custom = HashMap::new();
         for (tenant, json) in self.inner.control.quotas().await? {
             let q: ExecutionQuota = serde_json::from_str(&json)

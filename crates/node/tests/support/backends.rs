@@ -620,3 +620,65 @@ async fn two_nodes_keep_one_consistent_log_per_tenant(backend: Backend) {
         assert_eq!(replay["identical"], true, "{replay}");
     }
 }
+
+/// A node that cannot reach its shared control store stops vouching for its caches:
+/// after `[control] max_staleness_ms` its tenant traffic, admin API and `/readyz` answer
+/// 503 saying why (`/livez` stays 200), and it serves again once the store is back.
+#[tokio::test]
+async fn a_node_cut_off_from_its_shared_control_store_goes_stale_then_recovers() {
+    let pg_url = testing::postgres_url();
+    if !testing::service_up("PostgreSQL", &pg_url).await {
+        return;
+    }
+    let upstream = pg_url.split('@').nth(1).and_then(|r| r.split('/').next()).unwrap_or("127.0.0.1:5432").to_owned();
+    let proxy = Proxy::start(upstream).await;
+    let url = format!("postgres://postgres@{}/postgres", proxy.addr);
+    let db = testing::unique_name("rp_stale");
+    let node = TestNode::start(|c| {
+        c.backends.insert("ctl".into(), postgres_backend(&db, &url, None));
+        c.control_store = Some("ctl".into());
+        c.control.max_staleness = Duration::from_millis(1500);
+        c.control.poll = Duration::from_millis(200);
+        c.backend_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let key = node.tenant("acme", Mode::Shared).await;
+    node.deploy("hello", runplane_examples::HELLO, "hello", &[]).await;
+    assert_eq!(node.app(&key, Method::GET, "/apps/hello/", None).await.0, StatusCode::OK);
+    let ready: Value = node.http.get(node.url("/readyz")).send().await.expect("readyz").json().await.expect("json");
+    assert_eq!(ready["status"], "ready");
+    assert!(ready["control_revision"].as_u64().is_some_and(|r| r > 0), "{ready}");
+
+    proxy.cut();
+    let cut = Instant::now();
+    let body = loop {
+        let (s, body) = node.app(&key, Method::GET, "/apps/hello/", None).await;
+        if s == StatusCode::SERVICE_UNAVAILABLE {
+            break body;
+        }
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert!(cut.elapsed() < Duration::from_secs(10), "the node kept serving long after it lost its control store");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stale_after = cut.elapsed();
+    assert!(stale_after >= Duration::from_millis(1000), "it served from its caches for about max_staleness first ({stale_after:?})");
+    let message = body["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("cannot vouch for its control state") && message.contains("max_staleness_ms"), "{message}");
+    let (s, _) = node.admin(Method::GET, "/v1/tenants", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "the admin API refuses too");
+    let ready = node.http.get(node.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json::<Value>().await.expect("json")["status"], "stale");
+    assert_eq!(node.http.get(node.url("/livez")).send().await.expect("livez").status(), StatusCode::OK);
+
+    proxy.restore();
+    let back = Instant::now();
+    loop {
+        if node.app(&key, Method::GET, "/apps/hello/", None).await.0 == StatusCode::OK {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(15), "the node did not recover after its control store returned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(node.http.get(node.url("/readyz")).send().await.expect("readyz").status(), StatusCode::OK);
+}
