@@ -62,6 +62,12 @@ if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
     python3 -m pip install --quiet 'schemathesis>=4,<5' || true
 fi
 
+# kubernetes-validate (PyPI) checks the manifests under deploy/kubernetes.
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+    echo "==> installing kubernetes-validate (Kubernetes manifest validation) with pip"
+    python3 -m pip install --quiet kubernetes-validate || true
+fi
+
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "${CI:-}" = "true" ]; then
         echo "error: CI=true and these services are not running: ${missing[*]}" >&2

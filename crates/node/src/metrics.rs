@@ -35,6 +35,10 @@ pub struct Metrics {
     pub audit_failures: Counter,
     pub quota_violations: Family<QuotaLabels, Counter>,
     pub scheduler_queued: Gauge,
+    /// Invocations of each tenant waiting for a turn (set at scrape time).
+    pub tenant_queued: Family<TenantLabels, Gauge>,
+    /// Invocations of each tenant running (set at scrape time).
+    pub tenant_running: Family<TenantLabels, Gauge>,
     /// Invocation journals by where they are, and their bytes there.
     pub audit_journals: Family<JournalLabels, Gauge>,
     pub audit_journal_bytes: Family<JournalLabels, Gauge>,
@@ -46,6 +50,11 @@ pub struct Metrics {
 pub struct JournalLabels {
     /// `hot` (in the audit store) or `archived`.
     pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +82,10 @@ impl Metrics {
         let scheduler_queued = Gauge::default();
         registry.register("quota_violations", "Invocations stopped or refused by a tenant quota", quota_violations.clone());
         registry.register("scheduler_queued", "Invocations waiting for their tenant's turn", scheduler_queued.clone());
+        let tenant_queued = Family::<TenantLabels, Gauge>::default();
+        let tenant_running = Family::<TenantLabels, Gauge>::default();
+        registry.register("tenant_queued", "Invocations of a tenant waiting for a turn", tenant_queued.clone());
+        registry.register("tenant_running", "Invocations of a tenant running", tenant_running.clone());
         let audit_journals = Family::<JournalLabels, Gauge>::default();
         let audit_journal_bytes = Family::<JournalLabels, Gauge>::default();
         let audit_store_bytes = Gauge::default();
@@ -91,6 +104,8 @@ impl Metrics {
             audit_failures,
             quota_violations,
             scheduler_queued,
+            tenant_queued,
+            tenant_running,
         }
     }
 

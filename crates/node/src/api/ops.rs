@@ -95,6 +95,14 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     node.metrics.audit_journals.get_or_create(&state("archived")).set(clamp(usage.archived));
     node.metrics.audit_journal_bytes.get_or_create(&state("hot")).set(clamp(usage.hot_bytes));
     node.metrics.audit_journal_bytes.get_or_create(&state("archived")).set(clamp(usage.archived_bytes));
+    // Per-tenant queue depth and running count, read from the scheduler at scrape time
+    // (nothing on the request path).
+    let tenants: Vec<String> = node.tenants.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+    for id in tenants {
+        let label = crate::metrics::TenantLabels { tenant: id.clone() };
+        node.metrics.tenant_queued.get_or_create(&label).set(clamp(node.scheduler.queued_in(&id) as u64));
+        node.metrics.tenant_running.get_or_create(&label).set(i64::from(node.scheduler.running_in(&id)));
+    }
     if node.config.audit_store.is_none() {
         let file = |name: &str| std::fs::metadata(node.config.data_dir.join(name)).map(|m| m.len()).unwrap_or(0);
         node.metrics.audit_store_bytes.set(clamp(file("audit.db") + file("audit.db-wal")));
