@@ -822,6 +822,23 @@ async fn three_nodes_on_postgres_are_one_instance() {
         inst.until(n, &key, "/apps/hello/", StatusCode::OK, second).await;
     }
 
+    // A create retried against another node with the same Idempotency-Key creates once
+    // and answers the same; the same key with another request is refused.
+    let create = |n: &cluster::NodeProc, body: serde_json::Value| {
+        inst.http.post(n.url("/v1/tenants")).bearer_auth(cluster::ADMIN).header("idempotency-key", "retry-7f3c").json(&body).send()
+    };
+    let first = create(&a, json!({"id": "globex"})).await.expect("create");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: serde_json::Value = first.json().await.expect("json");
+    let again = create(&b, json!({"id": "globex"})).await.expect("retry");
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers().get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(again.json::<serde_json::Value>().await.expect("json")["api_key"], first["api_key"], "the retry gets the first answer, key included");
+    let other = create(&c, json!({"id": "initech"})).await.expect("reuse");
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, tenants) = inst.admin(&c, Method::GET, "/v1/tenants", None).await;
+    assert_eq!(tenants["items"].as_array().map(|t| t.len()), Some(2), "acme and one globex: {tenants}");
+
     // A quota changed on C applies on A.
     let (s, q) = inst.admin(&c, Method::PUT, "/v1/tenants/acme/quota", Some(json!({"quota": {"max_concurrent_tasks": 3, "max_cpu_seconds": 77, "max_memory_mb": 64, "max_disk_mb": 100, "max_network_kb": 1000, "window_seconds": 60}}))).await;
     assert_eq!(s, StatusCode::OK, "{q}");

@@ -131,6 +131,19 @@ pub struct LeaseEpoch {
     pub previous_expired_ms: i64,
 }
 
+/// Where an idempotency key stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This request runs; its answer is recorded for retries.
+    Claimed,
+    /// The same key is being answered elsewhere right now.
+    InProgress,
+    /// The key was used for a different request.
+    OtherRequest,
+    /// Answered before: repeat this.
+    Done { status: u16, response: String },
+}
+
 /// What the notification listener heard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hint {
@@ -767,6 +780,67 @@ impl ControlStore {
                 })
             })
             .collect()
+    }
+
+    // ---- idempotency keys ----
+
+    /// Claims `key` in `scope` for the request with fingerprint `request`: the first
+    /// claim wins; a claim left unfinished for over a minute (its node died) may be
+    /// taken again.
+    pub async fn claim_idempotency(&self, scope: &str, key: &str, request: &str) -> Result<Claim> {
+        let r = sqlx::query(self.pick(
+            "INSERT INTO idempotency (scope, idem_key, request, status, response, created_ms) VALUES ($1, $2, $3, 0, '', NOW_MS) ON CONFLICT (scope, idem_key) DO NOTHING",
+            "INSERT IGNORE INTO idempotency (scope, idem_key, request, status, response, created_ms) VALUES ($1, $2, $3, 0, '', NOW_MS)",
+        ))
+        .bind(scope)
+        .bind(key)
+        .bind(request)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 1 {
+            return Ok(Claim::Claimed);
+        }
+        let abandoned = sqlx::query(self.sql("UPDATE idempotency SET request = $1, created_ms = NOW_MS WHERE scope = $2 AND idem_key = $3 AND status = 0 AND created_ms < NOW_MS - 60000"))
+            .bind(request)
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        if abandoned.rows_affected() == 1 {
+            return Ok(Claim::Claimed);
+        }
+        let row = sqlx::query(self.sql("SELECT request, status, response FROM idempotency WHERE scope = $1 AND idem_key = $2")).bind(scope).bind(key).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(Claim::InProgress) };
+        let (stored, status, response): (String, i64, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        Ok(match status {
+            0 => Claim::InProgress,
+            _ if stored != request => Claim::OtherRequest,
+            s => Claim::Done { status: s as u16, response },
+        })
+    }
+
+    /// Records the answer of a claimed key.
+    pub async fn complete_idempotency(&self, scope: &str, key: &str, status: u16, response: &str) -> Result<()> {
+        sqlx::query(self.sql("UPDATE idempotency SET status = $1, response = $2 WHERE scope = $3 AND idem_key = $4"))
+            .bind(i64::from(status))
+            .bind(response)
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives a claim up (the request failed; a retry may run it again).
+    pub async fn release_idempotency(&self, scope: &str, key: &str) -> Result<()> {
+        sqlx::query(self.sql("DELETE FROM idempotency WHERE scope = $1 AND idem_key = $2 AND status = 0")).bind(scope).bind(key).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Forgets keys older than `older_than`.
+    pub async fn prune_idempotency(&self, older_than: Duration) -> Result<u64> {
+        let r = sqlx::query(self.sql("DELETE FROM idempotency WHERE created_ms < NOW_MS - $1")).bind(older_than.as_millis() as i64).execute(&self.pool).await?;
+        Ok(r.rows_affected())
     }
 
     // ---- membership ----

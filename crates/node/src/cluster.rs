@@ -4,7 +4,8 @@
 //! node is the only member and always wins the lease.
 //!
 //! What runs only on the leader: resuming provisioning a crash interrupted, pruning
-//! the change feed, and archiving journals past their retention window.
+//! the change feed and idempotency keys past a day, and archiving journals past their
+//! retention window.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -78,7 +79,8 @@ impl Node {
 
 /// Starts the heartbeat and the leader-lease loops.
 pub(crate) fn spawn(node: Arc<Node>) {
-    let started_at = runplane_audit::rfc3339_utc(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let started_at = runplane_control::rfc3339_ms(now.as_millis() as i64);
     let n = node.clone();
     tokio::spawn(async move { heartbeat(n, started_at).await });
     tokio::spawn(async move { lead(node).await });
@@ -160,5 +162,8 @@ async fn leader_tick(node: &Node, epoch: u64) {
         Ok(0) => {}
         Ok(n) => tracing::debug!(pruned = n, "pruned the change feed"),
         Err(e) => tracing::warn!(error = %e, "could not prune the change feed"),
+    }
+    if let Err(e) = node.control.prune_idempotency(crate::api::idempotency::KEPT).await {
+        tracing::warn!(error = %e, "could not prune old idempotency keys");
     }
 }

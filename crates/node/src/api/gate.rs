@@ -209,7 +209,20 @@ pub async fn admin_gate(State(node): State<Arc<Node>>, req: Request, next: Next)
     };
     let record = Arc::new(Mutex::new(AdminRecord { tenant: tenant.clone(), targets: path_target.iter().cloned().collect(), ..Default::default() }));
     let req = Request::from_parts(parts, body);
-    let response = RECORD.scope(record.clone(), next.run(req)).await;
+    let response = match crate::api::idempotency::begin(&node, route.operation, &actor.name, req).await {
+        Ok(crate::api::idempotency::Begin::Proceed(req, claimed)) => {
+            let response = RECORD.scope(record.clone(), next.run(req)).await;
+            match claimed {
+                Some(c) => crate::api::idempotency::finish(&node, c, response).await,
+                None => response,
+            }
+        }
+        Ok(crate::api::idempotency::Begin::Answered(response)) => {
+            record.lock().unwrap_or_else(|p| p.into_inner()).details.insert("idempotent_replay".into(), true.into());
+            response
+        }
+        Err(e) => e.into_response(),
+    };
 
     let record = std::mem::take(&mut *record.lock().unwrap_or_else(|p| p.into_inner()));
     let status = response.status();

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod cluster;
 pub mod controlplane;
 pub mod gate;
+pub(crate) mod idempotency;
 pub mod openapi;
 pub mod ops;
 pub mod params;

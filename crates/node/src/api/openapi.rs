@@ -155,6 +155,20 @@ fn add_shared_responses(path: &str, method: &str, op: &mut Map<String, Value>) {
     if has("query") {
         add_response(op, "400", "a query parameter is not valid (`invalid_query`, `invalid_limit`, `invalid_cursor`, …)");
     }
+    let creating = ADMIN_ROUTES.iter().any(|r| r.path == path && r.method.eq_ignore_ascii_case(method) && crate::api::idempotency::CREATING.contains(&r.operation));
+    if creating {
+        let params = op.entry("parameters").or_insert_with(|| json!([]));
+        if let Some(params) = params.as_array_mut() {
+            params.push(json!({
+                "name": "Idempotency-Key", "in": "header", "required": false,
+                "description": "Makes a retried create safe: the first answer to this key is kept for 24 hours and repeated (with `Idempotent-Replayed: true`) on any node of the instance.",
+                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"}
+            }));
+        }
+        add_response(op, "400", "the Idempotency-Key is not 1-255 visible ASCII characters (`invalid_idempotency_key`)");
+        add_response(op, "409", "a request with this Idempotency-Key is still being answered (`conflict`)");
+        add_response(op, "422", "this Idempotency-Key was used for a different request (`idempotency_key_reused`)");
+    }
     if let Some(types) = body {
         add_response(op, "413", "the body is larger than the node accepts (`body_too_large`)");
         if types.iter().any(|t| t == "application/json") {

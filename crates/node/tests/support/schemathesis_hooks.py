@@ -5,11 +5,14 @@ component (its path in RUNPLANE_ST_COMPONENT), so a push can succeed. A contract
 is checked against that contract's own schema, which the document cannot state: some
 bodies are the input the test's contract and the `orders` task accept. A contract the
 component can run under needs every port it imports: some registrations are the test's
-own contract again (RUNPLANE_ST_CONTRACT), which the node answers 200.
+own contract again (RUNPLANE_ST_CONTRACT), which the node answers 200. A schema-valid
+create that carries an `Idempotency-Key` gets a key of its own: the same key on another
+request is refused (422) by design, which no schema can say.
 """
 
 import json
 import os
+import uuid
 
 import schemathesis
 from hypothesis import strategies as st
@@ -38,6 +41,9 @@ _seen = {}
 
 @schemathesis.hook
 def map_case(context, case):
+    positive = case.meta is not None and case.meta.generation.mode.is_positive
+    if positive and case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = str(uuid.uuid4())
     real = REAL_BODIES.get(case.operation.path)
     if real is None or case.operation.method.upper() != "POST" or case.meta is None or not case.meta.generation.mode.is_positive:
         return case
