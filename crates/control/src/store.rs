@@ -686,6 +686,62 @@ impl ControlStore {
         Ok(tx.commit().await?)
     }
 
+    /// Adds each tenant's disk-usage change on this node and returns the instance's
+    /// totals after it, in one transaction (usage, not control state: no revision).
+    pub async fn add_disk_usage(&self, deltas: &[(String, i64)]) -> Result<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let mut totals = Vec::with_capacity(deltas.len());
+        for (tenant, delta) in deltas {
+            sqlx::query(self.pick(
+                "INSERT INTO tenant_usage (tenant_id, disk_bytes) VALUES ($1, $2) ON CONFLICT (tenant_id) DO UPDATE SET disk_bytes = tenant_usage.disk_bytes + excluded.disk_bytes",
+                "INSERT INTO tenant_usage (tenant_id, disk_bytes) VALUES ($1, $2) ON DUPLICATE KEY UPDATE disk_bytes = disk_bytes + VALUES(disk_bytes)",
+            ))
+            .bind(tenant)
+            .bind(delta)
+            .execute(&mut *tx)
+            .await?;
+            totals.push(sqlx::query_scalar(self.sql("SELECT disk_bytes FROM tenant_usage WHERE tenant_id = $1")).bind(tenant).fetch_one(&mut *tx).await?);
+        }
+        tx.commit().await?;
+        Ok(totals)
+    }
+
+    /// Adds this node's use of each `(tenant, resource, window start)` and returns what
+    /// the whole instance used of each, in one transaction.
+    pub async fn add_window_usage(&self, uses: &[(String, &'static str, u64, u64)]) -> Result<Vec<u64>> {
+        let mut tx = self.pool.begin().await?;
+        let mut totals = Vec::with_capacity(uses.len());
+        for (tenant, resource, start, used) in uses {
+            sqlx::query(self.pick(
+                "INSERT INTO tenant_windows (tenant_id, resource, window_start, used) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant_id, resource, window_start) DO UPDATE SET used = tenant_windows.used + excluded.used",
+                "INSERT INTO tenant_windows (tenant_id, resource, window_start, used) VALUES ($1, $2, $3, $4)
+                 ON DUPLICATE KEY UPDATE used = used + VALUES(used)",
+            ))
+            .bind(tenant)
+            .bind(*resource)
+            .bind(*start as i64)
+            .bind(*used as i64)
+            .execute(&mut *tx)
+            .await?;
+            let total: i64 = sqlx::query_scalar(self.sql("SELECT used FROM tenant_windows WHERE tenant_id = $1 AND resource = $2 AND window_start = $3"))
+                .bind(tenant)
+                .bind(*resource)
+                .bind(*start as i64)
+                .fetch_one(&mut *tx)
+                .await?;
+            totals.push(total.max(0) as u64);
+        }
+        tx.commit().await?;
+        Ok(totals)
+    }
+
+    /// Forgets windows that started before `before` (seconds since the epoch).
+    pub async fn prune_windows(&self, before: u64) -> Result<u64> {
+        let r = sqlx::query(self.sql("DELETE FROM tenant_windows WHERE window_start < $1")).bind(before as i64).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+
     // ---- contracts, documents, configuration ----
 
     pub async fn insert_contract(&self, id: &str, route: &str, contract_json: &str, at: &str) -> Result<bool> {

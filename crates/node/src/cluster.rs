@@ -104,6 +104,13 @@ async fn heartbeat(node: Arc<Node>, started_at: String) {
         if let Err(e) = node.control.heartbeat(&node.member(&started_at)).await {
             tracing::warn!(error = %e, "membership heartbeat failed; the other nodes mark this one gone after [control] node_ttl_ms");
         }
+        if node.control.is_shared() {
+            // Each node admits its share of a tenant's concurrency limit.
+            match node.control.nodes(node.config.control.node_ttl).await {
+                Ok(nodes) => node.quotas.set_nodes(nodes.iter().filter(|n| n.state == "ready").count() as u32),
+                Err(e) => tracing::warn!(error = %e, "cannot count the instance's nodes"),
+            }
+        }
         tokio::time::sleep(every).await;
     }
 }
@@ -165,5 +172,10 @@ async fn leader_tick(node: &Node, epoch: u64) {
     }
     if let Err(e) = node.control.prune_idempotency(crate::api::idempotency::KEPT).await {
         tracing::warn!(error = %e, "could not prune old idempotency keys");
+    }
+    // Windows that began over 31 days ago are over for any quota worth having.
+    let month_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs().saturating_sub(31 * 86_400);
+    if let Err(e) = node.control.prune_windows(month_ago).await {
+        tracing::warn!(error = %e, "could not prune old quota windows");
     }
 }

@@ -520,7 +520,7 @@ impl NodeConfig {
             }
         }
         if let Some(t) = c.table(&table, "control") {
-            c.only_keys(t, "control", &["store", "max_staleness_ms", "poll_ms", "notify", "heartbeat_ms", "node_ttl_ms", "lease_ttl_ms"]);
+            c.only_keys(t, "control", &["store", "max_staleness_ms", "poll_ms", "notify", "heartbeat_ms", "node_ttl_ms", "lease_ttl_ms", "usage_sync_ms"]);
             if let Some(v) = c.get::<String>(t, "control", "store")
                 && v != "sqlite"
             {
@@ -541,6 +541,7 @@ impl NodeConfig {
             ms(&mut c, "heartbeat_ms", 100..=60_000, &mut s.heartbeat);
             ms(&mut c, "node_ttl_ms", 500..=600_000, &mut s.node_ttl);
             ms(&mut c, "lease_ttl_ms", 1_000..=600_000, &mut s.lease_ttl);
+            ms(&mut c, "usage_sync_ms", 50..=60_000, &mut s.usage_sync);
             if let Some(v) = c.get::<bool>(t, "control", "notify") {
                 s.notify = v;
             }
@@ -676,6 +677,10 @@ pub struct ControlSettings {
     pub node_ttl: std::time::Duration,
     /// The leader lease's TTL (`lease_ttl_ms`, default 10000).
     pub lease_ttl: std::time::Duration,
+    /// How often a node adds its use of each tenant's CPU and network windows and disk
+    /// to the instance's, and learns the others' (`usage_sync_ms`, default 250): the
+    /// slack of instance-wide quotas.
+    pub usage_sync: std::time::Duration,
 }
 
 impl Default for ControlSettings {
@@ -688,6 +693,7 @@ impl Default for ControlSettings {
             heartbeat: Duration::from_secs(1),
             node_ttl: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(10),
+            usage_sync: Duration::from_millis(250),
         }
     }
 }

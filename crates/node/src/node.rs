@@ -169,7 +169,7 @@ impl Node {
         let keys = KeyIndex::default();
         keys.replace_all(control.keys().await?);
         let tenants = control.tenants().await?.into_iter().map(|t| (t.id.clone(), t)).collect();
-        let quotas = crate::quotas::Quotas::load(control.clone(), config.sandbox.fuel, config.scheduler.max_queued_per_tenant).await?;
+        let quotas = crate::quotas::Quotas::load(control.clone(), config.sandbox.fuel, config.scheduler.max_queued_per_tenant, config.control.usage_sync).await?;
 
         let shared = control.is_shared();
         let max_staleness = config.control.max_staleness;

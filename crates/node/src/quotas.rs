@@ -40,6 +40,23 @@ pub(crate) struct TenantQuota {
     network: WindowedBudget,
     disk_bytes: AtomicI64,
     disk_dirty: AtomicBool,
+    /// Disk-usage change here not yet added to the store.
+    disk_unsynced: AtomicI64,
+    /// This node's share of the instance-wide windows (shared control store only).
+    cpu_sync: Mutex<Option<WindowSync>>,
+    network_sync: Mutex<Option<WindowSync>>,
+}
+
+/// Where a node stands with one instance-wide window: what it reported of its own use,
+/// and what of the others' it has taken from its local budget.
+struct WindowSync {
+    start: u64,
+    budget: Arc<Budget>,
+    /// Own use before `budget` replaced an earlier one in the same window (a resize).
+    base_own: u64,
+    reported: u64,
+    /// Others' use already removed from `budget`.
+    applied: u64,
 }
 
 impl TenantQuota {
@@ -50,6 +67,9 @@ impl TenantQuota {
             network: WindowedBudget::new(now_secs, quota.window_seconds, quota.network_bytes()),
             disk_bytes: AtomicI64::new(disk),
             disk_dirty: AtomicBool::new(false),
+            disk_unsynced: AtomicI64::new(0),
+            cpu_sync: Mutex::new(None),
+            network_sync: Mutex::new(None),
         }
     }
 
@@ -112,12 +132,16 @@ struct Inner {
     flush: Arc<Notify>,
     sandbox_fuel: u64,
     max_queued: usize,
+    /// Ready nodes of the instance (1 on the embedded store): each admits its share of
+    /// a tenant's `max_concurrent_tasks`.
+    nodes: std::sync::atomic::AtomicU32,
 }
 
 impl Quotas {
     /// Loads custom quotas and persisted disk usage, and starts the task that writes
     /// usage changes back (coalesced: one transaction per burst of writes).
-    pub(crate) async fn load(control: ControlStore, sandbox_fuel: u64, max_queued: usize) -> Result<Self, ApiError> {
+    pub(crate) async fn load(control: ControlStore, sandbox_fuel: u64, max_queued: usize, usage_sync: std::time::Duration) -> Result<Self, ApiError> {
+        let shared_every = control.is_shared().then_some(usage_sync);
         let mut custom = HashMap::new();
         for (tenant, json) in control.quotas().await? {
             let q: ExecutionQuota = serde_json::from_str(&json)
@@ -134,41 +158,11 @@ impl Quotas {
                 flush: Arc::new(Notify::new()),
                 sandbox_fuel,
                 max_queued,
+                nodes: std::sync::atomic::AtomicU32::new(1),
             }),
         };
         let weak = Arc::downgrade(&quotas.inner);
-        let flush = quotas.inner.flush.clone();
-        tokio::spawn(async move {
-            loop {
-                let notified = flush.notified();
-                let Some(inner) = weak.upgrade() else { return };
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let dirty: Vec<(String, i64)> = inner
-                    .tenants
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .filter(|(_, t)| t.disk_dirty.swap(false, Ordering::AcqRel))
-                    .map(|(id, t)| (id.clone(), t.disk_bytes()))
-                    .collect();
-                if !dirty.is_empty()
-                    && let Err(e) = inner.control.set_disk_usage(&dirty).await
-                {
-                    tracing::error!(error = %e, "could not persist disk usage; retrying");
-                    for (id, _) in &dirty {
-                        if let Some(t) = inner.tenants.read().unwrap_or_else(|p| p.into_inner()).get(id) {
-                            t.disk_dirty.store(true, Ordering::Release);
-                        }
-                    }
-                    drop(inner);
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    continue;
-                }
-                drop(inner);
-                notified.await;
-            }
-        });
+        tokio::spawn(async move { share_usage(weak, shared_every).await });
         Ok(quotas)
     }
 
@@ -267,9 +261,20 @@ impl Quotas {
                 network: Some(network),
                 weight: tier.weight(),
             },
-            share: Share { weight: tier.weight(), max_concurrent: q.max_concurrent_tasks, max_queued: self.inner.max_queued },
+            share: Share { weight: tier.weight(), max_concurrent: self.node_share(q.max_concurrent_tasks), max_queued: self.inner.max_queued },
             cpu,
         })
+    }
+
+    /// This node's part of a tenant's concurrency limit: `ceil(limit / ready nodes)`, so
+    /// the instance runs at most `limit + nodes - 1` of its invocations at once.
+    fn node_share(&self, limit: u32) -> u32 {
+        limit.div_ceil(self.inner.nodes.load(Ordering::Relaxed).max(1)).max(1)
+    }
+
+    /// Records how many nodes are ready (from membership).
+    pub(crate) fn set_nodes(&self, ready: u32) {
+        self.inner.nodes.store(ready.max(1), Ordering::Relaxed);
     }
 
     /// Seconds until the tenant's current window ends (the `Retry-After` of a rate quota).
@@ -333,6 +338,7 @@ impl DiskMeter {
     fn add(&self, delta: i64) {
         if delta != 0 {
             self.state.disk_bytes.fetch_add(delta, Ordering::AcqRel);
+            self.state.disk_unsynced.fetch_add(delta, Ordering::AcqRel);
             self.quotas.changed(&self.state);
         }
     }
@@ -474,4 +480,101 @@ impl BlobStore for Metered<dyn BlobStore> {
     async fn metadata(&self, tenant: &TenantId, container: &str, name: &str) -> PortResult<Option<ObjectMeta>> {
         self.inner.metadata(tenant, container, name).await
     }
+}
+
+/// The one loop that writes usage back to the control store: each tenant's disk-usage
+/// change (coalesced: one transaction per burst of writes), and with a shared store,
+/// every `every`, this node's use of each instance-wide CPU and network window, reading
+/// back what the whole instance used and taking the others' part from the local
+/// budgets. The slack: a node learns what the others used within one interval.
+async fn share_usage(weak: std::sync::Weak<Inner>, every: Option<std::time::Duration>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let notified = inner.flush.clone();
+        let notified = notified.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let states: Vec<(String, Arc<TenantQuota>)> =
+            inner.tenants.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(id, t)| (id.clone(), t.clone())).collect();
+        let failed = sync_disk(&inner, &states, every.is_some()).await.is_err() || (every.is_some() && sync_windows(&inner, &states).await.is_err());
+        drop(inner);
+        match (failed, every) {
+            (true, _) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+            (false, Some(every)) => {
+                let _ = tokio::time::timeout(every, notified).await;
+            }
+            (false, None) => notified.await,
+        }
+    }
+}
+
+/// Adds disk-usage changes to the store and takes the instance's totals as the local
+/// view (with a shared store, every tenant's; alone, the changed ones').
+async fn sync_disk(inner: &Inner, states: &[(String, Arc<TenantQuota>)], all: bool) -> Result<(), ()> {
+    let changed: Vec<(String, i64, &Arc<TenantQuota>)> = states
+        .iter()
+        .filter(|(_, t)| t.disk_dirty.swap(false, Ordering::AcqRel) || all)
+        .map(|(id, t)| (id.clone(), t.disk_unsynced.swap(0, Ordering::AcqRel), t))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let deltas: Vec<(String, i64)> = changed.iter().map(|(id, d, _)| (id.clone(), *d)).collect();
+    match inner.control.add_disk_usage(&deltas).await {
+        Ok(totals) => {
+            for ((_, _, t), total) in changed.iter().zip(totals) {
+                t.disk_bytes.store(total + t.disk_unsynced.load(Ordering::Acquire), Ordering::Release);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not persist disk usage; retrying");
+            for (_, d, t) in &changed {
+                t.disk_unsynced.fetch_add(*d, Ordering::AcqRel);
+                t.disk_dirty.store(true, Ordering::Release);
+            }
+            Err(())
+        }
+    }
+}
+
+/// Reports this node's use of every current window and charges the others' use.
+async fn sync_windows(inner: &Inner, states: &[(String, Arc<TenantQuota>)]) -> Result<(), ()> {
+    let mut uses = Vec::new();
+    let mut slots = Vec::new();
+    for (id, t) in states {
+        for (resource, window, sync) in [("cpu", &t.cpu, &t.cpu_sync), ("network", &t.network, &t.network_sync)] {
+            let (start, budget) = window.current();
+            let mut guard = sync.lock().unwrap_or_else(|p| p.into_inner());
+            let s = match guard.as_mut() {
+                Some(s) if s.start == start => {
+                    if !Arc::ptr_eq(&s.budget, &budget) {
+                        // A resize replaced the budget; it already holds what was used.
+                        s.base_own = s.reported;
+                        s.budget = budget.clone();
+                    }
+                    s
+                }
+                _ => guard.insert(WindowSync { start, budget: budget.clone(), base_own: 0, reported: 0, applied: 0 }),
+            };
+            let own = s.base_own + budget.drawn();
+            let delta = own.saturating_sub(s.reported);
+            uses.push((id.clone(), resource, start, delta));
+            slots.push((sync, start, delta));
+        }
+    }
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let totals = inner.control.add_window_usage(&uses).await.map_err(|e| tracing::warn!(error = %e, "could not share quota windows with the instance; retrying"))?;
+    for ((sync, start, delta), total) in slots.into_iter().zip(totals) {
+        let mut guard = sync.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = guard.as_mut().filter(|s| s.start == start) else { continue };
+        s.reported += delta;
+        let others = total.saturating_sub(s.reported);
+        let charge = others.saturating_sub(s.applied);
+        s.budget.charge_elsewhere(charge);
+        s.applied += charge;
+    }
+    Ok(())
 }

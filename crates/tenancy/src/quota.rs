@@ -154,15 +154,29 @@ impl Resource {
     }
 }
 
-/// A budget that concurrent invocations draw from without a lock.
+/// A budget that concurrent invocations draw from without a lock. It also counts what
+/// was drawn here, apart from what other nodes used ([`Budget::charge_elsewhere`]), so a
+/// node can report its own use of an instance-wide window.
 #[derive(Debug)]
 pub struct Budget {
     left: AtomicU64,
+    drawn: AtomicU64,
 }
 
 impl Budget {
     pub fn new(amount: u64) -> Self {
-        Budget { left: AtomicU64::new(amount) }
+        Budget { left: AtomicU64::new(amount), drawn: AtomicU64::new(0) }
+    }
+
+    /// What was drawn from this budget here (takes minus give-backs).
+    pub fn drawn(&self) -> u64 {
+        self.drawn.load(Ordering::Acquire)
+    }
+
+    /// Removes what other nodes used from what is left (down to nothing), without
+    /// counting it as drawn here.
+    pub fn charge_elsewhere(&self, amount: u64) {
+        let _ = self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| Some(left.saturating_sub(amount)));
     }
 
     pub fn left(&self) -> u64 {
@@ -171,21 +185,26 @@ impl Budget {
 
     /// Takes `amount` if that much is left; otherwise takes nothing.
     pub fn try_take(&self, amount: u64) -> bool {
-        self.left
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(amount))
-            .is_ok()
+        let taken = self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(amount)).is_ok();
+        if taken {
+            self.drawn.fetch_add(amount, Ordering::AcqRel);
+        }
+        taken
     }
 
     /// Takes `amount`, or all that is left; returns what was taken.
     pub fn take_up_to(&self, amount: u64) -> u64 {
-        match self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| Some(left.saturating_sub(amount))) {
+        let taken = match self.left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| Some(left.saturating_sub(amount))) {
             Ok(before) | Err(before) => before.min(amount),
-        }
+        };
+        self.drawn.fetch_add(taken, Ordering::AcqRel);
+        taken
     }
 
     /// Gives back what was reserved and not used.
     pub fn give_back(&self, amount: u64) {
         self.left.fetch_add(amount, Ordering::AcqRel);
+        let _ = self.drawn.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| Some(d.saturating_sub(amount)));
     }
 }
 
@@ -217,6 +236,13 @@ impl WindowedBudget {
 }
 
 impl WindowedBudget {
+    /// The current window's start and budget, without asking the time (the window moves
+    /// on at the next [`WindowedBudget::at`]).
+    pub fn current(&self) -> (u64, std::sync::Arc<Budget>) {
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        (cur.0, cur.1.clone())
+    }
+
     /// Applies a changed amount (or window) at once: what was used in the current window
     /// stays used, so raising a quota adds the difference and lowering it can leave
     /// nothing for the rest of the window.
@@ -244,6 +270,18 @@ mod tests {
         }
         assert!(Tier::Free.weight() < Tier::Pro.weight());
         assert!(Tier::Pro.weight() < Tier::Enterprise.weight());
+    }
+
+    #[test]
+    fn a_budget_counts_what_was_drawn_here_apart_from_what_others_used() {
+        let b = Budget::new(100);
+        assert!(b.try_take(30));
+        b.give_back(10);
+        assert_eq!(b.take_up_to(20), 20);
+        b.charge_elsewhere(50);
+        assert_eq!((b.drawn(), b.left()), (40, 10));
+        b.charge_elsewhere(50);
+        assert_eq!((b.drawn(), b.left()), (40, 0), "others' use empties the budget but is not drawn here");
     }
 
     #[test]

@@ -103,6 +103,7 @@ drain_delay_ms = 300
 
 [sandbox]
 deadline_ms = 10000
+fuel = 400000000000
 
 [backends.db]
 kind = "{kind}"
@@ -138,6 +139,9 @@ key_file = {token_key:?}
 
 [secrets]
 kek_file = {kek:?}
+
+[config.orders]
+currency = "EUR"
 
 [control]
 store = "db"
