@@ -1276,7 +1276,7 @@ async fn sigkill_of_a_node_under_load_loses_no_acknowledged_write() {
     }
     eprintln!("SIGKILL under load: {} writes acknowledged, {} answered with an error", acked.len(), failed.len());
     assert!(failed.is_empty(), "no live node answered with an error: {failed:?}");
-    assert!(acked.len() > 100, "the load ran");
+    assert!(acked.len() > 30, "the load ran ({} writes)", acked.len());
     for id in &acked {
         let s = inst.call(&a, &key, &format!("/apps/orders/orders/{id}")).await;
         assert_eq!(s, StatusCode::OK, "acknowledged order {id} is there");
