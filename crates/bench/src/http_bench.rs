@@ -19,7 +19,10 @@
 //! the cost varies far less from run to run than req/s does.
 //!
 //! Usage: `cargo run --release -p runplane-bench --bin http-bench -- [SECONDS] [CONNECTIONS]`
-//! (`HTTP_BENCH_INLINE=0`: every guest handed to the sandbox threads, for comparison).
+//! (`HTTP_BENCH_INLINE=0`: every guest handed to the sandbox threads, for comparison;
+//! `HTTP_BENCH_CONTROL=postgres`: the control store on PostgreSQL, as several nodes
+//! would share it — a fresh database at `RUNPLANE_TEST_POSTGRES_URL`'s server;
+//! `HTTP_BENCH_AUDIT=postgres`: the audit store there too).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,15 +57,35 @@ async fn main() -> anyhow::Result<()> {
     config.admin_token = Some(admin.clone());
     // HTTP_BENCH_INLINE=0 measures the node with every guest handed to the sandbox threads.
     config.sandbox.inline_light_guests = std::env::var("HTTP_BENCH_INLINE").map_or(true, |v| v != "0");
+    let on_postgres = |var: &str| std::env::var(var).is_ok_and(|v| v == "postgres");
+    let (pg_control, pg_audit) = (on_postgres("HTTP_BENCH_CONTROL"), on_postgres("HTTP_BENCH_AUDIT"));
+    if pg_control || pg_audit {
+        let url = std::env::var("RUNPLANE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        config.backends.insert(
+            "pg".into(),
+            runplane_node::config::Backend::Postgres {
+                url,
+                database: format!("rp_bench_{}", std::process::id()),
+                runtime_role: "runplane_bench_runtime".into(),
+                runtime_password: None,
+                max_connections: 16,
+            },
+        );
+        config.control_store = pg_control.then(|| "pg".into());
+        config.audit_store = pg_audit.then(|| "pg".into());
+    }
+    let stores = format!("control on {}, audit on {}", if pg_control { "postgres" } else { "sqlite" }, if pg_audit { "postgres" } else { "sqlite" });
+    println!("runplane: {stores}");
     let node = runplane_node::Node::start(config).await?;
     let key = setup_runplane(node.addr, &admin).await?;
     let audit_db = dir.path().join("audit.db");
-    let (stored_before, written_before) = (load::stored_bytes(&audit_db).await?, load::written_bytes());
+    let stored = |db: std::path::PathBuf| async move { if pg_audit { Ok(0) } else { load::stored_bytes(&db).await } };
+    let (stored_before, written_before) = (stored(audit_db.clone()).await?, load::written_bytes());
     let cpu_before = cpu_seconds("self");
     results.push(load("runplane (auth + audit)", node.addr, "/apps/hello/", Some(&key), duration, connections).await);
     let mut cpu_us = vec![cpu_per_request(cpu_before, cpu_seconds("self"), &results[0])];
     let invocations = results[0].requests.max(1) as f64;
-    let stored_per = (load::stored_bytes(&audit_db).await? as f64 - stored_before as f64) / invocations;
+    let stored_per = (stored(audit_db.clone()).await? as f64 - stored_before as f64) / invocations;
     let written_per = load::written_bytes().zip(written_before).map(|(a, b)| (a - b) as f64 / invocations);
 
     // One request at a time: the latency a lone caller sees, durable commit included.
@@ -129,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
 
     let json = json!({
         "benchmark": "http-hello",
+        "stores": stores,
         "seconds": seconds,
         "connections": connections,
         "results": results.iter().zip(&cpu_us).map(|(r, cpu)| json!({"target": r.name, "requests": r.requests, "errors": r.errors, "rps": r.rps, "p50_us": r.p50_us, "p99_us": r.p99_us, "cpu_us_per_request": cpu})).collect::<Vec<_>>(),
