@@ -88,7 +88,10 @@ pub(crate) fn spawn(node: Arc<Node>, head: u64, loaded_at: Instant) {
         let mut resync = false;
         loop {
             if hints.is_none() && node.config.control.notify {
-                match node.control.hints().await {
+                // Bounded: on a network that swallows packets the connect would hang, and
+                // the poll below must still run.
+                let listening = tokio::time::timeout(node.config.backend_timeout, node.control.hints()).await;
+                match listening.unwrap_or_else(|_| Err(runplane_control::ControlError::Unavailable("connecting the listener timed out".into()))) {
                     Ok(h) => {
                         // Listening began after the last read: anything before it is
                         // in the feed, anything after it will be notified.
