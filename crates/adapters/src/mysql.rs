@@ -21,7 +21,6 @@ use crate::sql::{secret_version,
 };
 use crate::{decode_cursor, encode_cursor};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 const BACKEND: &str = "mysql";
 const DUPLICATE_KEY: &str = "23000";
@@ -91,17 +90,31 @@ pub fn provision(settings: &MySqlSettings) -> futures::future::BoxFuture<'_, Por
         .execute(&mut conn)
         .await
         .map_err(db_err)?;
-        let _ = conn.close().await;
         let pool = MySqlPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(settings.timeout)
             .connect_with(server.database(&settings.database))
             .await
             .map_err(db_err)?;
-        MIGRATOR
-            .run(&pool)
+        // sqlx locks MySQL migrations with GET_LOCK(name, -1), which MariaDB answers at
+        // once with 0, so nodes provisioning together would migrate at once: the owner's
+        // connection takes the lock here, checked, while the pool migrates.
+        let lock = format!("runplane_records_migrations.{}", settings.database);
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+            .bind(&lock)
+            .bind(settings.timeout.as_secs().max(1) as i64 * 6)
+            .fetch_one(&mut conn)
             .await
-            .map_err(|e| PortError::unavailable(BACKEND, format_args!("the migrations failed: {e}")))?;
+            .map_err(db_err)?;
+        if locked != Some(1) {
+            return Err(PortError::unavailable(BACKEND, "another node held the migration lock for too long; retry"));
+        }
+        let mut migrator = sqlx::migrate!("./migrations/mysql");
+        migrator.set_locking(false);
+        let ran = migrator.run(&pool).await;
+        let _ = sqlx::query("SELECT RELEASE_LOCK(?)").bind(&lock).execute(&mut conn).await;
+        let _ = conn.close().await;
+        ran.map_err(|e| PortError::unavailable(BACKEND, format_args!("the migrations failed: {e}")))?;
         pool.close().await;
         Ok(())
     })

@@ -197,7 +197,11 @@ mod mysql {
             timeout: Duration::from_secs(5),
             max_connections: 4,
         };
-        provision(&settings).await.expect("provision a test database");
+        // Three nodes provisioning one fresh database at once: its migrations run once.
+        let (a, b, c) = tokio::join!(provision(&settings), provision(&settings), provision(&settings));
+        for r in [a, b, c] {
+            r.expect("provision a test database");
+        }
         let store = MySqlStore::connect_lazy(&settings);
         store.health().await.expect("healthy");
         Some((settings, store))

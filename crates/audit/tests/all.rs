@@ -348,9 +348,9 @@ async fn two_writers_on_one_mariadb_share_one_consistent_log() {
     let db = runplane_adapters::testing::unique_name("rp_audit");
     let server: sqlx::mysql::MySqlConnectOptions = url.parse().expect("RUNPLANE_TEST_MYSQL_URL is a MySQL URL");
     let timeout = std::time::Duration::from_secs(5);
-    let a = AuditStore::open_mysql(server.clone(), &db, signer(), timeout).await.expect("node a");
-    let b = AuditStore::open_mysql(server.clone(), &db, signer(), timeout).await.expect("node b");
-    two_writers_share_one_consistent_log(a, b).await;
+    // Both nodes start at once on a fresh database: its migrations run once.
+    let (a, b) = tokio::join!(AuditStore::open_mysql(server.clone(), &db, signer(), timeout), AuditStore::open_mysql(server.clone(), &db, signer(), timeout));
+    two_writers_share_one_consistent_log(a.expect("node a"), b.expect("node b")).await;
     let pool = sqlx::MySqlPool::connect_with(server).await.expect("connect");
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{db}`"))).execute(&pool).await;
 }

@@ -13,7 +13,6 @@ use super::{AuditError, EntryRow, JournalCodec, JournalRow, JournalUsage, LogBac
 use crate::merkle::Hash;
 use crate::tree::{Frontier, Node, Stored};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 /// Rows per INSERT statement (5 parameters each, under MySQL's 65,535).
 const ROWS_PER_INSERT: usize = 6000;
@@ -58,7 +57,24 @@ impl MySqlLog {
             .connect_with(server.database(database))
             .await
             .map_err(my_unavailable)?;
-        MIGRATOR.run(&pool).await.map_err(|e| AuditError::Unavailable(format!("migrating the MySQL audit store: {e}")))?;
+        // sqlx locks MySQL migrations with GET_LOCK(name, -1), which MariaDB answers at
+        // once with 0, so nodes starting together would migrate at once: take the lock
+        // here, checked, and run the migrations on the connection holding it.
+        let mut conn = pool.acquire().await.map_err(my_unavailable)?;
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('runplane_audit_migrations', ?)")
+            .bind(timeout.as_secs().max(1) as i64 * 6)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(my_unavailable)?;
+        if locked != Some(1) {
+            return Err(AuditError::Unavailable("another node held the audit store's migration lock for too long; start this node again".into()));
+        }
+        let mut migrator = sqlx::migrate!("./migrations/mysql");
+        migrator.set_locking(false);
+        let ran = migrator.run(&mut *conn).await;
+        let _ = sqlx::query("SELECT RELEASE_LOCK('runplane_audit_migrations')").execute(&mut *conn).await;
+        ran.map_err(|e| AuditError::Unavailable(format!("migrating the MySQL audit store: {e}")))?;
+        drop(conn);
         Ok(MySqlLog { pool })
     }
 }
