@@ -333,8 +333,9 @@ async fn two_writers_on_one_postgres_share_one_consistent_log() {
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\""))).execute(&admin).await.expect("create database");
     let options: sqlx::postgres::PgConnectOptions = admin_url.parse::<sqlx::postgres::PgConnectOptions>().expect("url").database(&db);
     let timeout = std::time::Duration::from_secs(5);
-    let a = AuditStore::open_postgres(options.clone(), signer(), timeout).await.expect("node a");
-    let b = AuditStore::open_postgres(options, signer(), timeout).await.expect("node b");
+    // Both nodes start at once on a fresh database: schema and migrations happen once.
+    let (a, b) = tokio::join!(AuditStore::open_postgres(options.clone(), signer(), timeout), AuditStore::open_postgres(options, signer(), timeout));
+    let (a, b) = (a.expect("node a"), b.expect("node b"));
     two_writers_share_one_consistent_log(a, b).await;
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))).execute(&admin).await;
 }

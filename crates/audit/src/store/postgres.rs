@@ -16,7 +16,6 @@ use super::{AuditError, EntryRow, JournalCodec, JournalRow, JournalUsage, LogBac
 use crate::merkle::Hash;
 use crate::tree::{Frontier, Node, Stored};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The schema of the audit tables.
 const SCHEMA: &str = "runplane_audit";
@@ -63,8 +62,11 @@ impl PostgresLog {
             .connect_with(options)
             .await
             .map_err(pg_unavailable)?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))).execute(&pool).await.map_err(pg_unavailable)?;
-        MIGRATOR.run(&pool).await.map_err(|e| AuditError::Unavailable(format!("migrating the PostgreSQL audit store: {e}")))?;
+        // The schema is created under the migrations' advisory lock: nodes starting
+        // together on a fresh database would otherwise race on CREATE SCHEMA.
+        let mut migrator = sqlx::migrate!("./migrations/postgres");
+        migrator.create_schema(SCHEMA);
+        migrator.run(&pool).await.map_err(|e| AuditError::Unavailable(format!("migrating the PostgreSQL audit store: {e}")))?;
         Ok(PostgresLog { pool, heads: Default::default() })
     }
 }
