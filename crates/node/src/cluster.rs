@@ -77,13 +77,16 @@ impl Node {
     }
 }
 
-/// Starts the heartbeat and the leader-lease loops.
-pub(crate) fn spawn(node: Arc<Node>) {
+/// Starts the heartbeat and the leader-lease loops. The first try for the lease is made
+/// here, before the node serves: if this node becomes the leader, the provisioning it
+/// resumes is what was unfinished at start, never a tenant being created right now.
+pub(crate) async fn spawn(node: Arc<Node>) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let started_at = runplane_control::rfc3339_ms(now.as_millis() as i64);
     let n = node.clone();
     tokio::spawn(async move { heartbeat(n, started_at).await });
-    tokio::spawn(async move { lead(node).await });
+    let held = term(&node, None).await;
+    tokio::spawn(async move { lead(node, held).await });
 }
 
 async fn heartbeat(node: Arc<Node>, started_at: String) {
@@ -115,37 +118,44 @@ async fn heartbeat(node: Arc<Node>, started_at: String) {
     }
 }
 
-async fn lead(node: Arc<Node>) {
+async fn lead(node: Arc<Node>, mut held: Option<u64>) {
     let ttl = node.config.control.lease_ttl;
-    let id = node.config.node_id.clone();
-    let mut held: Option<u64> = None;
     loop {
+        tokio::time::sleep(renew_every(ttl)).await;
         if node.drain.is_stopped() {
             return;
         }
-        match node.control.acquire_lease(LEADER, &id, held, ttl).await {
-            Ok((Outcome::Holding { epoch, acquired }, h)) => {
-                node.leadership.set(h);
-                held = Some(epoch);
-                if acquired {
-                    tracing::info!(epoch, "this node is the leader");
-                    became_leader(&node).await;
-                }
-                leader_tick(&node, epoch).await;
+        held = term(&node, held).await;
+    }
+}
+
+/// One renewal (or acquisition) of the leader lease, and what the leader then does;
+/// returns the epoch held afterwards.
+async fn term(node: &Arc<Node>, held: Option<u64>) -> Option<u64> {
+    let id = &node.config.node_id;
+    match node.control.acquire_lease(LEADER, id, held, node.config.control.lease_ttl).await {
+        Ok((Outcome::Holding { epoch, acquired }, h)) => {
+            node.leadership.set(h);
+            if acquired {
+                tracing::info!(epoch, "this node is the leader");
+                became_leader(node).await;
             }
-            Ok((Outcome::HeldBy { holder, epoch }, _)) => {
-                if held.take().is_some() {
-                    tracing::warn!(%holder, epoch, "lost the leader lease");
-                }
-                node.leadership.set(None);
-            }
-            Err(e) => {
-                // Without an answer the lease lapses by itself; Held::may_act stops
-                // this node acting on it in time.
-                tracing::warn!(error = %e, "cannot renew the leader lease");
-            }
+            leader_tick(node, epoch).await;
+            Some(epoch)
         }
-        tokio::time::sleep(renew_every(ttl)).await;
+        Ok((Outcome::HeldBy { holder, epoch }, _)) => {
+            if held.is_some() {
+                tracing::warn!(%holder, epoch, "lost the leader lease");
+            }
+            node.leadership.set(None);
+            None
+        }
+        Err(e) => {
+            // Without an answer the lease lapses by itself; Held::may_act stops this
+            // node acting on it in time.
+            tracing::warn!(error = %e, "cannot renew the leader lease");
+            held
+        }
     }
 }
 

@@ -217,7 +217,7 @@ impl Node {
         let addr = listener.local_addr()?;
         let _ = node.advertised.set(addr.to_string());
         crate::follower::spawn(node.clone(), head, loaded_at);
-        crate::cluster::spawn(node.clone());
+        crate::cluster::spawn(node.clone()).await;
         let app = crate::api::router(node.clone());
         let listener = crate::listener::LingeringListener::new(listener);
         let stopped = node.drain.stopped();
