@@ -1072,6 +1072,15 @@ async fn propagate_revoke_restart(inst: &cluster::Instance, extra: &str) {
     let out = std::process::Command::new(BIN).args(["serve", "--config"]).arg(&path).output().expect("run serve");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("token key ([tokens] key_file)") && err.contains("odd-token.key"), "{err}");
+
+    // A second node under a live node's id is refused: both would think they led.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let config = inst.config("node-a", port, extra).replace("/node-a\"", "/node-a-twin\"");
+    let path = inst.dir.path().join("node-a-twin.toml");
+    std::fs::write(&path, config).expect("write");
+    let out = std::process::Command::new(BIN).args(["serve", "--config"]).arg(&path).output().expect("run serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("node id \"node-a\" is in use by a live node"), "{err}");
     std::fs::remove_dir_all(inst.dir.path().join("node-c")).expect("wipe C's data dir");
     let c = inst.start("node-c", extra).await;
     assert_eq!(inst.call(&c, &key, "/apps/hello/").await, StatusCode::OK, "the restarted node serves the tenant and its deployment");

@@ -77,6 +77,24 @@ impl Node {
     }
 }
 
+/// Refuses to start beside a live node with the same `[node] id` elsewhere: the two
+/// would share one membership row and one lease holder name, so both would believe
+/// they led. (The same id at the same address is this node restarting.)
+pub(crate) async fn refuse_a_live_namesake(node: &Node) -> anyhow::Result<()> {
+    let me = &node.config.node_id;
+    let here = node.advertised.get().cloned().unwrap_or_default();
+    let nodes = node.control.nodes(node.config.control.node_ttl).await?;
+    if let Some(other) = nodes.iter().find(|n| &n.node_id == me && n.state != "gone" && n.address != here) {
+        anyhow::bail!(
+            "node id {me:?} is in use by a live node at {} (last heartbeat {}); give every node its own [node] id, or wait [control] node_ttl_ms ({} ms) if that node has just stopped",
+            other.address,
+            other.last_heartbeat,
+            node.config.control.node_ttl.as_millis()
+        );
+    }
+    Ok(())
+}
+
 /// Starts the heartbeat and the leader-lease loops. The first try for the lease is made
 /// here, before the node serves: if this node becomes the leader, the provisioning it
 /// resumes is what was unfinished at start, never a tenant being created right now.

@@ -216,6 +216,9 @@ impl Node {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another address with --listen", node.config.listen))?;
         let addr = listener.local_addr()?;
         let _ = node.advertised.set(addr.to_string());
+        if node.control.is_shared() {
+            crate::cluster::refuse_a_live_namesake(&node).await?;
+        }
         crate::follower::spawn(node.clone(), head, loaded_at);
         crate::cluster::spawn(node.clone()).await;
         let app = crate::api::router(node.clone());
