@@ -17,7 +17,7 @@ mod store;
 mod types;
 
 pub use error::{ControlError, Result};
-pub use store::{CHANNEL, Claim, ControlStore, Dialect, Hint, Hints, Home, LeaseEpoch, SCHEMA, rfc3339_ms, translate};
+pub use store::{CHANNEL, Claim, ControlStore, Dialect, Hint, Hints, Home, LeaseEpoch, SCHEMA, translate};
 pub use types::{CapabilityVersion, ClusterNode, ConfigVersionRow, Deployment, Mode, Tenant};
 
 #[cfg(test)]

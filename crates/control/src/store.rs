@@ -273,10 +273,6 @@ impl ControlStore {
         Ok(ControlStore { pool, dialect, shared: home.is_shared(), components, listen_url })
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
     /// Whether other nodes may share this store (PostgreSQL or MySQL).
     pub fn is_shared(&self) -> bool {
         self.shared
@@ -348,16 +344,6 @@ impl ControlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| Ok(Change { revision: r.try_get::<i64, _>(0)? as u64, family: r.try_get(1)?, id: r.try_get(2)? })).collect()
-    }
-
-    /// Forgets changes recorded more than `older_than` ago (a follower further behind
-    /// resyncs in full). Returns how many went.
-    pub async fn prune_changes(&self, older_than: Duration) -> Result<u64> {
-        let r = sqlx::query(self.sql("DELETE FROM control_changes WHERE at_ms < NOW_MS - $1"))
-            .bind(older_than.as_millis() as i64)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
     }
 
     pub async fn health(&self) -> bool {
@@ -669,23 +655,6 @@ impl ControlStore {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
-    /// Writes several tenants' disk usage in one transaction (usage, not control
-    /// state: no revision).
-    pub async fn set_disk_usage(&self, usage: &[(String, i64)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for (tenant, bytes) in usage {
-            sqlx::query(self.pick(
-                "INSERT INTO tenant_usage (tenant_id, disk_bytes) VALUES ($1, $2) ON CONFLICT (tenant_id) DO UPDATE SET disk_bytes = excluded.disk_bytes",
-                "INSERT INTO tenant_usage (tenant_id, disk_bytes) VALUES ($1, $2) ON DUPLICATE KEY UPDATE disk_bytes = VALUES(disk_bytes)",
-            ))
-            .bind(tenant)
-            .bind(bytes)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Ok(tx.commit().await?)
-    }
-
     /// Adds each tenant's disk-usage change on this node and returns the instance's
     /// totals after it, in one transaction (usage, not control state: no revision).
     pub async fn add_disk_usage(&self, deltas: &[(String, i64)]) -> Result<Vec<i64>> {
@@ -943,7 +912,7 @@ impl ControlStore {
                     address: r.try_get(2)?,
                     version: r.try_get(3)?,
                     started_at: r.try_get(4)?,
-                    last_heartbeat: rfc3339_ms(r.try_get::<i64, _>(5)?),
+                    last_heartbeat_ms: r.try_get(5)?,
                     state: r.try_get(6)?,
                     in_flight: r.try_get::<i64, _>(7)?.max(0) as u64,
                 })
@@ -1081,25 +1050,6 @@ fn capability_row(r: &AnyRow) -> Result<CapabilityVersion> {
     })
 }
 
-/// Milliseconds since the epoch as RFC 3339 UTC (`2026-12-04T18:51:09.123Z`).
-pub fn rfc3339_ms(ms: i64) -> String {
-    let ms = ms.max(0);
-    let (secs, milli) = (ms / 1000, ms % 1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1113,11 +1063,5 @@ mod tests {
         assert!(translate(Dialect::Sqlite, sql).contains("julianday('now')"));
         assert_eq!(translate(Dialect::MySql, "SELECT 1 FROM t WHERE a = $1 SHARE_LOCK"), "SELECT 1 FROM t WHERE a = ? LOCK IN SHARE MODE");
         assert_eq!(translate(Dialect::Sqlite, "SELECT 1 FROM t WHERE a = $1 SHARE_LOCK"), "SELECT 1 FROM t WHERE a = $1");
-    }
-
-    #[test]
-    fn milliseconds_print_as_rfc3339() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_796_410_269_123), "2026-12-04T18:51:09.123Z");
     }
 }

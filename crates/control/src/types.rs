@@ -97,8 +97,11 @@ pub struct ClusterNode {
     /// The node's Runplane version.
     pub version: String,
     pub started_at: String,
-    /// The last heartbeat, RFC 3339 UTC (the control store's clock).
-    pub last_heartbeat: String,
+    /// The last heartbeat, in milliseconds since the epoch of the control store's clock
+    /// (stamped by the store; ignored when writing one). The admin API shows it as
+    /// RFC 3339.
+    #[serde(skip)]
+    pub last_heartbeat_ms: i64,
     /// `ready`, `draining` or `gone` (no heartbeat within the node TTL, or deregistered).
     pub state: String,
     /// Invocations running on it at its last heartbeat.

@@ -52,7 +52,7 @@ impl Node {
             address: self.advertised.get().cloned().unwrap_or_default(),
             version: env!("CARGO_PKG_VERSION").into(),
             started_at: started_at.into(),
-            last_heartbeat: String::new(),
+            last_heartbeat_ms: 0,
             state: if self.is_draining() { "draining" } else { "ready" }.into(),
             in_flight: self.metrics.in_flight.get().max(0) as u64,
         }
@@ -88,7 +88,7 @@ pub(crate) async fn refuse_a_live_namesake(node: &Node) -> anyhow::Result<()> {
         anyhow::bail!(
             "node id {me:?} is in use by a live node at {} (last heartbeat {}); give every node its own [node] id, or wait [control] node_ttl_ms ({} ms) if that node has just stopped",
             other.address,
-            other.last_heartbeat,
+            crate::api::cluster::heartbeat_time(other),
             node.config.control.node_ttl.as_millis()
         );
     }
@@ -100,7 +100,7 @@ pub(crate) async fn refuse_a_live_namesake(node: &Node) -> anyhow::Result<()> {
 /// resumes is what was unfinished at start, never a tenant being created right now.
 pub(crate) async fn spawn(node: Arc<Node>) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let started_at = runplane_control::rfc3339_ms(now.as_millis() as i64);
+    let started_at = runplane_audit::rfc3339_utc(now.as_nanos());
     let n = node.clone();
     tokio::spawn(async move { heartbeat(n, started_at).await });
     let held = term(&node, None).await;

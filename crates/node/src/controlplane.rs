@@ -78,7 +78,7 @@ pub struct ControlPlane {
 }
 
 fn corrupt(kind: &str, id: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable(format!("control store: the {kind} document {id} is unreadable ({e}); restore control.db from a backup"))
+    ApiError::unavailable(format!("control store: the {kind} document {id} is unreadable ({e}); restore the control store from a backup"))
 }
 
 fn read<T: for<'de> Deserialize<'de>>(kind: &str, id: &str, body: &str) -> Result<T, ApiError> {

@@ -35,7 +35,6 @@ pub struct Instance {
 pub struct NodeProc {
     pub id: String,
     pub port: u16,
-    pub config: PathBuf,
     pub child: Option<Child>,
 }
 
@@ -178,7 +177,7 @@ lease_ttl_ms = 3000
                 .spawn()
                 .expect("spawn runplane serve"),
         );
-        let mut node = NodeProc { id: id.into(), port, config, child: Some(child) };
+        let mut node = NodeProc { id: id.into(), port, child: Some(child) };
         let started = Instant::now();
         loop {
             if let Ok(r) = self.http.get(node.url("/readyz")).send().await
@@ -239,21 +238,15 @@ lease_ttl_ms = 3000
         }
     }
 
-    /// SQL against the instance's control store, for the checks the API does not show.
-    pub async fn lease_epochs(&self) -> Vec<(i64, String, i64, i64)> {
-        use sqlx::Connection;
-        let q = "SELECT epoch, holder, acquired_ms, previous_expired_ms FROM lease_epochs WHERE name = 'leader' ORDER BY epoch";
-        match self.sql {
-            Sql::Postgres => {
-                let options: sqlx::postgres::PgConnectOptions = testing::postgres_url().parse().expect("url");
-                let mut c = sqlx::PgConnection::connect_with(&options.database(&self.database)).await.expect("connect");
-                sqlx::query_as(sqlx::AssertSqlSafe(q.replace("lease_epochs", "runplane_control.lease_epochs"))).fetch_all(&mut c).await.expect("epochs")
-            }
-            Sql::MariaDb => {
-                let mut c = sqlx::MySqlConnection::connect(&testing::mysql_url()).await.expect("connect");
-                sqlx::query_as(sqlx::AssertSqlSafe(q.replace("lease_epochs", &format!("{}_control.lease_epochs", self.database)))).fetch_all(&mut c).await.expect("epochs")
-            }
-        }
+    /// The log of leader-lease epochs, read through the control store itself (the API
+    /// does not show it).
+    pub async fn lease_epochs(&self) -> Vec<runplane_control::LeaseEpoch> {
+        let home = match self.sql {
+            Sql::Postgres => runplane_control::Home::Postgres { url: testing::postgres_url(), database: self.database.clone() },
+            Sql::MariaDb => runplane_control::Home::MySql { url: testing::mysql_url(), database: self.database.clone() },
+        };
+        let store = runplane_control::ControlStore::open(&home, &self.dir.path().join("reader"), Duration::from_secs(5)).await.expect("open the control store");
+        store.lease_epochs("leader").await.expect("epochs")
     }
 }
 

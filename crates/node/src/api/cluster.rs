@@ -13,10 +13,24 @@ use crate::control::ClusterNode;
 use crate::error::ApiError;
 use crate::node::Node;
 
+/// A node as the admin API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct ClusterNodeView {
+    #[serde(flatten)]
+    pub node: ClusterNode,
+    /// The last heartbeat, RFC 3339 UTC (the control store's clock).
+    pub last_heartbeat: String,
+}
+
+/// A node's last heartbeat as RFC 3339 UTC.
+pub(crate) fn heartbeat_time(node: &ClusterNode) -> String {
+    runplane_audit::rfc3339_utc(u128::try_from(node.last_heartbeat_ms).unwrap_or(0) * 1_000_000)
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ClusterNodes {
     /// Every node the instance has seen, by id: `ready`, `draining` or `gone`.
-    pub nodes: Vec<ClusterNode>,
+    pub nodes: Vec<ClusterNodeView>,
     /// The node holding the leader lease now, if any does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
@@ -27,7 +41,7 @@ pub struct ClusterNodes {
 /// older than `[control] node_ttl_ms` shows as `gone`.
 #[utoipa::path(get, path = "/v1/cluster/nodes", security(("admin_token" = [])), responses((status = 200, body = ClusterNodes), (status = 503, body = crate::error::ErrorResponse)))]
 pub async fn list_nodes(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
-    let nodes = node.control.nodes(node.config.control.node_ttl).await?;
+    let nodes = node.control.nodes(node.config.control.node_ttl).await?.into_iter().map(|n| ClusterNodeView { last_heartbeat: heartbeat_time(&n), node: n }).collect();
     let leader = node.control.lease_holder(crate::cluster::LEADER).await?;
     Ok(axum::Json(ClusterNodes { nodes, leader, protocol_version: PROTOCOL_VERSION }).into_response())
 }
