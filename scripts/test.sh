@@ -35,6 +35,20 @@ ensure() {
     return 1
 }
 
+# curl and openssl talk TLS to a node from outside Rust (the HTTPS tests).
+for tool in curl openssl; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "==> installing $tool"
+        if command -v apt-get >/dev/null; then
+            (apt-get update -qq && apt-get install -y -qq "$tool") >/dev/null 2>&1 || sudo -n apt-get install -y -qq "$tool" >/dev/null 2>&1 || true
+        fi
+        if ! command -v "$tool" >/dev/null; then
+            echo "error: $tool is required (the TLS tests run it against a node); install it" >&2
+            exit 1
+        fi
+    fi
+done
+
 missing=()
 ensure PostgreSQL 5432 sh -c 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start' || missing+=(PostgreSQL)
 ensure MariaDB 3306 start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || missing+=(MariaDB)

@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
         trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
         execution_seed: 7,
         tenant: TenantId::new("bench")?,
-        node_id: "bench".into(),
+        node_id: None,
         capability: "hello@1.0.0".into(),
         capability_digest: digest,
         accepted_at_unix_nanos: 0,

@@ -17,6 +17,10 @@ pub struct Target {
     /// The node's data directory, to find its admin token.
     #[arg(long, env = "RUNPLANE_DATA_DIR", default_value = "./runplane-data", global = true)]
     data_dir: PathBuf,
+    /// A CA certificate (PEM) to trust for an https node beside the public roots: the
+    /// node's own CA (for `runplane up --tls`, <data-dir>/tls/ca.pem).
+    #[arg(long, env = "RUNPLANE_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -281,6 +285,17 @@ impl Client {
         Client { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), token }
     }
 
+    /// A client that also trusts the CA certificate(s) in `ca_file` (PEM).
+    pub fn with_ca(base: &str, token: String, ca_file: &std::path::Path) -> anyhow::Result<Self> {
+        let pem = std::fs::read(ca_file).with_context(|| format!("cannot read the CA file {}", ca_file.display()))?;
+        let mut builder = reqwest::Client::builder();
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("{} holds no PEM certificate", ca_file.display()))? {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().context("cannot set up the HTTPS client")?;
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned(), token })
+    }
+
     pub(crate) fn from_target(t: &Target) -> anyhow::Result<Self> {
         let token = match &t.token {
             Some(t) => t.clone(),
@@ -291,7 +306,10 @@ impl Client {
                     .with_context(|| format!("no admin token: pass --token, set RUNPLANE_ADMIN_TOKEN, or point --data-dir at the node's data directory (could not read {})", path.display()))?
             }
         };
-        Ok(Client::new(&t.node, token))
+        match &t.ca_file {
+            Some(ca) => Client::with_ca(&t.node, token, ca),
+            None => Ok(Client::new(&t.node, token)),
+        }
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {

@@ -26,6 +26,10 @@ enum Command {
         listen: std::net::SocketAddr,
         #[arg(long, default_value = "./runplane-data")]
         data_dir: PathBuf,
+        /// Serve HTTPS with a development CA generated into <data-dir>/tls (trust
+        /// <data-dir>/tls/ca.pem, e.g. `curl --cacert`).
+        #[arg(long)]
+        tls: bool,
     },
     /// Start a node from a runplane.toml.
     Serve {
@@ -56,7 +60,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Up { listen, data_dir } => up::run(listen, data_dir).await,
+            Command::Up { listen, data_dir, tls } => up::run(listen, data_dir, tls).await,
             Command::Serve { config } => serve(config).await,
             Command::Admin(cmd) => admin::run(cmd).await,
             Command::Canon { .. } => unreachable!("handled above"),
@@ -105,8 +109,9 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
     if running.generated_admin_token.is_some() {
         eprintln!("generated an admin token in {}", running.node.config().data_dir.join("admin-token").display());
     }
-    eprintln!("runplane node listening on http://{}", running.addr);
+    eprintln!("runplane node listening on {}://{}", running.node.scheme(), running.addr);
     let node = running.node.clone();
+    tokio::spawn(reload_tls_on_sighup(node.clone()));
     tokio::select! {
         _ = shutdown_signal() => {}
         _ = node.drain_requested() => eprintln!("an operator asked this node to drain (runplane operate drain-node)"),
@@ -116,6 +121,23 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
         eprintln!("some connections were still open past the longest invocation deadline and were closed");
     }
     Ok(())
+}
+
+/// On every SIGHUP, reads the TLS certificate files again.
+async fn reload_tls_on_sighup(node: std::sync::Arc<runplane_node::Node>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match node.reload_tls() {
+                Ok(Some(s)) => eprintln!("SIGHUP: serving the TLS certificate {} (valid until {}, sha256 {})", s.subject, s.not_after, s.sha256),
+                Ok(None) => eprintln!("SIGHUP: this node serves plain HTTP; there is no certificate to reload"),
+                Err(e) => eprintln!("SIGHUP: {e}; the previous certificate keeps serving"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = node;
 }
 
 /// Waits for Ctrl-C or SIGTERM.

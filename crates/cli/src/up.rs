@@ -14,21 +14,26 @@ use crate::admin::Client;
 
 const DEMO_TENANTS: [(&str, Mode); 3] = [("acme", Mode::Shared), ("globex", Mode::Shared), ("initech", Mode::Dedicated)];
 
-pub async fn run(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
+pub async fn run(listen: SocketAddr, data_dir: PathBuf, tls: bool) -> anyhow::Result<()> {
     let mut config = NodeConfig::embedded(listen, data_dir.clone());
+    if tls {
+        config.tls = Some(runplane_node::tls::TlsSettings::development());
+    }
     config.capability_config.insert("orders".into(), BTreeMap::from([("currency".to_string(), "EUR".to_string())]));
     config
         .tenant_config
         .insert("globex".into(), BTreeMap::from([("orders".to_string(), BTreeMap::from([("currency".to_string(), "USD".to_string())]))]));
     let running = Node::start(config).await?;
-    let base = format!("http://{}", running.addr);
+    let base = format!("{}://{}", running.node.scheme(), running.addr);
     let admin_token = match running.generated_admin_token.clone() {
         Some(t) => t,
         None => std::fs::read_to_string(data_dir.join("admin-token"))
             .map(|s| s.trim().to_owned())
             .context("this data directory has an admin token hash but no admin-token file; start with a fresh --data-dir")?,
     };
-    let client = Client::new(&base, admin_token.clone());
+    let ca = runplane_node::tls::development_ca(&data_dir);
+    let client = if tls { Client::with_ca(&base, admin_token.clone(), &ca)? } else { Client::new(&base, admin_token.clone()) };
+    let curl = if tls { format!("curl --cacert {}", ca.display()) } else { "curl".to_owned() };
 
     let existing: Vec<String> = client
         .call(Method::GET, "/v1/tenants", None)
@@ -74,12 +79,13 @@ pub async fn run(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
          \n  tenants       acme, globex (shared), initech (dedicated)\
          \n  capability    orders@{orders_version} on /apps/orders/\
          \n  admin API     {base}/v1/   (OpenAPI: {base}/v1/openapi.json)\
-         \n  health        {base}/healthz   metrics: {base}/metrics\
+         \n  health        {base}/healthz   metrics: {base}/metrics{tls_line}\
          \n\nTry it:\
-         \n  curl -s -X POST {base}/apps/orders/orders -H 'Authorization: Bearer {acme}' -H 'content-type: application/json' -d '{{\"item\":\"tea\",\"quantity\":2}}'\
-         \n  curl -s {base}/apps/orders/orders -H 'Authorization: Bearer {acme}'\
+         \n  {curl} -s -X POST {base}/apps/orders/orders -H 'Authorization: Bearer {acme}' -H 'content-type: application/json' -d '{{\"item\":\"tea\",\"quantity\":2}}'\
+         \n  {curl} -s {base}/apps/orders/orders -H 'Authorization: Bearer {acme}'\
          \n\nPress Ctrl-C to stop.",
-        creds = creds_path.display()
+        creds = creds_path.display(),
+        tls_line = if tls { format!("\n  TLS           development CA {} (trust it: curl --cacert, RUNPLANE_CA_FILE)", ca.display()) } else { String::new() },
     );
     crate::shutdown_signal().await;
     running.drain().await;

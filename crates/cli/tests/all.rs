@@ -40,6 +40,71 @@ impl Drop for Child {
     }
 }
 
+/// `runplane up --tls`: the demo over HTTPS with a development CA in DIR/tls/ca.pem,
+/// trusted by `curl --cacert` and by the admin subcommands through `--ca-file`; plain
+/// HTTP and an untrusting client are refused; `openssl s_client` sees TLS 1.3.
+#[tokio::test]
+async fn up_with_tls_serves_the_demo_over_https_trusted_through_the_dev_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = Child(
+        Command::new(BIN)
+            .args(["up", "--tls", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn runplane up --tls"),
+    );
+    let creds_path = dir.path().join("demo-credentials.json");
+    let started = Instant::now();
+    while !creds_path.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "runplane up --tls wrote no credentials within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ca = dir.path().join("tls").join("ca.pem");
+    assert!(ca.exists(), "the development CA is at DIR/tls/ca.pem");
+    let creds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&creds_path).expect("read")).expect("json");
+    let acme = creds["tenants"]["acme"].as_str().expect("acme key").to_owned();
+    let base = format!("https://127.0.0.1:{port}");
+
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl is installed");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let ca_arg = ca.display().to_string();
+    let auth = format!("Authorization: Bearer {acme}");
+    let (ok, out, err) = curl(&["--cacert", &ca_arg, "-X", "POST", &format!("{base}/apps/orders/orders"), "-H", &auth, "-H", "content-type: application/json", "-d", r#"{"item":"tea","quantity":2}"#]);
+    assert!(ok && out.contains("\"id\""), "curl --cacert: {out} {err}");
+    let (ok, out, err) = curl(&["--cacert", &ca_arg, &format!("https://localhost:{port}/apps/orders/orders"), "-H", &auth]);
+    assert!(ok && out.contains("tea"), "by name: {out} {err}");
+    let (ok, _, err) = curl(&[&format!("{base}/healthz")]);
+    assert!(!ok && (err.contains("certificate") || err.contains("SSL")), "without the CA curl refuses: {err}");
+    let (ok, _, _) = curl(&[&format!("http://127.0.0.1:{port}/healthz")]);
+    assert!(!ok, "plain HTTP gets no answer");
+
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-CAfile", &ca_arg, "-servername", "localhost", "-brief"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is installed");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("TLSv1.3") && text.contains("Verification: OK"), "{text}");
+
+    let admin = Command::new(BIN).args(["tenant", "list", "--node", &base, "--ca-file", &ca_arg, "--data-dir"]).arg(dir.path()).output().expect("run");
+    let out = String::from_utf8_lossy(&admin.stdout);
+    assert!(admin.status.success() && out.contains("initech"), "{out}{}", String::from_utf8_lossy(&admin.stderr));
+    let stdout = {
+        use std::io::Read as _;
+        let _ = child.0.kill();
+        let mut s = String::new();
+        let _ = child.0.stdout.take().expect("stdout").read_to_string(&mut s);
+        s
+    };
+    assert!(stdout.contains(&format!("curl --cacert {ca_arg}")) && stdout.contains("https://127.0.0.1"), "the banner says how to trust it: {stdout}");
+}
+
 #[tokio::test]
 async fn up_starts_a_demo_node_with_credentials() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1034,8 +1099,11 @@ async fn propagate_revoke_restart(inst: &cluster::Instance, extra: &str) {
     assert_eq!(s, StatusCode::OK);
     inst.until(&c, &key, "/apps/hello/", StatusCode::OK, bound).await;
     let mut delays = Vec::new();
-    for i in 0..20 {
+    for i in 0..20u64 {
         let on = i % 2 == 1;
+        // Spread over the poll interval: a change seen at one poll, then made at once,
+        // would always wait one whole interval for the next.
+        tokio::time::sleep(Duration::from_millis(i * 137 % 500)).await;
         inst.admin(&a, Method::PUT, "/v1/flags/greeting", Some(json!({"enabled": on}))).await;
         delays.push(inst.until(&c, &key, "/apps/hello/", if on { StatusCode::OK } else { StatusCode::FORBIDDEN }, Duration::from_secs(5)).await);
     }

@@ -37,7 +37,7 @@ fn context(seed: u64, digest: &str) -> Arc<ExecutionContext> {
         trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
         execution_seed: seed,
         tenant: TenantId::new("acme").expect("tenant"),
-        node_id: "node-test".into(),
+        node_id: None,
         capability: "orders@1.0.0".into(),
         capability_digest: digest.into(),
         accepted_at_unix_nanos: 1_795_000_000_000_000_000,

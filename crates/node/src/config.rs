@@ -67,6 +67,10 @@ pub struct NodeConfig {
     /// `[tokens] key_file`: the capability-token signing key (default
     /// `<data_dir>/token.key`, created at first start).
     pub token_key_file: Option<PathBuf>,
+    /// `[tls]`: how the listener speaks TLS; `None` is plain HTTP.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// `[http]`: connection hygiene (timeouts, header size, connections per source).
+    pub http: crate::server::HttpLimits,
     /// How long journals stay in the hot audit store (`[audit] journal_retention_hours`,
     /// and per tier `[audit.journal_retention_hours_by_tier]`); events and their
     /// hashes stay forever.
@@ -314,6 +318,8 @@ impl NodeConfig {
             control: ControlSettings::default(),
             region: "default".into(),
             token_key_file: None,
+            tls: None,
+            http: crate::server::HttpLimits::default(),
             journal_retention: JournalRetention::default(),
             kek_file: None,
             kek_env: "RUNPLANE_KEK".into(),
@@ -347,7 +353,7 @@ impl NodeConfig {
         c.only_keys(
             &table,
             "",
-            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens"],
+            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens", "tls", "http"],
         );
 
         if let Some(node) = c.table(&table, "node") {
@@ -558,6 +564,33 @@ impl NodeConfig {
                 cfg.token_key_file = Some(PathBuf::from(v));
             }
         }
+        if let Some(t) = c.table(&table, "tls") {
+            cfg.tls = parse_tls(&mut c, t);
+        }
+        if let Some(t) = c.table(&table, "http") {
+            c.only_keys(t, "http", &["header_read_timeout_ms", "idle_timeout_ms", "max_header_bytes", "max_connections_per_source"]);
+            let ms = |c: &mut Checker, key: &str, default: std::time::Duration| match c.get::<u64>(t, "http", key) {
+                Some(v) if (100..=3_600_000).contains(&v) => std::time::Duration::from_millis(v),
+                Some(_) => {
+                    c.problem(&format!("http.{key}"), "must be between 100 and 3600000");
+                    default
+                }
+                None => default,
+            };
+            let d = crate::server::HttpLimits::default();
+            cfg.http.header_read_timeout = ms(&mut c, "header_read_timeout_ms", d.header_read_timeout);
+            cfg.http.idle_timeout = ms(&mut c, "idle_timeout_ms", d.idle_timeout);
+            match c.get::<u64>(t, "http", "max_header_bytes") {
+                Some(v) if (1024..=1 << 20).contains(&v) => cfg.http.max_header_bytes = v as usize,
+                Some(_) => c.problem("http.max_header_bytes", "must be between 1024 and 1048576"),
+                None => {}
+            }
+            match c.get::<u64>(t, "http", "max_connections_per_source") {
+                Some(v) if (1..=1_000_000).contains(&v) => cfg.http.max_connections_per_source = v as usize,
+                Some(_) => c.problem("http.max_connections_per_source", "must be between 1 and 1000000"),
+                None => {}
+            }
+        }
         if let Some(t) = c.table(&table, "secrets") {
             c.only_keys(t, "secrets", &["kek_file", "kek_env"]);
             if let Some(v) = c.get::<String>(t, "secrets", "kek_file") {
@@ -696,6 +729,41 @@ impl Default for ControlSettings {
             usage_sync: Duration::from_millis(250),
         }
     }
+}
+
+/// `[tls]`: certificate files or generated development certificates, the minimum
+/// protocol version and how often the files are checked for a replacement.
+fn parse_tls(c: &mut Checker, t: &toml::Table) -> Option<crate::tls::TlsSettings> {
+    use crate::tls::{CertSource, MinVersion, TlsSettings};
+    c.only_keys(t, "tls", &["cert_file", "key_file", "generate", "min_version", "reload_check_ms"]);
+    let mut settings = TlsSettings::development();
+    let generate = c.get::<bool>(t, "tls", "generate").unwrap_or(false);
+    match (c.get::<String>(t, "tls", "cert_file"), c.get::<String>(t, "tls", "key_file"), generate) {
+        (Some(cert), Some(key), false) => settings.source = CertSource::Files { cert: PathBuf::from(cert), key: PathBuf::from(key) },
+        (None, None, true) => settings.source = CertSource::Development,
+        (_, _, true) => {
+            c.problem("tls.generate", "cannot be combined with tls.cert_file and tls.key_file; either name your certificate files or generate development ones");
+            return None;
+        }
+        _ => {
+            c.problem("tls", "needs cert_file and key_file (PEM), or generate = true for a development CA and certificate under <data_dir>/tls");
+            return None;
+        }
+    }
+    if let Some(v) = c.get::<String>(t, "tls", "min_version") {
+        match MinVersion::parse(&v) {
+            Some(m) => settings.min_version = m,
+            None => c.problem("tls.min_version", &format!("{v:?} is not a TLS version this node speaks; write \"1.2\" or \"1.3\"")),
+        }
+    }
+    if let Some(ms) = c.get::<u64>(t, "tls", "reload_check_ms") {
+        if !(100..=3_600_000).contains(&ms) {
+            c.problem("tls.reload_check_ms", "must be between 100 and 3600000");
+        } else {
+            settings.reload_check = std::time::Duration::from_millis(ms);
+        }
+    }
+    Some(settings)
 }
 
 fn parse_backend(c: &mut Checker, place: &str, t: &toml::Table) -> Option<Backend> {

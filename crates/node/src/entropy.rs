@@ -5,22 +5,25 @@
 //! workload produces the same invocation ids, execution seeds, event ids and keys, and
 //! therefore byte-identical audit events, whatever the bound adapters are.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
 
-/// Where ids, seeds and credentials come from.
+/// Where ids, seeds and credentials come from. Clones of a seeded source draw from
+/// one stream: several in-process nodes given clones draw, between them, exactly what
+/// one node would (a reproducibility run across a cluster).
+#[derive(Clone)]
 pub enum Entropy {
     /// The operating system's CSPRNG.
     Os,
     /// A ChaCha20 stream from a fixed seed (never for production credentials).
-    Seeded(Box<Mutex<ChaCha20Rng>>),
+    Seeded(Arc<Mutex<ChaCha20Rng>>),
 }
 
 impl Entropy {
     pub fn seeded(seed: u64) -> Self {
-        Entropy::Seeded(Box::new(Mutex::new(ChaCha20Rng::seed_from_u64(seed))))
+        Entropy::Seeded(Arc::new(Mutex::new(ChaCha20Rng::seed_from_u64(seed))))
     }
 
     pub fn fill(&self, bytes: &mut [u8]) {

@@ -30,7 +30,9 @@ pub mod metrics;
 mod node;
 mod quotas;
 pub mod replay;
+pub mod server;
 mod subscriptions;
+pub mod tls;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{Mode, NodeConfig};

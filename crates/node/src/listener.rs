@@ -1,4 +1,18 @@
-//! The node's TCP listener, with a lingering close.
+//! The node's TCP listener: a limit on connections per source address, optional TLS,
+//! the header and idle timeouts, and a lingering close.
+//!
+//! With TLS the handshake runs in the connection's own task, on its first read or
+//! write (never in the accept loop, where one slow client would hold up every other),
+//! and must finish within [`HANDSHAKE_TIMEOUT`](crate::tls::HANDSHAKE_TIMEOUT).
+//!
+//! **Timeouts.** A connection is in one of three phases, seen from its bytes alone:
+//! *head* (from accept, or from the first byte after a response, until the blank line
+//! ending the request's headers: at most `header_read_timeout`), *busy* (the request
+//! is being handled or its body read: no timer here, the invocation deadline bounds it)
+//! and *idle* (from the first byte of a response until the next request starts: at most
+//! `idle_timeout`). Past its bound, the next read fails and hyper closes the connection.
+//! So a client dribbling its headers a byte a second (slowloris) is cut off after
+//! `header_read_timeout`, while keep-alive connections may idle far longer.
 //!
 //! A client that writes a whole request body before reading (Python's `urllib`, most
 //! SDKs) is still writing when the node refuses the body (413) and closes. Closing a
@@ -8,14 +22,18 @@
 //! the client still sends, for a bounded time and amount, before the socket is closed:
 //! nginx's lingering close.
 
+use std::future::Future as _;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+
+use crate::server::{HttpLimits, PerSource, SourceGuard};
 
 /// Longest a closed connection keeps draining input.
 const LINGER_TIME: Duration = Duration::from_secs(30);
@@ -24,25 +42,47 @@ const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most input a closed connection reads and discards.
 const LINGER_BYTES: u64 = 256 << 20;
 
-/// A [`TcpListener`] whose connections close with a lingering close.
+/// The node's listener (see the module docs).
 pub struct LingeringListener {
     inner: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: HttpLimits,
+    per_source: Arc<PerSource>,
 }
 
 impl LingeringListener {
-    pub fn new(inner: TcpListener) -> Self {
-        Self { inner }
+    pub fn new(inner: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, limits: HttpLimits) -> Self {
+        Self { inner, tls, limits, per_source: Arc::default() }
     }
-}
 
-impl axum::serve::Listener for LingeringListener {
-    type Io = LingeringStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    /// The next connection within its source's limit.
+    pub async fn accept(&mut self) -> Connection {
         loop {
             match self.inner.accept().await {
-                Ok((stream, addr)) => return (LingeringStream { inner: Some(stream) }, addr),
+                Ok((stream, addr)) => {
+                    let Some(guard) = self.per_source.admit(addr.ip(), self.limits.max_connections_per_source) else {
+                        tracing::debug!(source = %addr.ip(), limit = self.limits.max_connections_per_source, "refused a connection: its source has [http] max_connections_per_source open");
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let tcp = LingeringStream { inner: Some(stream) };
+                    let stream = match &self.tls {
+                        None => Stream::Plain(tcp),
+                        Some(acceptor) => Stream::Handshaking {
+                            accept: acceptor.accept(tcp),
+                            deadline: Box::pin(tokio::time::sleep(crate::tls::HANDSHAKE_TIMEOUT)),
+                        },
+                    };
+                    return Connection {
+                        stream,
+                        phase: Phase::Head,
+                        matched: 0,
+                        deadline: Box::pin(tokio::time::sleep(self.limits.header_read_timeout)),
+                        header_timeout: self.limits.header_read_timeout,
+                        idle_timeout: self.limits.idle_timeout,
+                        _counted: guard,
+                    };
+                }
                 // Too many open files and the like: the listener itself is fine; wait and go on.
                 Err(e) => {
                     tracing::warn!(error = %e, "could not accept a connection");
@@ -51,9 +91,208 @@ impl axum::serve::Listener for LingeringListener {
             }
         }
     }
+}
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+/// Where a connection is between requests (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Head,
+    Busy,
+    Idle,
+}
+
+/// One accepted connection.
+pub struct Connection {
+    stream: Stream,
+    phase: Phase,
+    /// How much of the `\r\n\r\n` ending a request head the last bytes matched.
+    matched: u8,
+    deadline: Pin<Box<Sleep>>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    _counted: SourceGuard,
+}
+
+impl Connection {
+    /// Follows the phase through bytes read.
+    fn saw_read(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Head;
+            self.matched = 0;
+            self.deadline.as_mut().reset(Instant::now() + self.header_timeout);
+        }
+        if self.phase != Phase::Head {
+            return;
+        }
+        for &b in bytes {
+            self.matched = match (self.matched, b) {
+                (0 | 2, b'\r') => self.matched + 1,
+                (1 | 3, b'\n') => self.matched + 1,
+                (_, b'\r') => 1,
+                _ => 0,
+            };
+            if self.matched == 4 {
+                self.phase = Phase::Busy;
+                return;
+            }
+        }
+    }
+
+    /// A response is being written: idle from here until the next request starts. The
+    /// timer is polled at once so that it wakes this task (hyper may not read again
+    /// before then).
+    fn saw_write(&mut self, cx: &mut Context<'_>) {
+        self.phase = Phase::Idle;
+        self.deadline.as_mut().reset(Instant::now() + self.idle_timeout);
+        let _ = self.deadline.as_mut().poll(cx);
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.saw_read(&buf.filled()[before..]);
+                if this.phase == Phase::Head {
+                    // Registers the (possibly just reset) header timer with this task.
+                    let _ = this.deadline.as_mut().poll(cx);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.phase != Phase::Busy && this.deadline.as_mut().poll(cx).is_ready() => {
+                let what = if this.phase == Phase::Head { "the request's headers did not arrive within [http] header_read_timeout_ms" } else { "the connection was idle for [http] idle_timeout_ms" };
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.saw_write(cx);
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.saw_write(cx);
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The bytes of a connection: plain, or TLS (handshaking, then established).
+enum Stream {
+    Plain(LingeringStream),
+    Handshaking { accept: tokio_rustls::Accept<LingeringStream>, deadline: Pin<Box<Sleep>> },
+    Tls(Box<tokio_rustls::server::TlsStream<LingeringStream>>),
+    /// The handshake failed; every further read or write says so.
+    Failed,
+}
+
+impl Stream {
+    /// Drives a pending handshake: `Ready(Ok)` once the stream is plain or established.
+    fn handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Stream::Handshaking { accept, deadline } = self else {
+            return Poll::Ready(if matches!(self, Stream::Failed) { Err(io::ErrorKind::NotConnected.into()) } else { Ok(()) });
+        };
+        match Pin::new(accept).poll(cx) {
+            Poll::Ready(Ok(stream)) => {
+                *self = Stream::Tls(Box::new(stream));
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                *self = Stream::Failed;
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    *self = Stream::Failed;
+                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the TLS handshake took too long")))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+            _ => false,
+        }
+    }
+}
+
+/// Runs an I/O call on the stream once any handshake is done.
+macro_rules! forward {
+    ($self:ident, $cx:ident, $io:ident => $call:expr) => {{
+        let this = $self.get_mut();
+        match this.handshake($cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        match this {
+            Stream::Plain(s) => {
+                let $io = Pin::new(s);
+                $call
+            }
+            Stream::Tls(s) => {
+                let $io = Pin::new(s.as_mut());
+                $call
+            }
+            Stream::Handshaking { .. } | Stream::Failed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }};
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        forward!(self, cx, io => io.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        forward!(self, cx, io => io.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        forward!(self, cx, io => io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        forward!(self, cx, io => io.poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        forward!(self, cx, io => io.poll_write_vectored(cx, bufs))
     }
 }
 

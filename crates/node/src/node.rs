@@ -66,6 +66,8 @@ pub struct Node {
     pub(crate) leadership: crate::cluster::Leadership,
     /// The address this node listens on, as membership reports it.
     pub(crate) advertised: std::sync::OnceLock<String>,
+    /// The listener's certificates, when it speaks TLS.
+    pub(crate) tls: Option<Arc<crate::tls::Certificates>>,
 }
 
 /// Where the key-encryption keys of secrets come from.
@@ -131,6 +133,11 @@ impl Node {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
+        // Certificates first: a bad file fails the start before anything else is opened.
+        let tls = match &config.tls {
+            Some(t) => Some(crate::tls::Certificates::open(&t.source, &data_dir, config.listen)?),
+            None => None,
+        };
         let control = open_control(&config).await?;
         // The watermark is read before any state: what is loaded next is at least as
         // new, and the follower takes it from there.
@@ -201,6 +208,7 @@ impl Node {
             freshness: crate::follower::Freshness::new(shared, max_staleness),
             leadership: crate::cluster::Leadership::default(),
             advertised: std::sync::OnceLock::new(),
+            tls,
         });
         for d in node.control.deployments().await? {
             let route = d.route.clone();
@@ -222,15 +230,30 @@ impl Node {
         crate::follower::spawn(node.clone(), head, loaded_at);
         crate::cluster::spawn(node.clone()).await;
         let app = crate::api::router(node.clone());
-        let listener = crate::listener::LingeringListener::new(listener);
-        let stopped = node.drain.stopped();
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
-                tracing::error!(error = %e, "HTTP server stopped");
+        let acceptor = match (&node.tls, &node.config.tls) {
+            (Some(certs), Some(settings)) => {
+                crate::tls::spawn_reloader(certs.clone(), settings.reload_check, node.drain.stopped());
+                Some(tokio_rustls::TlsAcceptor::from(certs.server_config(settings.min_version)?))
             }
-        });
-        tracing::info!(%addr, node_id = %node.config.node_id, mode = node.config.mode.as_str(), "runplane node listening");
+            _ => None,
+        };
+        let limits = node.config.http.clone();
+        let listener = crate::listener::LingeringListener::new(listener, acceptor, limits.clone());
+        let stopped = node.drain.stopped();
+        let server = tokio::spawn(async move { crate::server::serve(listener, app, &limits, stopped).await });
+        tracing::info!(%addr, scheme = node.scheme(), node_id = %node.config.node_id, mode = node.config.mode.as_str(), "runplane node listening");
         Ok(RunningNode { node, addr, generated_admin_token, server })
+    }
+
+    /// `https` when the listener speaks TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Reads the TLS certificate files again (SIGHUP): new handshakes present the new
+    /// pair; on error the old one keeps serving. `Ok(None)` without TLS.
+    pub fn reload_tls(&self) -> Result<Option<crate::tls::ServingCertificate>, crate::tls::TlsError> {
+        self.tls.as_ref().map(|c| c.reload()).transpose()
     }
 
     /// Whether a drain has begun (`/readyz` answers 503).

@@ -97,6 +97,24 @@ impl TestNode {
 #[derive(Default)]
 struct SteppingClock(std::sync::atomic::AtomicU64);
 
+/// A clock that starts at 2026-01-01T00:00:00Z and advances 1 ms only when the test
+/// says so: reads by a node's background loops (which run when they run) change
+/// nothing, so several nodes sharing it see the same instants a lone node would.
+#[derive(Default)]
+struct TickClock(std::sync::atomic::AtomicU64);
+
+impl TickClock {
+    fn tick(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl runplane_node::Clock for TickClock {
+    fn now_unix_nanos(&self) -> u128 {
+        1_767_225_600_000_000_000u128 + u128::from(self.0.load(std::sync::atomic::Ordering::SeqCst)) * 1_000_000
+    }
+}
+
 impl runplane_node::Clock for SteppingClock {
     fn now_unix_nanos(&self) -> u128 {
         let step = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -130,6 +148,12 @@ mod bodies;
 
 #[path = "support/backends.rs"]
 mod backends;
+
+#[path = "support/tls.rs"]
+mod tls;
+
+#[path = "support/edge.rs"]
+mod edge;
 
 /// A node with acme and globex (shared), initech (dedicated) and orders deployed.
 async fn orders_node() -> (TestNode, String, String, String) {

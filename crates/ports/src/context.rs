@@ -20,8 +20,14 @@ pub struct ExecutionContext {
     /// Seeds the capability's random numbers.
     pub execution_seed: u64,
     pub tenant: TenantId,
-    /// The node that ran it (from configuration, never the host name).
-    pub node_id: String,
+    /// Which node ran it: `None` from every node today. The audit leaf records what
+    /// happened, not where, so the same workload gives the same leaves through one
+    /// node or many (scaling never changes results, S0-IX); where is operational data,
+    /// in that node's logs and traces under the event's `trace_id`. Events written
+    /// before nodes shared a control store carry their node's `[node] id` here, and
+    /// keep it, so that they still replay to the same hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
     /// `name@version` of the capability.
     pub capability: String,
     /// SHA-256 of the component bytes.

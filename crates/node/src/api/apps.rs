@@ -77,7 +77,7 @@ pub(crate) fn new_context(node: &Node, tenant: &TenantId, agent_id: &str, sessio
         trace_id,
         execution_seed: node.entropy.next_u64(),
         tenant: tenant.clone(),
-        node_id: node.config.node_id.clone(),
+        node_id: None,
         capability: capability.to_owned(),
         capability_digest: digest.to_owned(),
         accepted_at_unix_nanos,

@@ -4,17 +4,19 @@
 //! messages from its own broker only; no connection string or password is ever logged.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use runplane_adapters::testing;
 use runplane_node::config::{Backend, Bindings};
-use runplane_node::{Mode, NodeConfig};
+use runplane_node::entropy::Entropy;
+use runplane_node::{Mode, Node, NodeConfig};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{ADMIN, TestNode, captured_logs};
+use super::{ADMIN, TestNode, TickClock, captured_logs};
 
 /// Binds the four SQL ports of every tenant to `name`.
 fn bind_sql(config: &mut NodeConfig, name: &str, backend: Backend) {
@@ -31,7 +33,52 @@ fn bind_sql(config: &mut NodeConfig, name: &str, backend: Backend) {
 /// One response, as bytes.
 type Exchange = (String, u16, Vec<u8>);
 
-async fn call(node: &TestNode, key: &str, method: Method, path: &str, body: Option<Value>, log: &mut Vec<Exchange>) -> Value {
+/// Who answers the workload: one node, or several of one instance in turn. Admin calls
+/// go to the first, and each admin change is awaited on every node before traffic goes
+/// on; with a [`TickClock`] the clock advances 1 ms before each call.
+struct Nodes<'a> {
+    all: Vec<&'a TestNode>,
+    clock: Option<&'a TickClock>,
+    control: Option<&'a runplane_control::ControlStore>,
+}
+
+impl<'a> Nodes<'a> {
+    fn one(node: &'a TestNode) -> Self {
+        Nodes { all: vec![node], clock: None, control: None }
+    }
+
+    fn admin(&self) -> &'a TestNode {
+        self.all[0]
+    }
+
+    /// The node for the `n`th call, after the clock's tick.
+    fn turn(&self, n: usize) -> &'a TestNode {
+        if let Some(c) = self.clock {
+            c.tick();
+        }
+        self.all[n % self.all.len()]
+    }
+
+    /// Waits until every node has applied the control store's head.
+    async fn converge(&self) {
+        let Some(control) = self.control else { return };
+        let head = control.head().await.expect("control head");
+        let started = Instant::now();
+        for node in &self.all {
+            loop {
+                let ready: Value = node.http.get(node.url("/readyz")).send().await.expect("readyz").json().await.expect("json");
+                if ready["control_revision"].as_u64().is_some_and(|r| r >= head) {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "a node did not reach revision {head}: {ready}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+async fn call(nodes: &Nodes<'_>, key: &str, method: Method, path: &str, body: Option<Value>, log: &mut Vec<Exchange>) -> Value {
+    let node = nodes.turn(log.len());
     let mut req = node.http.request(method.clone(), node.url(path)).bearer_auth(key);
     if let Some(b) = body {
         req = req.json(&b);
@@ -46,7 +93,8 @@ async fn call(node: &TestNode, key: &str, method: Method, path: &str, body: Opti
 
 /// The scripted workload: creates, reads, lists, updates, deletes, events, blobs,
 /// counters and error answers, for one shared and one dedicated tenant.
-async fn workload(node: &TestNode) -> (Vec<Exchange>, BTreeMap<String, Vec<String>>) {
+async fn workload(nodes: &Nodes<'_>) -> (Vec<Exchange>, BTreeMap<String, Vec<String>>) {
+    let node = nodes.admin();
     let mut log = Vec::new();
     let mut keys = Vec::new();
     for (tenant, mode) in [("acme", Mode::Shared), ("initech", Mode::Dedicated)] {
@@ -57,26 +105,28 @@ async fn workload(node: &TestNode) -> (Vec<Exchange>, BTreeMap<String, Vec<Strin
         assert_eq!(s, StatusCode::OK);
     }
     node.deploy("orders", runplane_examples::ORDERS, "orders", &[]).await;
+    nodes.converge().await;
     for (_, key) in &keys {
         let mut ids = Vec::new();
         for (item, quantity) in [("tea", 2), ("Zürich chocolate 🍫", 1), ("coffee", 12)] {
-            let order = call(node, key, Method::POST, "/apps/orders/orders", Some(json!({"item": item, "quantity": quantity})), &mut log).await;
+            let order = call(nodes, key, Method::POST, "/apps/orders/orders", Some(json!({"item": item, "quantity": quantity})), &mut log).await;
             ids.push(order["id"].as_str().expect("order id").to_owned());
         }
-        call(node, key, Method::GET, &format!("/apps/orders/orders/{}", ids[0]), None, &mut log).await;
-        call(node, key, Method::GET, "/apps/orders/orders", None, &mut log).await;
-        call(node, key, Method::GET, "/apps/orders/orders?limit=1", None, &mut log).await;
-        call(node, key, Method::PUT, &format!("/apps/orders/orders/{}", ids[1]), Some(json!({"item": "matcha", "quantity": 3})), &mut log).await;
-        call(node, key, Method::DELETE, &format!("/apps/orders/orders/{}", ids[2]), None, &mut log).await;
-        call(node, key, Method::GET, &format!("/apps/orders/orders/{}", ids[2]), None, &mut log).await;
-        call(node, key, Method::GET, &format!("/apps/orders/orders/{}/invoice", ids[0]), None, &mut log).await;
-        call(node, key, Method::GET, "/apps/orders/events", None, &mut log).await;
-        call(node, key, Method::GET, "/apps/orders/stats", None, &mut log).await;
-        call(node, key, Method::POST, "/apps/orders/orders", Some(json!({"item": ""})), &mut log).await;
+        call(nodes, key, Method::GET, &format!("/apps/orders/orders/{}", ids[0]), None, &mut log).await;
+        call(nodes, key, Method::GET, "/apps/orders/orders", None, &mut log).await;
+        call(nodes, key, Method::GET, "/apps/orders/orders?limit=1", None, &mut log).await;
+        call(nodes, key, Method::PUT, &format!("/apps/orders/orders/{}", ids[1]), Some(json!({"item": "matcha", "quantity": 3})), &mut log).await;
+        call(nodes, key, Method::DELETE, &format!("/apps/orders/orders/{}", ids[2]), None, &mut log).await;
+        call(nodes, key, Method::GET, &format!("/apps/orders/orders/{}", ids[2]), None, &mut log).await;
+        call(nodes, key, Method::GET, &format!("/apps/orders/orders/{}/invoice", ids[0]), None, &mut log).await;
+        call(nodes, key, Method::GET, "/apps/orders/events", None, &mut log).await;
+        call(nodes, key, Method::GET, "/apps/orders/stats", None, &mut log).await;
+        call(nodes, key, Method::POST, "/apps/orders/orders", Some(json!({"item": ""})), &mut log).await;
     }
     let mut hashes = BTreeMap::new();
+    let reader = nodes.all[nodes.all.len() - 1];
     for log_id in ["admin", "tenant:acme", "tenant:initech"] {
-        let (s, page) = node.admin(Method::GET, &format!("/v1/audit/events?log={log_id}&limit=1000"), None).await;
+        let (s, page) = reader.admin(Method::GET, &format!("/v1/audit/events?log={log_id}&limit=1000"), None).await;
         assert_eq!(s, StatusCode::OK, "{page}");
         let items = page["items"].as_array().expect("items");
         hashes.insert(log_id.to_owned(), items.iter().map(|e| e["event_hash"].as_str().expect("hash").to_owned()).collect());
@@ -139,7 +189,7 @@ async fn same_binary_same_bytes_on_every_sql_backend_and_mode() {
     const SEED: u64 = 0x5eed;
 
     let reference = TestNode::start_with(|_| {}, Some(SEED)).await;
-    let (expected_log, expected_hashes) = workload(&reference).await;
+    let (expected_log, expected_hashes) = workload(&Nodes::one(&reference)).await;
     assert!(expected_log.iter().any(|(_, s, _)| *s == 201) && expected_log.iter().any(|(_, s, _)| *s == 404));
     assert_eq!(expected_hashes["tenant:acme"].len(), expected_log.len() / 2, "one audit event per invocation");
 
@@ -163,7 +213,7 @@ async fn same_binary_same_bytes_on_every_sql_backend_and_mode() {
     if pg_up {
         let db = testing::unique_name("rp_same");
         let node = TestNode::start_with(|c| bind_sql(c, "pg", postgres_backend(&db, &pg_url, None)), Some(SEED)).await;
-        let (log, hashes) = workload(&node).await;
+        let (log, hashes) = workload(&Nodes::one(&node)).await;
         compare("PostgreSQL", &log, &hashes);
         for database in [db.clone(), format!("{db}_t_initech")] {
             assert!(rows_in(&format!("{}/{database}", pg_url.rsplit_once('/').map_or(pg_url.as_str(), |(b, _)| b))).await > 0, "{database} holds the records");
@@ -175,7 +225,7 @@ async fn same_binary_same_bytes_on_every_sql_backend_and_mode() {
         let db = testing::unique_name("rp_same");
         let backend = Backend::MySql { url: my_url.clone(), database: db.clone(), max_connections: 4 };
         let node = TestNode::start_with(|c| bind_sql(c, "maria", backend), Some(SEED)).await;
-        let (log, hashes) = workload(&node).await;
+        let (log, hashes) = workload(&Nodes::one(&node)).await;
         compare("MariaDB", &log, &hashes);
         for database in [db.clone(), format!("{db}_t_initech")] {
             assert!(rows_in(&format!("{}/{database}", my_url.rsplit_once('/').map_or(my_url.as_str(), |(b, _)| b))).await > 0, "{database} holds the records");
@@ -202,9 +252,141 @@ async fn same_binary_same_bytes_on_every_sql_backend_and_mode() {
             Some(SEED),
         )
         .await;
-        let (log, hashes) = workload(&node).await;
+        let (log, hashes) = workload(&Nodes::one(&node)).await;
         compare("S3 blobs", &log, &hashes);
     }
+}
+
+/// One instance's shared infrastructure for in-process nodes: control state, audit
+/// and records on one PostgreSQL database, messaging on NATS, blobs on the S3 test
+/// server, and one set of key files.
+struct SharedInstance {
+    dir: tempfile::TempDir,
+    database: String,
+    prefix: String,
+    bucket: String,
+}
+
+impl SharedInstance {
+    async fn new() -> Self {
+        let bucket = testing::unique_name("rp-scale").replace('_', "-");
+        testing::create_s3_bucket(&testing::s3_endpoint(), &bucket).await;
+        SharedInstance { dir: tempfile::tempdir().expect("tempdir"), database: testing::unique_name("rp_scale"), prefix: testing::unique_name("rps"), bucket }
+    }
+
+    /// Starts node `id` of the instance, configured as an operator would (the config
+    /// passes the shared-store checks), on `clock` and `entropy`.
+    async fn start(&self, id: &str, clock: Arc<TickClock>, entropy: Entropy) -> TestNode {
+        let data = tempfile::tempdir().expect("tempdir");
+        let keys = self.dir.path();
+        let text = format!(
+            r#"[node]
+id = "{id}"
+listen = "127.0.0.1:0"
+data_dir = {data:?}
+admin_token = "{ADMIN}"
+
+[backends.db]
+kind = "postgres"
+url = "{pg}"
+database = "{database}"
+
+[backends.bus]
+kind = "nats"
+url = "{nats}"
+prefix = "{prefix}"
+
+[backends.objects]
+kind = "s3"
+bucket = "{bucket}"
+endpoint = "{s3}"
+access_key_id = "test"
+secret_access_key = "test"
+
+[bindings]
+records = "db"
+kv = "db"
+events = "db"
+secrets = "db"
+messaging = "bus"
+blobs = "objects"
+
+[audit]
+store = "db"
+key_file = {audit_key:?}
+
+[tokens]
+key_file = {token_key:?}
+
+[secrets]
+kek_file = {kek:?}
+
+[config.orders]
+currency = "EUR"
+
+[control]
+store = "db"
+"#,
+            data = data.path().display().to_string(),
+            pg = testing::postgres_url(),
+            database = self.database,
+            nats = testing::nats_url(),
+            prefix = self.prefix,
+            bucket = self.bucket,
+            s3 = testing::s3_endpoint(),
+            audit_key = keys.join("instance.key").display().to_string(),
+            token_key = keys.join("token.key").display().to_string(),
+            kek = keys.join("secrets.kek").display().to_string(),
+        );
+        let config = NodeConfig::parse(&text, |_| None).unwrap_or_else(|problems| panic!("the instance's config: {problems:?}"));
+        let running = Node::start_with(config, clock, entropy).await.expect("node starts");
+        TestNode { running, _dir: data, http: reqwest::Client::new() }
+    }
+
+    async fn control(&self) -> runplane_control::ControlStore {
+        let home = runplane_control::Home::Postgres { url: testing::postgres_url(), database: self.database.clone() };
+        runplane_control::ControlStore::open(&home, self.dir.path(), Duration::from_secs(5)).await.expect("open the control store")
+    }
+
+    async fn remove(self) {
+        drop_postgres(&testing::postgres_url(), &[self.database.clone(), format!("{}_t_initech", self.database)]).await;
+    }
+}
+
+/// Scaling never changes results (S0-IX): with the same injected clock and entropy, the
+/// workload sent to three nodes of one instance in turn gives the same responses, byte
+/// for byte, and the same audit leaves as sent to one node of such an instance.
+#[tokio::test]
+async fn three_nodes_give_the_same_responses_and_audit_leaves_as_one() {
+    if !testing::service_up("PostgreSQL", &testing::postgres_url()).await
+        || !testing::service_up("NATS", &testing::nats_url()).await
+        || !testing::service_up("S3-compatible server (moto)", &testing::s3_endpoint()).await
+    {
+        return;
+    }
+    const SEED: u64 = 0x5ca1e;
+    let mut runs = Vec::new();
+    for size in [1, 3] {
+        let instance = SharedInstance::new().await;
+        let (clock, entropy) = (Arc::new(TickClock::default()), Entropy::seeded(SEED));
+        let mut nodes = Vec::new();
+        for n in 0..size {
+            nodes.push(instance.start(&format!("node-{n}"), clock.clone(), entropy.clone()).await);
+        }
+        let control = instance.control().await;
+        let run = workload(&Nodes { all: nodes.iter().collect(), clock: Some(&clock), control: Some(&control) }).await;
+        drop(nodes);
+        instance.remove().await;
+        runs.push(run);
+    }
+    let (one, three) = (&runs[0], &runs[1]);
+    assert!(one.0.iter().any(|(_, s, _)| *s == 201) && one.0.iter().any(|(_, s, _)| *s == 404), "the workload creates and misses");
+    assert_eq!(one.0.len(), three.0.len());
+    for (got, want) in three.0.iter().zip(&one.0) {
+        assert_eq!(got, want, "{} answered differently through three nodes:\n  got  {} {}\n  want {} {}", want.0, got.1, String::from_utf8_lossy(&got.2), want.1, String::from_utf8_lossy(&want.2));
+    }
+    assert_eq!(three.1, one.1, "the audit leaves differ between one node and three");
+    assert_eq!(one.1["tenant:acme"].len(), one.0.len() / 2, "one audit event per invocation");
 }
 
 /// A TCP proxy in front of PostgreSQL that the test can cut: cutting closes every

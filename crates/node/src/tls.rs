@@ -1,0 +1,348 @@
+//! TLS on the node's listener (spec §11): rustls, certificates from files or a
+//! development CA generated into the data dir, a minimum protocol version, and reload
+//! without restart.
+//!
+//! - **From files** (`[tls] cert_file` and `key_file`, PEM): any CA — cert-manager in
+//!   Kubernetes, a corporate PKI. The chain is presented as written (leaf first).
+//! - **Development** (`[tls] generate = true`, or `runplane up --tls`): at first start a
+//!   local CA (`<data_dir>/tls/ca.pem`, its key beside it, mode 0600) and a leaf for
+//!   `localhost`, `127.0.0.1`, `::1` and the listen address are written; a leaf within
+//!   [`DEV_RENEW_BEFORE`] of expiry is re-issued at start. `curl --cacert
+//!   <data_dir>/tls/ca.pem https://…` trusts it.
+//!
+//! **Reload.** The serving certificate sits behind [`Certificates`], which rustls asks
+//! at every handshake. [`Certificates::reload`] reads both files again and swaps only a
+//! pair that parses, matches and is within its validity: a half-written update (the
+//! certificate replaced, the key not yet) leaves the old pair serving and is tried
+//! again. The node calls it every `[tls] reload_check_ms` when the files' bytes changed
+//! (Kubernetes swaps a secret's files through a symlink: content, not mtime, is
+//! compared) and on SIGHUP. Established connections keep the certificate they
+//! negotiated; new handshakes get the new one.
+//!
+//! Private keys are read, handed to rustls and never logged, shown or written anywhere
+//! but their own file.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use sha2::{Digest as _, Sha256};
+
+/// A development leaf this close to expiry is re-issued at start.
+pub const DEV_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a development leaf is valid.
+const DEV_LEAF_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How long the development CA is valid.
+const DEV_CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Longest a client may take to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The lowest protocol version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinVersion {
+    Tls12,
+    Tls13,
+}
+
+impl MinVersion {
+    pub fn parse(v: &str) -> Option<Self> {
+        match v {
+            "1.2" => Some(MinVersion::Tls12),
+            "1.3" => Some(MinVersion::Tls13),
+            _ => None,
+        }
+    }
+
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+        match self {
+            MinVersion::Tls12 => rustls::ALL_VERSIONS,
+            MinVersion::Tls13 => &TLS13_ONLY,
+        }
+    }
+}
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// PEM files written by someone else (and replaced by them: reloaded).
+    Files { cert: PathBuf, key: PathBuf },
+    /// A development CA and leaf under `<data_dir>/tls`.
+    Development,
+}
+
+/// `[tls]`: how the listener speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub source: CertSource,
+    /// `[tls] min_version`, default `1.2`.
+    pub min_version: MinVersion,
+    /// `[tls] reload_check_ms`, default 2000: how often the files are compared.
+    pub reload_check: Duration,
+}
+
+impl TlsSettings {
+    /// Development certificates, TLS 1.2 and up (what `runplane up --tls` uses).
+    pub fn development() -> Self {
+        TlsSettings { source: CertSource::Development, min_version: MinVersion::Tls12, reload_check: Duration::from_secs(2) }
+    }
+}
+
+/// What went wrong with a certificate or key, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
+
+fn err(message: String) -> TlsError {
+    TlsError(message)
+}
+
+/// The crypto the node's TLS uses (ring, as its brokers' clients do).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What is serving now, as shown to operators.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ServingCertificate {
+    /// The leaf's subject.
+    pub subject: String,
+    /// The leaf's issuer.
+    pub issuer: String,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+    /// SHA-256 of the leaf's DER (lowercase hex), what `openssl x509 -fingerprint -sha256` shows.
+    pub sha256: String,
+}
+
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    info: ServingCertificate,
+    /// SHA-256 over both files' bytes, to see whether they changed.
+    stamp: [u8; 32],
+}
+
+/// The serving certificate, swappable while the node runs.
+pub struct Certificates {
+    files: (PathBuf, PathBuf),
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+    info: RwLock<ServingCertificate>,
+    stamp: Mutex<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates").field("cert_file", &self.files.0).finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+impl Certificates {
+    /// Loads the pair named by `source` (generating development certificates first when
+    /// asked), refusing one that does not parse, does not match or has expired.
+    pub fn open(source: &CertSource, data_dir: &Path, listen: std::net::SocketAddr) -> Result<Arc<Self>, TlsError> {
+        let files = match source {
+            CertSource::Files { cert, key } => (cert.clone(), key.clone()),
+            CertSource::Development => development(data_dir, listen)?,
+        };
+        let provider = provider();
+        let loaded = load(&files.0, &files.1, &provider)?;
+        Ok(Arc::new(Certificates {
+            files,
+            provider,
+            current: RwLock::new(loaded.key),
+            info: RwLock::new(loaded.info),
+            stamp: Mutex::new(loaded.stamp),
+        }))
+    }
+
+    /// What is serving now.
+    pub fn serving(&self) -> ServingCertificate {
+        self.info.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the files' bytes differ from what is serving.
+    pub fn changed(&self) -> bool {
+        match (std::fs::read(&self.files.0), std::fs::read(&self.files.1)) {
+            (Ok(c), Ok(k)) => stamp(&c, &k) != *self.stamp.lock().unwrap_or_else(|p| p.into_inner()),
+            _ => false,
+        }
+    }
+
+    /// Reads the files again and, when they hold a good pair, serves it from the next
+    /// handshake on. On error the old pair keeps serving.
+    pub fn reload(&self) -> Result<ServingCertificate, TlsError> {
+        let loaded = load(&self.files.0, &self.files.1, &self.provider)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded.key;
+        *self.info.write().unwrap_or_else(|p| p.into_inner()) = loaded.info.clone();
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = loaded.stamp;
+        Ok(loaded.info)
+    }
+
+    /// The rustls configuration of a listener serving these certificates.
+    pub fn server_config(self: &Arc<Self>, min_version: MinVersion) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(min_version.versions())
+            .map_err(|e| err(format!("cannot configure TLS: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Watches the files and reloads a changed pair every `every` until the node stops.
+pub fn spawn_reloader(certs: Arc<Certificates>, every: Duration, stopped: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::spawn(async move {
+        let mut stopped = std::pin::pin!(stopped);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if !certs.changed() {
+                continue;
+            }
+            match certs.reload() {
+                Ok(s) => {
+                    failing = false;
+                    tracing::info!(subject = %s.subject, not_after = %s.not_after, sha256 = %s.sha256, "TLS certificate files changed: new handshakes present the new certificate");
+                }
+                // A half-written update is normal for one check; say so once.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "TLS certificate files changed but do not hold a usable pair yet; the old certificate keeps serving");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
+
+fn stamp(cert: &[u8], key: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((cert.len() as u64).to_le_bytes());
+    h.update(cert);
+    h.update(key);
+    h.finalize().into()
+}
+
+fn load(cert_file: &Path, key_file: &Path, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+    let cert_pem = std::fs::read(cert_file).map_err(|e| err(format!("cannot read the TLS certificate {}: {e}", cert_file.display())))?;
+    let key_pem = std::fs::read(key_file).map_err(|e| err(format!("cannot read the TLS key {}: {e}", key_file.display())))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(format!("{} is not a PEM certificate chain ({e}); write the leaf first, then its intermediates", cert_file.display())))?;
+    let Some(leaf) = chain.first() else {
+        return Err(err(format!("{} holds no certificate; write the leaf (PEM, BEGIN CERTIFICATE) first, then its intermediates", cert_file.display())));
+    };
+    // The key's own error text is never shown: it could quote key material.
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| err(format!("{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)", key_file.display())))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|_| err(format!("the private key in {} is of a kind TLS cannot use (use ECDSA P-256/P-384, Ed25519 or RSA)", key_file.display())))?;
+    let certified = CertifiedKey::new(chain.clone(), signing);
+    certified.keys_match().map_err(|_| {
+        err(format!("the key in {} does not belong to the certificate in {}; replace both files together", key_file.display(), cert_file.display()))
+    })?;
+    let info = describe(leaf).map_err(|e| err(format!("{}: {e}", cert_file.display())))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| err(format!("{}: {e}", cert_file.display())))?;
+    if !parsed.validity().is_valid() {
+        return Err(err(format!(
+            "the certificate in {} is not valid now (valid from {} to {}); renew it",
+            cert_file.display(),
+            parsed.validity().not_before,
+            parsed.validity().not_after
+        )));
+    }
+    Ok(Loaded { key: Arc::new(certified), info, stamp: stamp(&cert_pem, &key_pem) })
+}
+
+fn describe(leaf: &CertificateDer<'_>) -> Result<ServingCertificate, String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| format!("the leaf certificate does not parse: {e}"))?;
+    let not_after = parsed.validity().not_after.timestamp();
+    Ok(ServingCertificate {
+        subject: parsed.subject().to_string(),
+        issuer: parsed.issuer().to_string(),
+        not_after: runplane_audit::rfc3339_utc(u128::try_from(not_after).unwrap_or(0) * 1_000_000_000),
+        sha256: hex::encode(Sha256::digest(leaf.as_ref())),
+    })
+}
+
+/// The development CA's certificate under `data_dir`.
+pub fn development_ca(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("ca.pem")
+}
+
+/// Makes sure `<data_dir>/tls` holds a development CA and a current leaf for `listen`;
+/// returns the leaf's certificate and key files.
+fn development(data_dir: &Path, listen: std::net::SocketAddr) -> Result<(PathBuf, PathBuf), TlsError> {
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+    let (ca_cert, ca_key, leaf_cert, leaf_key) = (dir.join("ca.pem"), dir.join("ca.key"), dir.join("node.pem"), dir.join("node.key"));
+    let write = |path: &Path, bytes: &[u8]| crate::node::write_private(path, bytes).map_err(|e| err(format!("cannot write {}: {e}", path.display())));
+    let now = time_now();
+
+    let issuer = if ca_cert.exists() && ca_key.exists() {
+        let key_pem = std::fs::read_to_string(&ca_key).map_err(|e| err(format!("cannot read {}: {e}", ca_key.display())))?;
+        let cert_pem = std::fs::read_to_string(&ca_cert).map_err(|e| err(format!("cannot read {}: {e}", ca_cert.display())))?;
+        let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|_| err(format!("{} is not the development CA's key; delete {} to make a new CA", ca_key.display(), dir.display())))?;
+        rcgen::Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| err(format!("{} does not parse ({e}); delete {} to make a new CA", ca_cert.display(), dir.display())))?
+    } else {
+        let key = rcgen::KeyPair::generate().map_err(|e| err(format!("cannot generate a key: {e}")))?;
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Runplane development CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + DEV_CA_LIFETIME;
+        let cert = params.self_signed(&key).map_err(|e| err(format!("cannot make the development CA: {e}")))?;
+        write(&ca_key, key.serialize_pem().as_bytes())?;
+        write(&ca_cert, cert.pem().as_bytes())?;
+        rcgen::Issuer::new(params, key)
+    };
+
+    let current = std::fs::read(&leaf_cert)
+        .ok()
+        .and_then(|pem| CertificateDer::pem_slice_iter(&pem).next()?.ok())
+        .and_then(|der| {
+            let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+            let left = parsed.validity().time_to_expiration()?;
+            Some(left.whole_seconds() as u64 > DEV_RENEW_BEFORE.as_secs() && leaf_key.exists())
+        })
+        .unwrap_or(false);
+    if !current {
+        let key = rcgen::KeyPair::generate().map_err(|e| err(format!("cannot generate a key: {e}")))?;
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+        if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+            names.push(listen.ip().to_string());
+        }
+        let mut params = rcgen::CertificateParams::new(names).map_err(|e| err(format!("cannot name the development certificate: {e}")))?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, "runplane node (development)");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + DEV_LEAF_LIFETIME;
+        let cert = params.signed_by(&key, &issuer).map_err(|e| err(format!("cannot issue the development certificate: {e}")))?;
+        write(&leaf_key, key.serialize_pem().as_bytes())?;
+        write(&leaf_cert, cert.pem().as_bytes())?;
+    }
+    Ok((leaf_cert, leaf_key))
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
