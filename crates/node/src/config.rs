@@ -71,6 +71,8 @@ pub struct NodeConfig {
     pub tls: Option<crate::tls::TlsSettings>,
     /// `[http]`: connection hygiene (timeouts, header size, connections per source).
     pub http: crate::server::HttpLimits,
+    /// `[rate_limits]`: requests per second per admin credential, tenant and source.
+    pub rate_limits: crate::ratelimit::RateSettings,
     /// How long journals stay in the hot audit store (`[audit] journal_retention_hours`,
     /// and per tier `[audit.journal_retention_hours_by_tier]`); events and their
     /// hashes stay forever.
@@ -320,6 +322,7 @@ impl NodeConfig {
             token_key_file: None,
             tls: None,
             http: crate::server::HttpLimits::default(),
+            rate_limits: crate::ratelimit::RateSettings::default(),
             journal_retention: JournalRetention::default(),
             kek_file: None,
             kek_env: "RUNPLANE_KEK".into(),
@@ -353,7 +356,7 @@ impl NodeConfig {
         c.only_keys(
             &table,
             "",
-            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens", "tls", "http"],
+            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens", "tls", "http", "rate_limits"],
         );
 
         if let Some(node) = c.table(&table, "node") {
@@ -567,6 +570,31 @@ impl NodeConfig {
         if let Some(t) = c.table(&table, "tls") {
             cfg.tls = parse_tls(&mut c, t);
         }
+        if let Some(t) = c.table(&table, "rate_limits") {
+            const KEYS: [&str; 6] = ["admin_per_second", "admin_burst", "tenant_per_second", "tenant_burst", "unauthenticated_per_second", "unauthenticated_burst"];
+            c.only_keys(t, "rate_limits", &KEYS);
+            let r = &mut cfg.rate_limits;
+            for (key, slot) in KEYS.iter().zip([
+                &mut r.admin_per_second,
+                &mut r.admin_burst,
+                &mut r.tenant_per_second,
+                &mut r.tenant_burst,
+                &mut r.unauthenticated_per_second,
+                &mut r.unauthenticated_burst,
+            ]) {
+                match c.get::<u64>(t, "rate_limits", key) {
+                    Some(v) if v <= 1_000_000 => *slot = v as u32,
+                    Some(_) => c.problem(&format!("rate_limits.{key}"), "must be between 0 (off) and 1000000"),
+                    None => {}
+                }
+            }
+            if r.admin_per_second == 0 {
+                c.problem("rate_limits.admin_per_second", "cannot be 0: the admin API is always rate-limited per credential (at most 100/s by default: 50)");
+            }
+            if r.tenant_per_second > 0 && r.tenant_burst == 0 {
+                r.tenant_burst = r.tenant_per_second;
+            }
+        }
         if let Some(t) = c.table(&table, "http") {
             c.only_keys(t, "http", &["header_read_timeout_ms", "idle_timeout_ms", "max_header_bytes", "max_connections_per_source"]);
             let ms = |c: &mut Checker, key: &str, default: std::time::Duration| match c.get::<u64>(t, "http", key) {
@@ -735,7 +763,7 @@ impl Default for ControlSettings {
 /// protocol version and how often the files are checked for a replacement.
 fn parse_tls(c: &mut Checker, t: &toml::Table) -> Option<crate::tls::TlsSettings> {
     use crate::tls::{CertSource, MinVersion, TlsSettings};
-    c.only_keys(t, "tls", &["cert_file", "key_file", "generate", "min_version", "reload_check_ms"]);
+    c.only_keys(t, "tls", &["cert_file", "key_file", "generate", "min_version", "reload_check_ms", "client_ca_file", "client_crl_file", "client_auth", "admin_client_certificate"]);
     let mut settings = TlsSettings::development();
     let generate = c.get::<bool>(t, "tls", "generate").unwrap_or(false);
     match (c.get::<String>(t, "tls", "cert_file"), c.get::<String>(t, "tls", "key_file"), generate) {
@@ -761,6 +789,32 @@ fn parse_tls(c: &mut Checker, t: &toml::Table) -> Option<crate::tls::TlsSettings
             c.problem("tls.reload_check_ms", "must be between 100 and 3600000");
         } else {
             settings.reload_check = std::time::Duration::from_millis(ms);
+        }
+    }
+    let required = |c: &mut Checker, key: &str| match c.get::<String>(t, "tls", key).as_deref() {
+        None | Some("optional") => false,
+        Some("required") => true,
+        Some(other) => {
+            c.problem(&format!("tls.{key}"), &format!("{other:?} is neither \"required\" nor \"optional\""));
+            false
+        }
+    };
+    let (client_auth, admin) = (required(c, "client_auth"), required(c, "admin_client_certificate"));
+    match c.get::<String>(t, "tls", "client_ca_file") {
+        Some(ca) => {
+            settings.client = Some(crate::tls::ClientAuth {
+                ca_file: PathBuf::from(ca),
+                crl_file: c.get::<String>(t, "tls", "client_crl_file").map(PathBuf::from),
+                required: client_auth,
+                admin_required: admin,
+            })
+        }
+        None => {
+            for key in ["client_auth", "admin_client_certificate", "client_crl_file"] {
+                if t.contains_key(key) {
+                    c.problem(&format!("tls.{key}"), "needs tls.client_ca_file: the CA (PEM) client certificates must chain to");
+                }
+            }
         }
     }
     Some(settings)

@@ -30,6 +30,7 @@ pub mod metrics;
 mod node;
 mod quotas;
 pub mod replay;
+pub mod ratelimit;
 pub mod server;
 mod subscriptions;
 pub mod tls;

@@ -45,18 +45,18 @@ const LINGER_BYTES: u64 = 256 << 20;
 /// The node's listener (see the module docs).
 pub struct LingeringListener {
     inner: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<crate::tls::Certificates>>,
     limits: HttpLimits,
     per_source: Arc<PerSource>,
 }
 
 impl LingeringListener {
-    pub fn new(inner: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, limits: HttpLimits) -> Self {
+    pub fn new(inner: TcpListener, tls: Option<Arc<crate::tls::Certificates>>, limits: HttpLimits) -> Self {
         Self { inner, tls, limits, per_source: Arc::default() }
     }
 
-    /// The next connection within its source's limit.
-    pub async fn accept(&mut self) -> Connection {
+    /// The next connection within its source's limit, and its peer.
+    pub async fn accept(&mut self) -> (Connection, std::net::SocketAddr) {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
@@ -66,15 +66,18 @@ impl LingeringListener {
                     };
                     let _ = stream.set_nodelay(true);
                     let tcp = LingeringStream { inner: Some(stream) };
+                    let peer = crate::tls::PeerCertificate::default();
                     let stream = match &self.tls {
                         None => Stream::Plain(tcp),
-                        Some(acceptor) => Stream::Handshaking {
-                            accept: acceptor.accept(tcp),
+                        Some(certs) => Stream::Handshaking {
+                            accept: certs.acceptor().accept(tcp),
                             deadline: Box::pin(tokio::time::sleep(crate::tls::HANDSHAKE_TIMEOUT)),
+                            peer: peer.clone(),
                         },
                     };
-                    return Connection {
+                    let connection = Connection {
                         stream,
+                        peer,
                         phase: Phase::Head,
                         matched: 0,
                         deadline: Box::pin(tokio::time::sleep(self.limits.header_read_timeout)),
@@ -82,6 +85,7 @@ impl LingeringListener {
                         idle_timeout: self.limits.idle_timeout,
                         _counted: guard,
                     };
+                    return (connection, addr);
                 }
                 // Too many open files and the like: the listener itself is fine; wait and go on.
                 Err(e) => {
@@ -104,6 +108,8 @@ enum Phase {
 /// One accepted connection.
 pub struct Connection {
     stream: Stream,
+    /// The client certificate, once a TLS handshake verified one.
+    peer: crate::tls::PeerCertificate,
     phase: Phase,
     /// How much of the `\r\n\r\n` ending a request head the last bytes matched.
     matched: u8,
@@ -114,6 +120,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The client certificate of this connection (filled in by its handshake).
+    pub fn peer(&self) -> crate::tls::PeerCertificate {
+        self.peer.clone()
+    }
+
     /// Follows the phase through bytes read.
     fn saw_read(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
@@ -208,7 +219,7 @@ impl AsyncWrite for Connection {
 /// The bytes of a connection: plain, or TLS (handshaking, then established).
 enum Stream {
     Plain(LingeringStream),
-    Handshaking { accept: tokio_rustls::Accept<LingeringStream>, deadline: Pin<Box<Sleep>> },
+    Handshaking { accept: tokio_rustls::Accept<LingeringStream>, deadline: Pin<Box<Sleep>>, peer: crate::tls::PeerCertificate },
     Tls(Box<tokio_rustls::server::TlsStream<LingeringStream>>),
     /// The handshake failed; every further read or write says so.
     Failed,
@@ -217,11 +228,14 @@ enum Stream {
 impl Stream {
     /// Drives a pending handshake: `Ready(Ok)` once the stream is plain or established.
     fn handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Stream::Handshaking { accept, deadline } = self else {
+        let Stream::Handshaking { accept, deadline, peer } = self else {
             return Poll::Ready(if matches!(self, Stream::Failed) { Err(io::ErrorKind::NotConnected.into()) } else { Ok(()) });
         };
         match Pin::new(accept).poll(cx) {
             Poll::Ready(Ok(stream)) => {
+                if let Some(leaf) = stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                    peer.set(leaf);
+                }
                 *self = Stream::Tls(Box::new(stream));
                 Poll::Ready(Ok(()))
             }

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub audit_failures: Counter,
     pub quota_violations: Family<QuotaLabels, Counter>,
+    /// Requests refused by a rate limit at the edge.
+    pub rate_limited: Family<LimitLabels, Counter>,
     pub scheduler_queued: Gauge,
     /// Invocations of each tenant waiting for a turn (set at scrape time).
     pub tenant_queued: Family<TenantLabels, Gauge>,
@@ -55,6 +57,12 @@ pub struct JournalLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabels {
     pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// `admin`, `tenant` or `unauthenticated`.
+    pub limit: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +88,8 @@ impl Metrics {
         registry.register("audit_append_failures", "Audit appends that failed (the action was refused)", audit_failures.clone());
         let quota_violations = Family::<QuotaLabels, Counter>::default();
         let scheduler_queued = Gauge::default();
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register("rate_limited", "Requests refused by a rate limit at the edge ([rate_limits])", rate_limited.clone());
         registry.register("quota_violations", "Invocations stopped or refused by a tenant quota", quota_violations.clone());
         registry.register("scheduler_queued", "Invocations waiting for their tenant's turn", scheduler_queued.clone());
         let tenant_queued = Family::<TenantLabels, Gauge>::default();
@@ -103,6 +113,7 @@ impl Metrics {
             requests,
             audit_failures,
             quota_violations,
+            rate_limited,
             scheduler_queued,
             tenant_queued,
             tenant_running,

@@ -68,6 +68,8 @@ pub struct Node {
     pub(crate) advertised: std::sync::OnceLock<String>,
     /// The listener's certificates, when it speaks TLS.
     pub(crate) tls: Option<Arc<crate::tls::Certificates>>,
+    /// Requests per second at the edge (`[rate_limits]`).
+    pub(crate) limits: crate::ratelimit::RateLimits,
 }
 
 /// Where the key-encryption keys of secrets come from.
@@ -135,7 +137,7 @@ impl Node {
             .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
         // Certificates first: a bad file fails the start before anything else is opened.
         let tls = match &config.tls {
-            Some(t) => Some(crate::tls::Certificates::open(&t.source, &data_dir, config.listen)?),
+            Some(t) => Some(crate::tls::Certificates::open(t, &data_dir, config.listen)?),
             None => None,
         };
         let control = open_control(&config).await?;
@@ -180,6 +182,7 @@ impl Node {
 
         let shared = control.is_shared();
         let max_staleness = config.control.max_staleness;
+        let config_limits = config.rate_limits.clone();
         let node = Arc::new(Node {
             scheduler: runplane_tenancy::TenantScheduler::new(config.sandbox.max_instances),
             quotas,
@@ -209,6 +212,7 @@ impl Node {
             leadership: crate::cluster::Leadership::default(),
             advertised: std::sync::OnceLock::new(),
             tls,
+            limits: crate::ratelimit::RateLimits::new(&config_limits),
         });
         for d in node.control.deployments().await? {
             let route = d.route.clone();
@@ -218,6 +222,7 @@ impl Node {
         }
         crate::api::tenancy::load_contracts(&node).await?;
         crate::archiver::spawn(node.clone());
+        crate::ratelimit::spawn_tidy(node.clone());
 
         let listener = tokio::net::TcpListener::bind(node.config.listen)
             .await
@@ -230,15 +235,11 @@ impl Node {
         crate::follower::spawn(node.clone(), head, loaded_at);
         crate::cluster::spawn(node.clone()).await;
         let app = crate::api::router(node.clone());
-        let acceptor = match (&node.tls, &node.config.tls) {
-            (Some(certs), Some(settings)) => {
-                crate::tls::spawn_reloader(certs.clone(), settings.reload_check, node.drain.stopped());
-                Some(tokio_rustls::TlsAcceptor::from(certs.server_config(settings.min_version)?))
-            }
-            _ => None,
-        };
+        if let (Some(certs), Some(settings)) = (&node.tls, &node.config.tls) {
+            crate::tls::spawn_reloader(certs.clone(), settings.reload_check, node.drain.stopped());
+        }
         let limits = node.config.http.clone();
-        let listener = crate::listener::LingeringListener::new(listener, acceptor, limits.clone());
+        let listener = crate::listener::LingeringListener::new(listener, node.tls.clone(), limits.clone());
         let stopped = node.drain.stopped();
         let server = tokio::spawn(async move { crate::server::serve(listener, app, &limits, stopped).await });
         tracing::info!(%addr, scheme = node.scheme(), node_id = %node.config.node_id, mode = node.config.mode.as_str(), "runplane node listening");

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 
 use crate::listener::LingeringListener;
 
@@ -90,11 +89,20 @@ pub async fn serve(mut listener: LingeringListener, app: Router, limits: &HttpLi
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stopped = std::pin::pin!(stopped);
     loop {
-        let io = tokio::select! {
+        let (io, peer) = tokio::select! {
             io = listener.accept() => io,
             _ = &mut stopped => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        // Handlers see the peer as axum's `ConnectInfo` (the per-source limits) and its
+        // client certificate as a `PeerCertificate` (the admin log).
+        let router = app.clone();
+        let certificate = io.peer();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req.extensions_mut().insert(certificate.clone());
+            // A Router is always ready: `call` needs no `poll_ready` first.
+            tower_service::Service::call(&mut router.clone(), req)
+        });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -84,12 +84,55 @@ pub struct TlsSettings {
     pub min_version: MinVersion,
     /// `[tls] reload_check_ms`, default 2000: how often the files are compared.
     pub reload_check: Duration,
+    /// Mutual TLS, when `[tls] client_ca_file` is set.
+    pub client: Option<ClientAuth>,
 }
 
 impl TlsSettings {
     /// Development certificates, TLS 1.2 and up (what `runplane up --tls` uses).
     pub fn development() -> Self {
-        TlsSettings { source: CertSource::Development, min_version: MinVersion::Tls12, reload_check: Duration::from_secs(2) }
+        TlsSettings { source: CertSource::Development, min_version: MinVersion::Tls12, reload_check: Duration::from_secs(2), client: None }
+    }
+}
+
+/// Mutual TLS: which client certificates the listener accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// `[tls] client_ca_file`: the CA certificates (PEM) client certificates must chain to.
+    pub ca_file: PathBuf,
+    /// `[tls] client_crl_file`: revocation lists (PEM) of that CA; a revoked
+    /// certificate is refused at its next handshake.
+    pub crl_file: Option<PathBuf>,
+    /// `[tls] client_auth = "required"`: a handshake without a certificate fails;
+    /// `"optional"` (the default): a certificate is verified when given.
+    pub required: bool,
+    /// `[tls] admin_client_certificate = "required"`: the admin API answers 401 to a
+    /// connection without a verified certificate (tenant traffic does not need one).
+    pub admin_required: bool,
+}
+
+/// The verified client certificate of a connection, as the admin log records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientCertificate {
+    pub subject: String,
+    /// SHA-256 of its DER (lowercase hex).
+    pub sha256: String,
+}
+
+/// A request extension: the client certificate its connection presented (set once
+/// the handshake is done; empty without one or without TLS).
+#[derive(Clone, Default)]
+pub struct PeerCertificate(pub Arc<std::sync::OnceLock<ClientCertificate>>);
+
+impl PeerCertificate {
+    pub fn get(&self) -> Option<&ClientCertificate> {
+        self.0.get()
+    }
+
+    /// Records the leaf of a completed handshake.
+    pub(crate) fn set(&self, leaf: &CertificateDer<'_>) {
+        let subject = x509_parser::parse_x509_certificate(leaf.as_ref()).map(|(_, c)| c.subject().to_string()).unwrap_or_default();
+        let _ = self.0.set(ClientCertificate { subject, sha256: hex::encode(Sha256::digest(leaf.as_ref())) });
     }
 }
 
@@ -123,15 +166,28 @@ pub struct ServingCertificate {
 struct Loaded {
     key: Arc<CertifiedKey>,
     info: ServingCertificate,
-    /// SHA-256 over both files' bytes, to see whether they changed.
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// SHA-256 over every file's bytes, to see whether they changed.
     stamp: [u8; 32],
 }
 
-/// The serving certificate, swappable while the node runs.
+/// The certificate rustls presents, asked at every handshake.
+#[derive(Debug)]
+struct Resolver(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// The listener's certificate and client verification, swappable while the node runs.
 pub struct Certificates {
     files: (PathBuf, PathBuf),
+    settings: TlsSettings,
     provider: Arc<CryptoProvider>,
-    current: RwLock<Arc<CertifiedKey>>,
+    resolver: Arc<Resolver>,
+    config: RwLock<Arc<rustls::ServerConfig>>,
     info: RwLock<ServingCertificate>,
     stamp: Mutex<[u8; 32]>,
 }
@@ -142,29 +198,37 @@ impl std::fmt::Debug for Certificates {
     }
 }
 
-impl ResolvesServerCert for Certificates {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
-    }
-}
-
 impl Certificates {
     /// Loads the pair named by `source` (generating development certificates first when
     /// asked), refusing one that does not parse, does not match or has expired.
-    pub fn open(source: &CertSource, data_dir: &Path, listen: std::net::SocketAddr) -> Result<Arc<Self>, TlsError> {
-        let files = match source {
+    pub fn open(settings: &TlsSettings, data_dir: &Path, listen: std::net::SocketAddr) -> Result<Arc<Self>, TlsError> {
+        let files = match &settings.source {
             CertSource::Files { cert, key } => (cert.clone(), key.clone()),
             CertSource::Development => development(data_dir, listen)?,
         };
         let provider = provider();
-        let loaded = load(&files.0, &files.1, &provider)?;
+        let loaded = load(&files, settings.client.as_ref(), &provider)?;
+        let resolver = Arc::new(Resolver(RwLock::new(loaded.key)));
+        let config = server_config(&provider, settings.min_version, loaded.verifier, resolver.clone())?;
         Ok(Arc::new(Certificates {
             files,
+            settings: settings.clone(),
             provider,
-            current: RwLock::new(loaded.key),
+            resolver,
+            config: RwLock::new(config),
             info: RwLock::new(loaded.info),
             stamp: Mutex::new(loaded.stamp),
         }))
+    }
+
+    /// The acceptor for the next connection (the current certificate and client CA).
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Whether the admin API needs a verified client certificate.
+    pub fn admin_needs_client_certificate(&self) -> bool {
+        self.settings.client.as_ref().is_some_and(|c| c.admin_required)
     }
 
     /// What is serving now.
@@ -174,32 +238,80 @@ impl Certificates {
 
     /// Whether the files' bytes differ from what is serving.
     pub fn changed(&self) -> bool {
-        match (std::fs::read(&self.files.0), std::fs::read(&self.files.1)) {
-            (Ok(c), Ok(k)) => stamp(&c, &k) != *self.stamp.lock().unwrap_or_else(|p| p.into_inner()),
-            _ => false,
-        }
+        read_all(&self.files, self.settings.client.as_ref()).is_ok_and(|bytes| stamp(&bytes) != *self.stamp.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Reads the files again and, when they hold a good pair, serves it from the next
-    /// handshake on. On error the old pair keeps serving.
+    /// Reads the files again and, when they hold a good pair (and client CA and
+    /// revocation lists), uses them from the next handshake on. On error the old ones
+    /// keep serving.
     pub fn reload(&self) -> Result<ServingCertificate, TlsError> {
-        let loaded = load(&self.files.0, &self.files.1, &self.provider)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded.key;
+        let loaded = load(&self.files, self.settings.client.as_ref(), &self.provider)?;
+        let config = server_config(&self.provider, self.settings.min_version, loaded.verifier, self.resolver.clone())?;
+        *self.resolver.0.write().unwrap_or_else(|p| p.into_inner()) = loaded.key;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
         *self.info.write().unwrap_or_else(|p| p.into_inner()) = loaded.info.clone();
         *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = loaded.stamp;
         Ok(loaded.info)
     }
+}
 
-    /// The rustls configuration of a listener serving these certificates.
-    pub fn server_config(self: &Arc<Self>, min_version: MinVersion) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(min_version.versions())
-            .map_err(|e| err(format!("cannot configure TLS: {e}")))?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+/// The rustls configuration of a listener: its versions, client verification and the
+/// (swappable) certificate.
+fn server_config(
+    provider: &Arc<CryptoProvider>,
+    min_version: MinVersion,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    resolver: Arc<Resolver>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(min_version.versions())
+        .map_err(|e| err(format!("cannot configure TLS: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The bytes of every file the listener's TLS is made of, in a fixed order.
+fn read_all(files: &(PathBuf, PathBuf), client: Option<&ClientAuth>) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut paths = vec![files.0.clone(), files.1.clone()];
+    if let Some(c) = client {
+        paths.push(c.ca_file.clone());
+        paths.extend(c.crl_file.clone());
     }
+    paths.iter().map(std::fs::read).collect()
+}
+
+/// How client certificates are verified: not at all, or against the client CA (and its
+/// revocation lists), required or optional.
+/// Also returns the bytes it read (for the change stamp).
+fn client_verifier(client: Option<&ClientAuth>, provider: &Arc<CryptoProvider>) -> Result<(Arc<dyn rustls::server::danger::ClientCertVerifier>, Vec<Vec<u8>>), TlsError> {
+    let Some(c) = client else { return Ok((rustls::server::WebPkiClientVerifier::no_client_auth(), Vec::new())) };
+    let mut read = Vec::new();
+    let pem = std::fs::read(&c.ca_file).map_err(|e| err(format!("cannot read the client CA {}: {e}", c.ca_file.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| err(format!("{} is not PEM ({e}); write the CA certificates clients' certificates chain to", c.ca_file.display())))?;
+        roots.add(cert).map_err(|e| err(format!("{} holds a certificate that cannot be a trust anchor: {e}", c.ca_file.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(err(format!("{} holds no CA certificate (PEM, BEGIN CERTIFICATE)", c.ca_file.display())));
+    }
+    read.push(pem);
+    let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if let Some(crl_file) = &c.crl_file {
+        let pem = std::fs::read(crl_file).map_err(|e| err(format!("cannot read the revocation list {}: {e}", crl_file.display())))?;
+        let crls = rustls::pki_types::CertificateRevocationListDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(format!("{} is not a PEM revocation list ({e})", crl_file.display())))?;
+        builder = builder.with_crls(crls);
+        read.push(pem);
+    }
+    if !c.required {
+        builder = builder.allow_unauthenticated();
+    }
+    let verifier = builder.build().map_err(|e| err(format!("cannot verify client certificates with {}: {e}", c.ca_file.display())))?;
+    Ok((verifier, read))
 }
 
 /// Watches the files and reloads a changed pair every `every` until the node stops.
@@ -231,15 +343,18 @@ pub fn spawn_reloader(certs: Arc<Certificates>, every: Duration, stopped: impl s
     });
 }
 
-fn stamp(cert: &[u8], key: &[u8]) -> [u8; 32] {
+fn stamp(files: &[Vec<u8>]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update((cert.len() as u64).to_le_bytes());
-    h.update(cert);
-    h.update(key);
+    for f in files {
+        h.update((f.len() as u64).to_le_bytes());
+        h.update(f);
+    }
     h.finalize().into()
 }
 
-fn load(cert_file: &Path, key_file: &Path, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+fn load(files: &(PathBuf, PathBuf), client: Option<&ClientAuth>, provider: &Arc<CryptoProvider>) -> Result<Loaded, TlsError> {
+    let (verifier, client_files) = client_verifier(client, provider)?;
+    let (cert_file, key_file) = (files.0.as_path(), files.1.as_path());
     let cert_pem = std::fs::read(cert_file).map_err(|e| err(format!("cannot read the TLS certificate {}: {e}", cert_file.display())))?;
     let key_pem = std::fs::read(key_file).map_err(|e| err(format!("cannot read the TLS key {}: {e}", key_file.display())))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
@@ -269,7 +384,8 @@ fn load(cert_file: &Path, key_file: &Path, provider: &CryptoProvider) -> Result<
             parsed.validity().not_after
         )));
     }
-    Ok(Loaded { key: Arc::new(certified), info, stamp: stamp(&cert_pem, &key_pem) })
+    let stamp = stamp(&[vec![cert_pem, key_pem], client_files].concat());
+    Ok(Loaded { key: Arc::new(certified), info, verifier, stamp })
 }
 
 fn describe(leaf: &CertificateDer<'_>) -> Result<ServingCertificate, String> {

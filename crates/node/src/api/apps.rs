@@ -85,7 +85,21 @@ pub(crate) fn new_context(node: &Node, tenant: &TenantId, agent_id: &str, sessio
 }
 
 async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) -> Result<Response, ApiError> {
-    let (owner, tenant) = node.check_tenant_request(bearer(req.headers())?, route)?;
+    let (owner, tenant) = match bearer(req.headers()).and_then(|credential| node.check_tenant_request(credential, route)) {
+        Ok(found) => found,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => return Err(node.unauthenticated(req.extensions(), e).await),
+        Err(e) => return Err(e),
+    };
+    // Before any expensive work (reading the body, ids, the audit of each refusal): a
+    // tenant past its request rate or with its CPU window spent is refused cheaply.
+    if let Err(t) = node.limits.tenant(&tenant.id) {
+        return Err(node.throttled(t, &format!("tenant:{}/{}", tenant.id, owner.key_id), Some(&tenant.id)).await);
+    }
+    if node.config.scheduler.enabled
+        && let Err(r) = node.quotas.admit(&tenant.id, tier_of(&tenant), node.now_secs())
+    {
+        return Err(refuse(node, &tenant.id, r.resource, r.message, r.retry_after_secs).await);
+    }
     let deployment = node
         .deployment(route)
         .ok_or_else(|| ApiError::not_found(format!("no capability is deployed on route {route}")))?;
@@ -265,8 +279,9 @@ fn serving_tenant_of(node: &Node, credential: &str, operation: &str, route: Opti
 
 /// Admits one invocation of `tenant`: its quota first (an exhausted CPU window is
 /// refused until it ends), then its turn from the scheduler (a full queue is refused at
-/// once). Every refusal is a 429 with `Retry-After`, an audit event in the tenant's log
-/// and a metric. The pass is the right to run until dropped.
+/// once). Every refusal is a 429 with `Retry-After` and a metric, and (the first of a
+/// minute for its tenant and resource) an audit event in the tenant's log. The pass is
+/// the right to run until dropped.
 pub(crate) async fn admit(node: &Node, tenant: &Tenant) -> Result<(Admitted, Option<Pass>), ApiError> {
     if !node.config.scheduler.enabled {
         let pass = node.scheduler.admit("", Admitted::unlimited().share).await;
@@ -299,15 +314,19 @@ pub(crate) async fn tenant_ports(node: &Node, tenant: &Tenant) -> Result<runplan
     Ok(meter_ports(&node.quotas, node.quotas.tenant(&tenant.id, tier_of(tenant), node.now_secs()), ports))
 }
 
-/// A quota refusal before the invocation ran: audited, counted, answered with 429.
+/// A quota refusal before the invocation ran: counted, answered with 429, and audited
+/// the first time in a minute for its tenant and resource (a tenant that keeps sending
+/// into a spent window costs the node a metric, not an audit commit per request).
 async fn refuse(node: &Node, tenant: &str, resource: Resource, message: String, retry_after: u64) -> ApiError {
     node.metrics.quota_violations.get_or_create(&QuotaLabels { tenant: tenant.to_owned(), resource: resource.as_str().into() }).inc();
-    let mut ev = node.event("runtime", Some(tenant), "quota.exceeded", tenant, Outcome::error("quota_exceeded", Some(429)));
-    ev.details.insert("resource".into(), resource.as_str().into());
-    ev.details.insert("message".into(), message.clone().into());
-    // The refusal has no effect to protect, so it is answered even if the audit log
-    // cannot take it (which `append` counts as an audit failure).
-    let _ = node.append(LogId::tenant(tenant), ev).await;
+    if node.limits.quota_refusals.first(&(tenant.to_owned(), resource.as_str())) {
+        let mut ev = node.event("runtime", Some(tenant), "quota.exceeded", tenant, Outcome::error("quota_exceeded", Some(429)));
+        ev.details.insert("resource".into(), resource.as_str().into());
+        ev.details.insert("message".into(), message.clone().into());
+        // The refusal has no effect to protect, so it is answered even if the audit log
+        // cannot take it (which `append` counts as an audit failure).
+        let _ = node.append(LogId::tenant(tenant), ev).await;
+    }
     let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message);
     e.headers.push(("retry-after", retry_after.to_string()));
     e

@@ -194,19 +194,33 @@ pub async fn admin_gate(State(node): State<Arc<Node>>, req: Request, next: Next)
     let tenant = target_tenant(route, &params);
     let path_target = params.iter().next().map(|(_, v)| v.to_owned());
     let why = reason(&parts.headers);
+    // Mutual TLS: the certificate (if any) goes into the admin event beside the token,
+    // and where [tls] admin_client_certificate = "required", there is no admin API
+    // without one.
+    let certificate = parts.extensions.get::<crate::tls::PeerCertificate>().and_then(|p| p.get().cloned());
+    if certificate.is_none() && node.tls.as_ref().is_some_and(|t| t.admin_needs_client_certificate()) {
+        return ApiError::unauthorized(
+            "the admin API of this node needs a client certificate ([tls] admin_client_certificate = \"required\"): connect with one issued by the CA in [tls] client_ca_file, as well as your token",
+        )
+        .into_response();
+    }
     let actor = match node.authorize(&parts.headers, route.operation, tenant.as_deref()) {
         Ok(actor) => actor,
-        Err(crate::auth::Refusal::Unauthenticated(e)) => return e.into_response(),
+        Err(crate::auth::Refusal::Unauthenticated(e)) => return node.unauthenticated(&parts.extensions, e).await.into_response(),
         Err(crate::auth::Refusal::Forbidden(actor, e)) => {
             // An attempt beyond the credential's rights: refused, and audited.
             let mut ev = node.event(&actor.name, tenant.as_deref(), route.operation, path_target.as_deref().unwrap_or(&matched), Outcome::denied("forbidden", Some(403)));
             fill_admin_details(&mut ev, &actor, why, path_target.into_iter().collect(), None);
+            add_certificate(&mut ev, certificate.as_ref());
             if let Err(audit) = node.append(LogId::admin(), ev).await {
                 return audit.into_response();
             }
             return e.into_response();
         }
     };
+    if let Err(t) = node.limits.admin(&actor.name) {
+        return node.throttled(t, &actor.name, None).await.into_response();
+    }
     let record = Arc::new(Mutex::new(AdminRecord { tenant: tenant.clone(), targets: path_target.iter().cloned().collect(), ..Default::default() }));
     let req = Request::from_parts(parts, body);
     let response = match crate::api::idempotency::begin(&node, route.operation, &actor.name, req).await {
@@ -237,10 +251,18 @@ pub async fn admin_gate(State(node): State<Arc<Node>>, req: Request, next: Next)
     let mut ev = node.event(&actor.name, record.tenant.as_deref(), route.operation, &target, outcome);
     ev.capability_digest = record.capability_digest;
     fill_admin_details(&mut ev, &actor, why, record.targets, Some(record.details));
+    add_certificate(&mut ev, certificate.as_ref());
     // Fail closed: an admin action that could not be audited is not acknowledged.
     match node.append(LogId::admin(), ev).await {
         Ok(_) => response,
         Err(e) => e.into_response(),
+    }
+}
+
+/// Records the client certificate the actor's connection presented.
+fn add_certificate(ev: &mut AuditEvent, certificate: Option<&crate::tls::ClientCertificate>) {
+    if let Some(c) = certificate {
+        ev.details.insert("client_certificate".into(), serde_json::json!({"subject": c.subject, "sha256": c.sha256}));
     }
 }
 

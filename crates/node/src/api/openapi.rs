@@ -4,8 +4,8 @@
 //! this module adds, in one place, what the annotations cannot say or would repeat on
 //! every operation:
 //!
-//! - the answers every operation shares because a shared layer gives them: 401/403 and
-//!   the fail-closed 503 of the admin gate, 400 from the path and query extractors, 400,
+//! - the answers every operation shares because a shared layer gives them: 401/403, the
+//!   429 of the rate limits and the fail-closed 503 of the admin gate, 400 from the path and query extractors, 400,
 //!   413, 415 and 422 from the JSON body extractor;
 //! - `protocol_version` on every JSON answer (the [`crate::api::Versioned`] wrapper);
 //! - the patterns, enums and bounds the handlers enforce on path and query parameters
@@ -125,6 +125,7 @@ fn add_shared_responses(path: &str, method: &str, op: &mut Map<String, Value>) {
     let body = op.get("requestBody").and_then(|b| b.get("content")).and_then(Value::as_object).map(|c| c.keys().cloned().collect::<Vec<_>>());
     if secured {
         add_response(op, "401", "no credential, or one this node does not accept (`unauthorized`)");
+        add_response(op, "429", "too many requests: this credential's rate ([rate_limits] admin_per_second), or this address's requests without a valid credential; `Retry-After` says when to retry (`rate_limited`)");
     }
     if gated {
         add_response(op, "403", "the credential's role does not allow this operation on this target (`forbidden`)");

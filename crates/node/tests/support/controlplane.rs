@@ -363,7 +363,8 @@ async fn tokens_carry_exactly_their_roles_and_escalation_is_refused_and_audited(
 /// adds exactly one admin event naming its operation — whatever the handler answers.
 #[tokio::test]
 async fn every_admin_endpoint_writes_exactly_one_admin_event() {
-    let node = TestNode::start(|_| {}).await;
+    // The walk is faster than the admin rate limit, which has its own test.
+    let node = TestNode::start(|c| c.rate_limits.admin_burst = 100_000).await;
     node.tenant("walk", Mode::Shared).await;
     node.deploy("hello", runplane_examples::HELLO, "hello", &[]).await;
     let (_, doc) = node.admin(Method::GET, "/v1/openapi.json", None).await;

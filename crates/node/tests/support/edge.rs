@@ -1,14 +1,18 @@
-//! Connection hygiene at the node's edge (`[http]`): slowloris clients are cut off by
+//! The node's edge: connection hygiene (`[http]`) — slowloris clients are cut off by
 //! the header timeout and do not slow a normal client; keep-alive connections idle
 //! longer than the header timeout; oversized heads get 431; connections past the limit
-//! per source address are closed.
+//! per source address are closed — and rate limits (`[rate_limits]`) per admin
+//! credential, per tenant and per source of unauthenticated requests.
 
 use std::time::{Duration, Instant};
 
+use reqwest::{Method, StatusCode};
+use runplane_node::Mode;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::TestNode;
+use super::{ADMIN, TestNode};
 
 /// Reads one response's status line and headers (and a small body) from `s`.
 async fn response(s: &mut TcpStream) -> Option<String> {
@@ -162,4 +166,95 @@ async fn connections_past_the_per_source_limit_are_closed() {
     let mut again = TcpStream::connect(node.running.addr).await.expect("connect");
     again.write_all(LIVEZ).await.expect("write");
     assert!(response(&mut again).await.is_some_and(|h| h.starts_with("HTTP/1.1 200")), "room again after one closed");
+}
+
+/// The admin API past its per-credential rate: 429 `rate_limited` with `Retry-After`;
+/// the first throttling in a minute is one admin event naming the credential, the rest
+/// are counted; another credential has its own bucket.
+#[tokio::test]
+async fn the_admin_api_past_a_credentials_rate_gets_429_and_one_admin_event() {
+    let node = TestNode::start(|c| {
+        c.rate_limits.admin_per_second = 2;
+        c.rate_limits.admin_burst = 8;
+    })
+    .await;
+    // An operator token, minted while the root token still has room.
+    let (s, minted) = node.admin(Method::POST, "/v1/tokens", Some(json!({"role": "operator", "subject": "ops@example.com"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{minted}");
+    let operator = minted["token"].as_str().expect("token").to_owned();
+    let mut refused = Vec::new();
+    for _ in 0..20 {
+        let resp = node.http.get(node.url("/v1/tenants")).bearer_auth(ADMIN).send().await.expect("send");
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            let after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            let body: Value = resp.json().await.expect("json");
+            refused.push((after, body));
+        }
+    }
+    assert!(refused.len() >= 10, "past the burst the root token is refused: {} of 20", refused.len());
+    let (after, body) = &refused[0];
+    assert!(after.is_some_and(|s| s >= 1), "429 carries Retry-After");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("admin_per_second")), "{body}");
+    let other = node.http.get(node.url("/v1/tenants")).bearer_auth(&operator).send().await.expect("send");
+    assert_eq!(other.status(), StatusCode::OK, "another credential is not throttled");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (s, page) = node.admin(Method::GET, "/v1/audit/events?log=admin&limit=1000", None).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let throttled: Vec<&Value> = page["items"].as_array().expect("items").iter().map(|e| &e["event"]).filter(|e| e["action"] == "ratelimit.throttled").collect();
+    assert_eq!(throttled.len(), 1, "one admin event for the first throttling: {throttled:?}");
+    assert_eq!(throttled[0]["actor"], "admin");
+    assert_eq!(throttled[0]["outcome"]["code"], "rate_limited");
+    let metrics = node.http.get(node.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.lines().any(|l| l.starts_with("runplane_rate_limited_total{limit=\"admin\"}")), "counted:\n{metrics}");
+}
+
+/// Requests without a valid credential from one address: 401 up to the burst, then 429;
+/// a valid tenant key from the same address is still served.
+#[tokio::test]
+async fn unauthenticated_requests_from_one_address_are_limited_valid_ones_are_not() {
+    let node = TestNode::start(|c| {
+        c.rate_limits.unauthenticated_per_second = 1;
+        c.rate_limits.unauthenticated_burst = 5;
+    })
+    .await;
+    let key = node.tenant("acme", Mode::Shared).await;
+    node.deploy("hello", runplane_examples::HELLO, "hello", &[]).await;
+    let mut statuses = Vec::new();
+    for n in 0..12 {
+        let path = if n % 2 == 0 { "/apps/hello/" } else { "/v1/tenants" };
+        statuses.push(node.http.get(node.url(path)).bearer_auth("not-a-key").send().await.expect("send").status());
+    }
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5], "{statuses:?}");
+    assert!(statuses[6..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert_eq!(node.app(&key, Method::GET, "/apps/hello/", None).await.0, StatusCode::OK);
+}
+
+/// `tenant_per_second`: one tenant's flood is refused at the edge with 429 (one audit
+/// event in its own log); another tenant is served.
+#[tokio::test]
+async fn a_tenant_past_its_request_rate_is_refused_at_the_edge_others_are_not() {
+    let node = TestNode::start(|c| {
+        c.rate_limits.tenant_per_second = 2;
+        c.rate_limits.tenant_burst = 4;
+    })
+    .await;
+    let flood = node.tenant("flood", Mode::Shared).await;
+    let calm = node.tenant("calm", Mode::Shared).await;
+    node.deploy("hello", runplane_examples::HELLO, "hello", &[]).await;
+    let mut refused = 0;
+    for _ in 0..20 {
+        let (s, body) = node.app(&flood, Method::GET, "/apps/hello/", None).await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 14, "past the burst the tenant is refused: {refused}");
+    assert_eq!(node.app(&calm, Method::GET, "/apps/hello/", None).await.0, StatusCode::OK);
+    let (_, page) = node.admin(Method::GET, "/v1/audit/events?log=tenant:flood&limit=1000", None).await;
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.iter().filter(|e| e["event"]["action"] == "ratelimit.throttled").count(), 1, "{page}");
+    assert_eq!(items.iter().filter(|e| e["event"]["action"] == "invoke.http").count(), 20 - refused, "a refused request ran nothing");
 }

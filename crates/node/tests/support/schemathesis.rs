@@ -47,6 +47,11 @@ async fn the_openapi_document_describes_every_answer_schemathesis_finds_no_failu
 
     // The demo data of `runplane up`, and one of everything else an operation names.
     let node = TestNode::start(|c| {
+        // schemathesis sends thousands of admin requests; the limit has its own test.
+        c.rate_limits.admin_per_second = 1_000_000;
+        c.rate_limits.admin_burst = 1_000_000;
+        c.rate_limits.unauthenticated_per_second = 1_000_000;
+        c.rate_limits.unauthenticated_burst = 1_000_000;
         c.tenant_config.insert("globex".into(), [("orders".to_string(), [("currency".to_string(), "USD".to_string())].into())].into());
     })
     .await;

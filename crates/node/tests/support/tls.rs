@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use runplane_node::tls::{CertSource, MinVersion, TlsSettings};
+use runplane_node::tls::{CertSource, ClientAuth, MinVersion, TlsSettings};
 use runplane_node::{Node, NodeConfig};
 use rustls::pki_types::{CertificateDer, ServerName};
 use sha2::{Digest as _, Sha256};
@@ -33,7 +33,7 @@ impl TestCa {
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name.push(rcgen::DnType::CommonName, name);
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign, rcgen::KeyUsagePurpose::DigitalSignature];
         let cert = params.self_signed(&key).expect("self-signed CA");
         TestCa { pem: cert.pem(), issuer: rcgen::Issuer::new(params, key) }
     }
@@ -41,14 +41,41 @@ impl TestCa {
     /// A leaf named `cn`, valid from `from` to `until` (relative to now); its PEM
     /// certificate and key.
     fn leaf(&self, cn: &str, from: time::Duration, until: time::Duration) -> (String, String) {
+        self.leaf_with_serial(cn, from, until, 1)
+    }
+
+    fn leaf_with_serial(&self, cn: &str, from: time::Duration, until: time::Duration, serial: u64) -> (String, String) {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".into()]).expect("names");
         params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now + from;
         params.not_after = now + until;
         let cert = params.signed_by(&key, &self.issuer).expect("leaf");
         (cert.pem(), key.serialize_pem())
+    }
+
+    /// A revocation list naming `serials`.
+    fn crl(&self, serials: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).expect("crl").pem().expect("pem")
     }
 
     fn roots(&self) -> rustls::RootCertStore {
@@ -214,6 +241,7 @@ async fn replacing_the_certificate_files_under_load_fails_no_request() {
         source: CertSource::Files { cert: cert.clone(), key: key.clone() },
         min_version: MinVersion::Tls12,
         reload_check: Duration::from_millis(100),
+        client: None,
     };
     let data = tempfile::tempdir().expect("tempdir");
     let node = start(settings, data.path()).await.expect("node starts");
@@ -328,4 +356,109 @@ fn tls_settings_in_runplane_toml() {
         let problems = parse(bad).err().unwrap_or_else(|| panic!("{bad} is refused")).join("\n");
         assert!(problems.contains(says), "{bad}: {problems}");
     }
+}
+
+/// A TLS connection presenting the client certificate `cert`/`key` (PEM).
+async fn connect_as(
+    addr: SocketAddr,
+    roots: rustls::RootCertStore,
+    cert: &str,
+    key: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let chain: Vec<CertificateDer<'static>> = rustls::pki_types::pem::PemObject::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>().expect("chain");
+    let key = <rustls::pki_types::PrivateKeyDer as rustls::pki_types::pem::PemObject>::from_pem_slice(key.as_bytes()).expect("key");
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client cert");
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost").expect("name"), tcp).await
+}
+
+/// One request on an open TLS connection, and its status, or the error (with TLS 1.3
+/// the server's verdict on a client certificate arrives at the first read).
+async fn request(stream: std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>, path: &str, token: &str) -> Result<u16, String> {
+    let mut s = stream.map_err(|e| e.to_string())?;
+    let head = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no answer: {text}"))
+}
+
+/// Mutual TLS with `client_auth = "optional"` and `admin_client_certificate =
+/// "required"`: tenant-side routes need no certificate, the admin API does (beside the
+/// token) and records it in the admin event; a certificate from another CA, an expired
+/// one (saying so) and, once the revocation list names it, a revoked one are refused.
+#[tokio::test]
+async fn mutual_tls_identifies_admin_clients_and_refuses_foreign_expired_and_revoked_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clients = TestCa::new("client CA");
+    let (ca_file, crl_file) = (dir.path().join("clients.pem"), dir.path().join("clients.crl"));
+    write(&ca_file, &clients.pem);
+    write(&crl_file, &clients.crl(&[]));
+    let mut settings = TlsSettings::development();
+    settings.reload_check = Duration::from_millis(100);
+    settings.client = Some(ClientAuth { ca_file: ca_file.clone(), crl_file: Some(crl_file.clone()), required: false, admin_required: true });
+    let data = tempfile::tempdir().expect("tempdir");
+    let node = start(settings, data.path()).await.expect("node starts");
+    let roots = roots_from(&runplane_node::tls::development_ca(data.path()));
+    let (alice, alice_key) = clients.leaf_with_serial("alice", time::Duration::minutes(-5), time::Duration::days(1), 41);
+    let (bob, bob_key) = clients.leaf_with_serial("bob", time::Duration::minutes(-5), time::Duration::days(1), 42);
+
+    assert_eq!(request(connect(node.addr, roots.clone(), rustls::ALL_VERSIONS).await, "/livez", "").await, Ok(200), "no certificate needed outside the admin API");
+    assert_eq!(request(connect(node.addr, roots.clone(), rustls::ALL_VERSIONS).await, "/v1/tenants", ADMIN).await, Ok(401), "the token alone is not enough");
+    assert_eq!(request(connect_as(node.addr, roots.clone(), &alice, &alice_key).await, "/v1/tenants", ADMIN).await, Ok(200));
+    assert_eq!(request(connect_as(node.addr, roots.clone(), &alice, &alice_key).await, "/v1/tenants", "wrong-token-0123456789abcdef").await, Ok(401), "nor the certificate alone");
+
+    let mut s = connect_as(node.addr, roots.clone(), &bob, &bob_key).await.expect("handshake");
+    let head = format!("GET /v1/audit/events?log=admin&limit=1000 HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ADMIN}\r\nconnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut page = String::new();
+    s.read_to_string(&mut page).await.expect("read");
+    assert!(page.contains("client_certificate") && page.contains("CN=alice"), "the admin event names the certificate: {page}");
+
+    let stranger = TestCa::new("another CA");
+    let (carol, carol_key) = stranger.leaf("carol", time::Duration::minutes(-5), time::Duration::days(1));
+    let e = request(connect_as(node.addr, roots.clone(), &carol, &carol_key).await, "/livez", "").await.expect_err("a certificate from another CA is refused");
+    assert!(e.contains("UnknownCA") || e.contains("BadCertificate"), "{e}");
+
+    let (old, old_key) = clients.leaf("dave", time::Duration::days(-10), time::Duration::days(-1));
+    let e = request(connect_as(node.addr, roots.clone(), &old, &old_key).await, "/livez", "").await.expect_err("an expired certificate is refused");
+    assert!(e.contains("CertificateExpired"), "the error says it expired: {e}");
+
+    write(&crl_file, &clients.crl(&[42]));
+    let revoked = Instant::now();
+    loop {
+        match request(connect_as(node.addr, roots.clone(), &bob, &bob_key).await, "/livez", "").await {
+            Err(e) => {
+                assert!(e.contains("CertificateRevoked"), "{e}");
+                break;
+            }
+            Ok(_) => assert!(revoked.elapsed() < Duration::from_secs(5), "the revoked certificate is still accepted"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(request(connect_as(node.addr, roots.clone(), &alice, &alice_key).await, "/v1/tenants", ADMIN).await, Ok(200), "others still pass");
+}
+
+/// `client_auth = "required"`: a client without a certificate gets no answer at all.
+#[tokio::test]
+async fn required_client_auth_refuses_a_client_without_a_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clients = TestCa::new("client CA");
+    let ca_file = dir.path().join("clients.pem");
+    write(&ca_file, &clients.pem);
+    let mut settings = TlsSettings::development();
+    settings.client = Some(ClientAuth { ca_file, crl_file: None, required: true, admin_required: false });
+    let data = tempfile::tempdir().expect("tempdir");
+    let node = start(settings, data.path()).await.expect("node starts");
+    let roots = roots_from(&runplane_node::tls::development_ca(data.path()));
+    let e = request(connect(node.addr, roots.clone(), rustls::ALL_VERSIONS).await, "/livez", "").await.expect_err("refused");
+    assert!(e.contains("CertificateRequired") || e.contains("HandshakeFailure"), "{e}");
+    let (alice, alice_key) = clients.leaf("alice", time::Duration::minutes(-5), time::Duration::days(1));
+    assert_eq!(request(connect_as(node.addr, roots, &alice, &alice_key).await, "/livez", "").await, Ok(200));
 }
