@@ -127,6 +127,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// The instance certificate authority: init, rotate, issue, revoke, list.
+    Ca {
+        #[command(subcommand)]
+        cmd: crate::control::CaCmd,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Operator actions: pause/resume a route, drain a tenant.
     Operate {
         #[command(subcommand)]
@@ -490,6 +497,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Token { cmd, target } => crate::control::token(&Client::from_target(&target)?, cmd).await?,
         AdminCommand::Env { cmd, target } => crate::control::env(&Client::from_target(&target)?, cmd).await?,
         AdminCommand::Operate { cmd, target } => crate::control::operate(&Client::from_target(&target)?, cmd).await?,
+        AdminCommand::Ca { cmd, target } => crate::control::ca(&Client::from_target(&target)?, cmd).await?,
         AdminCommand::Audit { cmd: AuditCmd::Verify { bundle, since, key }, .. } => verify_bundle(&bundle, since.as_deref(), key.as_deref())?,
         AdminCommand::Audit { cmd: AuditCmd::Export { log, out }, target } => export_bundle(&Client::from_target(&target)?, &log, &out).await?,
         AdminCommand::Audit { cmd, target } => {

@@ -162,6 +162,72 @@ pub enum OperateCmd {
     Nodes,
 }
 
+#[derive(Subcommand)]
+pub enum CaCmd {
+    /// Create the instance certificate authority.
+    Init,
+    /// Replace it: a new authority signs from now on; the old ones stay trusted for the overlap.
+    Rotate {
+        #[arg(long, default_value_t = 86_400)]
+        overlap_secs: u64,
+    },
+    /// Issue a certificate: the key is made here and never sent; writes OUT.pem, OUT.key
+    /// (mode 0600) and OUT.ca.pem (the bundle to trust).
+    Issue {
+        /// `client` (mutual TLS) or `node`.
+        #[arg(long, default_value = "client")]
+        kind: String,
+        /// Who it identifies (its common name).
+        #[arg(long)]
+        subject: String,
+        /// A DNS name or IP address it is for (repeatable).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        #[arg(long)]
+        lifetime_secs: Option<u64>,
+        /// Where to write it: OUT.pem, OUT.key, OUT.ca.pem.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Revoke a certificate by serial: every node refuses it from its next handshake.
+    Revoke {
+        serial: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// The authorities and every issued certificate.
+    List,
+}
+
+pub async fn ca(c: &Client, cmd: CaCmd) -> anyhow::Result<()> {
+    let v = match cmd {
+        CaCmd::Init => c.call(Method::POST, "/v1/ca", None).await?,
+        CaCmd::Rotate { overlap_secs } => c.call(Method::POST, "/v1/ca/rotate", Some(json!({"overlap_secs": overlap_secs}))).await?,
+        CaCmd::Issue { kind, subject, names, lifetime_secs, out } => {
+            let key = rcgen::KeyPair::generate().context("cannot make a key")?;
+            let mut params = rcgen::CertificateParams::new(names.clone()).context("a --name is not a valid DNS name or IP address")?;
+            params.distinguished_name.push(rcgen::DnType::CommonName, subject.as_str());
+            let csr = params.serialize_request(&key).context("cannot make the certificate signing request")?.pem().context("cannot write the request")?;
+            let body = json!({"kind": kind, "subject": subject, "names": names, "lifetime_secs": lifetime_secs, "csr_pem": csr});
+            let issued = c.call(Method::POST, "/v1/ca/certificates", Some(body)).await?;
+            let with = |ext: &str| std::path::PathBuf::from(format!("{}.{ext}", out.display()));
+            runplane_node::write_private(&with("key"), key.serialize_pem().as_bytes()).with_context(|| format!("cannot write {}", with("key").display()))?;
+            std::fs::write(with("pem"), issued["certificate_pem"].as_str().unwrap_or_default()).with_context(|| format!("cannot write {}", with("pem").display()))?;
+            std::fs::write(with("ca.pem"), issued["trust_bundle_pem"].as_str().unwrap_or_default()).with_context(|| format!("cannot write {}", with("ca.pem").display()))?;
+            eprintln!("wrote {} , {} (private, mode 0600) and {}", with("pem").display(), with("key").display(), with("ca.pem").display());
+            issued["certificate"].clone()
+        }
+        CaCmd::Revoke { serial, reason } => c.call(Method::POST, &format!("/v1/ca/certificates/{}/revoke", seg(&serial)), Some(json!({"reason": reason}))).await?,
+        CaCmd::List => {
+            let authorities = c.call(Method::GET, "/v1/ca", None).await?;
+            let certificates = c.call(Method::GET, "/v1/ca/certificates", None).await?;
+            json!({"authorities": authorities["authorities"], "certificates": certificates["items"]})
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
 pub async fn config(c: &Client, cmd: ConfigCmd) -> anyhow::Result<()> {
     let v = match cmd {
         ConfigCmd::Show => c.call(Method::GET, "/v1/config", None).await?,

@@ -9,6 +9,10 @@
 const COMMANDS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/tenants", "runplane tenant list"),
     ("GET", "/v1/cluster/nodes", "runplane operate nodes"),
+    ("POST", "/v1/ca/rotate", "runplane ca rotate"),
+    ("POST", "/v1/ca", "runplane ca init"),
+    ("GET", "/v1/ca/certificates", "runplane ca list"),
+    ("GET", "/v1/ca", "runplane ca list"),
     ("POST", "/v1/tenants/{tenant}/provision", "runplane tenant provision {tenant}"),
     ("POST", "/v1/tenants/{tenant}/resume", "runplane tenant resume {tenant}"),
     ("POST", "/v1/tenants/{tenant}/tokens", "runplane token mint ROLE --subject WHO --tenant {tenant}"),

@@ -758,6 +758,23 @@ impl ControlStore {
         Self::finish(tx, true).await.map(|_| ())
     }
 
+    /// Creates one document unless one with its kind and id exists; `false` then (two
+    /// nodes creating the same thing at once: exactly one wins).
+    pub async fn insert_document(&self, kind: &str, id: &str, body: &str, at: &str) -> Result<bool> {
+        let mut tx = self.change(Family::Documents, &format!("{kind}/{id}")).await?;
+        let r = sqlx::query(self.pick(
+            "INSERT INTO documents (kind, id, body, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (kind, id) DO NOTHING",
+            "INSERT IGNORE INTO documents (kind, id, body, updated_at) VALUES ($1, $2, $3, $4)",
+        ))
+        .bind(kind)
+        .bind(id)
+        .bind(body)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        Self::finish(tx, r.rows_affected() == 1).await
+    }
+
     /// Deletes one document; `false` if there was none.
     pub async fn delete_document(&self, kind: &str, id: &str) -> Result<bool> {
         let mut tx = self.change(Family::Documents, &format!("{kind}/{id}")).await?;

@@ -70,6 +70,12 @@ async fn revisions_follow_mutations(store: &ControlStore) {
     );
     assert!(store.delete_tenant("acme").await.expect("delete"));
     assert!(store.keys().await.expect("keys").is_empty(), "deleting a tenant deletes its keys");
+    // Create-if-absent: the second create of one id loses and changes nothing.
+    let before = store.head().await.expect("head");
+    assert!(store.insert_document("ca.authority", "1", "{\"a\":1}", "2026-12-06T00:00:00Z").await.expect("insert"));
+    assert!(!store.insert_document("ca.authority", "1", "{\"a\":2}", "2026-12-06T00:00:00Z").await.expect("insert again"));
+    assert_eq!(store.documents("ca.authority").await.expect("documents"), [("1".to_string(), "{\"a\":1}".to_string())]);
+    assert_eq!(store.head().await.expect("head"), before + 1, "the refused create left no revision");
 }
 
 #[tokio::test]

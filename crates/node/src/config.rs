@@ -763,20 +763,42 @@ impl Default for ControlSettings {
 /// protocol version and how often the files are checked for a replacement.
 fn parse_tls(c: &mut Checker, t: &toml::Table) -> Option<crate::tls::TlsSettings> {
     use crate::tls::{CertSource, MinVersion, TlsSettings};
-    c.only_keys(t, "tls", &["cert_file", "key_file", "generate", "min_version", "reload_check_ms", "client_ca_file", "client_crl_file", "client_auth", "admin_client_certificate"]);
+    c.only_keys(
+        t,
+        "tls",
+        &[
+            "cert_file", "key_file", "generate", "instance_ca", "certificate_lifetime_secs", "min_version", "reload_check_ms", "client_ca_file", "client_crl_file", "client_auth",
+            "admin_client_certificate",
+        ],
+    );
     let mut settings = TlsSettings::development();
     let generate = c.get::<bool>(t, "tls", "generate").unwrap_or(false);
-    match (c.get::<String>(t, "tls", "cert_file"), c.get::<String>(t, "tls", "key_file"), generate) {
-        (Some(cert), Some(key), false) => settings.source = CertSource::Files { cert: PathBuf::from(cert), key: PathBuf::from(key) },
-        (None, None, true) => settings.source = CertSource::Development,
-        (_, _, true) => {
-            c.problem("tls.generate", "cannot be combined with tls.cert_file and tls.key_file; either name your certificate files or generate development ones");
+    let instance = c.get::<bool>(t, "tls", "instance_ca").unwrap_or(false);
+    match (c.get::<String>(t, "tls", "cert_file"), c.get::<String>(t, "tls", "key_file"), generate, instance) {
+        (Some(cert), Some(key), false, false) => settings.source = CertSource::Files { cert: PathBuf::from(cert), key: PathBuf::from(key) },
+        (None, None, true, false) => settings.source = CertSource::Development,
+        (None, None, false, true) => {
+            let secs = c.get::<u64>(t, "tls", "certificate_lifetime_secs").unwrap_or(86_400);
+            if !(1..=crate::ca::MAX_LIFETIME_SECS).contains(&secs) {
+                c.problem("tls.certificate_lifetime_secs", &format!("must be between 1 and {}", crate::ca::MAX_LIFETIME_SECS));
+            }
+            settings.source = CertSource::InstanceCa { lifetime: std::time::Duration::from_secs(secs.max(1)) };
+        }
+        (Some(_), None, false, false) | (None, Some(_), false, false) => {
+            c.problem("tls", "needs cert_file and key_file together (PEM): the certificate chain and its private key");
+            return None;
+        }
+        (None, None, false, false) => {
+            c.problem("tls", "needs cert_file and key_file (PEM), generate = true for a development CA and certificate under <data_dir>/tls, or instance_ca = true for certificates from the instance CA");
             return None;
         }
         _ => {
-            c.problem("tls", "needs cert_file and key_file (PEM), or generate = true for a development CA and certificate under <data_dir>/tls");
+            c.problem("tls", "takes one source of certificates: cert_file and key_file, generate = true, or instance_ca = true");
             return None;
         }
+    }
+    if !instance && t.contains_key("certificate_lifetime_secs") {
+        c.problem("tls.certificate_lifetime_secs", "applies only with instance_ca = true");
     }
     if let Some(v) = c.get::<String>(t, "tls", "min_version") {
         match MinVersion::parse(&v) {
@@ -801,6 +823,11 @@ fn parse_tls(c: &mut Checker, t: &toml::Table) -> Option<crate::tls::TlsSettings
     };
     let (client_auth, admin) = (required(c, "client_auth"), required(c, "admin_client_certificate"));
     match c.get::<String>(t, "tls", "client_ca_file") {
+        Some(_) if instance => c.problem("tls.client_ca_file", "is the instance CA itself with instance_ca = true; leave it out"),
+        // The instance CA's bundle and revocation lists, resolved at start.
+        None if instance && (t.contains_key("client_auth") || t.contains_key("admin_client_certificate")) => {
+            settings.client = Some(crate::tls::ClientAuth { ca_file: PathBuf::new(), crl_file: None, required: client_auth, admin_required: admin })
+        }
         Some(ca) => {
             settings.client = Some(crate::tls::ClientAuth {
                 ca_file: PathBuf::from(ca),

@@ -191,6 +191,8 @@ impl Node {
         }
         if families.contains(&Family::Documents) {
             self.controlplane.reload().await?;
+            // The instance CA's authorities and revocations are documents too.
+            crate::ca::refresh(self).await;
         }
         if families.contains(&Family::Config) {
             self.config_sets.reload(&self.control.config_versions().await?)?;

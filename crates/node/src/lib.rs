@@ -14,6 +14,7 @@ pub mod api;
 mod archiver;
 pub mod auth;
 pub mod bindings;
+pub mod ca;
 pub mod entropy;
 pub mod clock;
 mod cluster;

@@ -67,7 +67,7 @@ pub struct Node {
     /// The address this node listens on, as membership reports it.
     pub(crate) advertised: std::sync::OnceLock<String>,
     /// The listener's certificates, when it speaks TLS.
-    pub(crate) tls: Option<Arc<crate::tls::Certificates>>,
+    pub(crate) tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
     /// Requests per second at the edge (`[rate_limits]`).
     pub(crate) limits: crate::ratelimit::RateLimits,
 }
@@ -135,10 +135,11 @@ impl Node {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", data_dir.display()))?;
-        // Certificates first: a bad file fails the start before anything else is opened.
-        let tls = match &config.tls {
-            Some(t) => Some(crate::tls::Certificates::open(t, &data_dir, config.listen)?),
-            None => None,
+        // Certificates from files first: a bad file fails the start before anything
+        // else is opened. The instance CA's come once the control store is open.
+        let mut tls = match &config.tls {
+            Some(t) if t.instance_lifetime().is_none() => Some(crate::tls::Certificates::open(t, &data_dir, config.listen)?),
+            _ => None,
         };
         let control = open_control(&config).await?;
         // The watermark is read before any state: what is loaded next is at least as
@@ -211,7 +212,7 @@ impl Node {
             freshness: crate::follower::Freshness::new(shared, max_staleness),
             leadership: crate::cluster::Leadership::default(),
             advertised: std::sync::OnceLock::new(),
-            tls,
+            tls: tls.take().map(std::sync::OnceLock::from).unwrap_or_default(),
             limits: crate::ratelimit::RateLimits::new(&config_limits),
         });
         for d in node.control.deployments().await? {
@@ -221,6 +222,15 @@ impl Node {
             }
         }
         crate::api::tenancy::load_contracts(&node).await?;
+        if let Some(t) = &node.config.tls
+            && let Some(lifetime) = t.instance_lifetime()
+        {
+            crate::ca::ensure(&node).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            crate::ca::write_files(&node, lifetime).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let certs = crate::tls::Certificates::open(&t.resolved(&node.config.data_dir), &node.config.data_dir, node.config.listen)?;
+            let _ = node.tls.set(certs);
+            crate::ca::spawn_renewal(node.clone());
+        }
         crate::archiver::spawn(node.clone());
         crate::ratelimit::spawn_tidy(node.clone());
 
@@ -235,11 +245,11 @@ impl Node {
         crate::follower::spawn(node.clone(), head, loaded_at);
         crate::cluster::spawn(node.clone()).await;
         let app = crate::api::router(node.clone());
-        if let (Some(certs), Some(settings)) = (&node.tls, &node.config.tls) {
+        if let (Some(certs), Some(settings)) = (node.tls.get(), &node.config.tls) {
             crate::tls::spawn_reloader(certs.clone(), settings.reload_check, node.drain.stopped());
         }
         let limits = node.config.http.clone();
-        let listener = crate::listener::LingeringListener::new(listener, node.tls.clone(), limits.clone());
+        let listener = crate::listener::LingeringListener::new(listener, node.tls.get().cloned(), limits.clone());
         let stopped = node.drain.stopped();
         let server = tokio::spawn(async move { crate::server::serve(listener, app, &limits, stopped).await });
         tracing::info!(%addr, scheme = node.scheme(), node_id = %node.config.node_id, mode = node.config.mode.as_str(), "runplane node listening");
@@ -248,13 +258,13 @@ impl Node {
 
     /// `https` when the listener speaks TLS, else `http`.
     pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() { "https" } else { "http" }
+        if self.tls.get().is_some() { "https" } else { "http" }
     }
 
     /// Reads the TLS certificate files again (SIGHUP): new handshakes present the new
     /// pair; on error the old one keeps serving. `Ok(None)` without TLS.
     pub fn reload_tls(&self) -> Result<Option<crate::tls::ServingCertificate>, crate::tls::TlsError> {
-        self.tls.as_ref().map(|c| c.reload()).transpose()
+        self.tls.get().map(|c| c.reload()).transpose()
     }
 
     /// Whether a drain has begun (`/readyz` answers 503).

@@ -74,6 +74,9 @@ pub enum CertSource {
     Files { cert: PathBuf, key: PathBuf },
     /// A development CA and leaf under `<data_dir>/tls`.
     Development,
+    /// Issued to the node by the instance CA ([`crate::ca`]), `lifetime` long, renewed
+    /// by the node at two thirds of it.
+    InstanceCa { lifetime: Duration },
 }
 
 /// `[tls]`: how the listener speaks TLS.
@@ -92,6 +95,29 @@ impl TlsSettings {
     /// Development certificates, TLS 1.2 and up (what `runplane up --tls` uses).
     pub fn development() -> Self {
         TlsSettings { source: CertSource::Development, min_version: MinVersion::Tls12, reload_check: Duration::from_secs(2), client: None }
+    }
+
+    /// The certificate lifetime, when the instance CA issues the node's certificate.
+    pub fn instance_lifetime(&self) -> Option<Duration> {
+        match self.source {
+            CertSource::InstanceCa { lifetime } => Some(lifetime),
+            _ => None,
+        }
+    }
+
+    /// These settings with the instance CA's files under `data_dir` in place: its
+    /// certificate for the node's, its bundle and revocation lists for the client CA.
+    pub fn resolved(&self, data_dir: &Path) -> Self {
+        let mut s = self.clone();
+        if self.instance_lifetime().is_some() {
+            let f = crate::ca::InstanceFiles::under(data_dir);
+            s.source = CertSource::Files { cert: f.cert, key: f.key };
+            if let Some(c) = &mut s.client {
+                c.ca_file = f.trust;
+                c.crl_file = Some(f.crl);
+            }
+        }
+        s
     }
 }
 
@@ -205,6 +231,7 @@ impl Certificates {
         let files = match &settings.source {
             CertSource::Files { cert, key } => (cert.clone(), key.clone()),
             CertSource::Development => development(data_dir, listen)?,
+            CertSource::InstanceCa { .. } => return Err(err("the instance CA's files are to be written and the settings resolved first".into())),
         };
         let provider = provider();
         let loaded = load(&files, settings.client.as_ref(), &provider)?;

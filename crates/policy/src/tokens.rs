@@ -142,6 +142,10 @@ pub const OPERATIONS: &[(&str, &[Role])] = &[
     ("contract.register", &[IA, DE]),
     ("contract.read", &[IA, DE]),
     ("scheduler.plan", &[IA]),
+    ("ca.read", &[IA, AU, OP]),
+    ("ca.manage", &[IA]),
+    ("ca.issue", &[IA]),
+    ("ca.revoke", &[IA]),
     ("cluster.read", &[IA, AU, OP]),
     ("cluster.drain", &[IA, OP]),
     ("audit.read", &[IA, AU, OP]),
@@ -664,10 +668,10 @@ mod tests {
     fn the_catalogue_matches_the_brief() {
         let ops: BTreeSet<&str> = OPERATIONS.iter().map(|(o, _)| *o).collect();
         assert_eq!(ops.len(), OPERATIONS.len(), "each operation once");
-        assert_eq!(ops.len(), 47);
+        assert_eq!(ops.len(), 51);
         let tenant_traffic = ["invoke", "contract.execute"];
         let admin = operations_of(Role::InstanceAdmin);
-        assert_eq!(admin.len(), 45);
+        assert_eq!(admin.len(), 49);
         assert!(tenant_traffic.iter().all(|op| !admin.contains(op)));
         let sorted = |role| operations_of(role).into_iter().collect::<BTreeSet<_>>();
         let set = |ops: &[&'static str]| ops.iter().copied().collect::<BTreeSet<_>>();
@@ -679,14 +683,14 @@ mod tests {
             sorted(Role::Auditor),
             set(&[
                 "audit.read", "tenant.list", "tenant.read", "deployment.list", "capability.list", "environment.list", "config.read", "flag.list", "domain.list",
-                "token.list", "quota.read", "secret.list", "cluster.read",
+                "token.list", "quota.read", "secret.list", "cluster.read", "ca.read",
             ])
         );
         assert_eq!(
             sorted(Role::Operator),
             set(&[
                 "tenant.suspend", "tenant.resume", "tenant.drain", "deployment.pause", "deployment.resume", "replay", "audit.read", "tenant.list", "tenant.read", "deployment.list",
-                "cluster.read", "cluster.drain",
+                "cluster.read", "cluster.drain", "ca.read",
             ])
         );
         assert_eq!(

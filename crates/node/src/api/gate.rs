@@ -64,6 +64,12 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
     r("POST", "/v1/tenants/{id}/drain", "tenant.drain", InPath),
     r("POST", "/v1/tenants/{id}/keys", "key.create", InPath),
     r("DELETE", "/v1/tenants/{id}/keys/{key_id}", "key.delete", InPath),
+    r("POST", "/v1/ca", "ca.manage", Instance),
+    r("GET", "/v1/ca", "ca.read", Instance),
+    r("POST", "/v1/ca/rotate", "ca.manage", Instance),
+    r("POST", "/v1/ca/certificates", "ca.issue", Instance),
+    r("GET", "/v1/ca/certificates", "ca.read", Instance),
+    r("POST", "/v1/ca/certificates/{serial}/revoke", "ca.revoke", Instance),
     r("GET", "/v1/cluster/nodes", "cluster.read", Instance),
     r("POST", "/v1/cluster/nodes/{node_id}/drain", "cluster.drain", Instance),
     r("GET", "/v1/tenants/{id}/quota", "quota.read", InPath),
@@ -198,7 +204,7 @@ pub async fn admin_gate(State(node): State<Arc<Node>>, req: Request, next: Next)
     // and where [tls] admin_client_certificate = "required", there is no admin API
     // without one.
     let certificate = parts.extensions.get::<crate::tls::PeerCertificate>().and_then(|p| p.get().cloned());
-    if certificate.is_none() && node.tls.as_ref().is_some_and(|t| t.admin_needs_client_certificate()) {
+    if certificate.is_none() && node.tls.get().is_some_and(|t| t.admin_needs_client_certificate()) {
         return ApiError::unauthorized(
             "the admin API of this node needs a client certificate ([tls] admin_client_certificate = \"required\"): connect with one issued by the CA in [tls] client_ca_file, as well as your token",
         )

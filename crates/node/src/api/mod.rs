@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod apps;
+pub mod ca;
 pub mod cluster;
 pub mod controlplane;
 pub mod gate;
@@ -53,6 +54,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/tenants/{id}/resume", post(admin::resume_tenant))
         .route("/v1/tenants/{id}/keys", post(admin::create_key))
         .route("/v1/tenants/{id}/keys/{key_id}", delete(admin::delete_key))
+        .route("/v1/ca", post(ca::init).get(ca::show))
+        .route("/v1/ca/rotate", post(ca::rotate))
+        .route("/v1/ca/certificates", post(ca::issue).get(ca::list))
+        .route("/v1/ca/certificates/{serial}/revoke", post(ca::revoke))
         .route("/v1/cluster/nodes", get(cluster::list_nodes))
         .route("/v1/cluster/nodes/{node_id}/drain", post(cluster::drain_node))
         .route("/v1/tenants/{id}/drain", post(controlplane::drain_tenant))

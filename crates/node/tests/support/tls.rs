@@ -231,6 +231,7 @@ async fn a_client_trusting_another_ca_refuses_the_node() {
 /// keeps working on the one it negotiated.
 #[tokio::test]
 async fn replacing_the_certificate_files_under_load_fails_no_request() {
+    let logs = super::captured_logs();
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new("test CA");
     let (cert, key) = files(dir.path());
@@ -293,6 +294,18 @@ async fn replacing_the_certificate_files_under_load_fails_no_request() {
     assert_eq!(livez(&mut before).await, 200, "the connection from before the reload still works");
     assert_eq!(presented(&before), fingerprint(&pem1), "on the certificate it negotiated");
     assert_eq!(node.node.reload_tls().expect("reload").expect("tls").sha256, fingerprint(&pem2));
+    no_key_material(logs, &[&key1, &key2]);
+}
+
+/// Nothing of a private key is in what the node logged (during this test binary so far).
+fn no_key_material(logs: &std::sync::Mutex<Vec<u8>>, keys: &[&str]) {
+    let text = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner())).to_string();
+    assert!(!text.contains("PRIVATE KEY"), "a PEM private key header was logged");
+    for key in keys {
+        for line in key.lines().filter(|l| !l.starts_with("-----") && l.len() >= 16) {
+            assert!(!text.contains(&line[..16]), "key material was logged");
+        }
+    }
 }
 
 /// A certificate that has expired, one not yet valid, a key that belongs to another
@@ -300,6 +313,7 @@ async fn replacing_the_certificate_files_under_load_fails_no_request() {
 /// and what to do; nothing of the key is in the message.
 #[tokio::test]
 async fn bad_certificate_files_are_refused_at_start_saying_why() {
+    let logs = super::captured_logs();
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new("test CA");
     let (cert, key) = files(dir.path());
@@ -335,6 +349,10 @@ async fn bad_certificate_files_are_refused_at_start_saying_why() {
     std::fs::remove_file(&cert).expect("rm");
     let e = refused(settings).await;
     assert!(e.contains("cannot read the TLS certificate"), "{e}");
+    for k in [&expired_key, &future_key, &other_key] {
+        assert!(!e.contains(k.lines().nth(1).unwrap_or("-")), "no key in an error");
+    }
+    no_key_material(logs, &[&expired_key, &future_key, &other_key]);
 }
 
 /// `[tls]` in runplane.toml: files or generate, never both or neither; the version.
@@ -349,7 +367,7 @@ fn tls_settings_in_runplane_toml() {
     for (bad, says) in [
         ("min_version = \"1.3\"", "needs cert_file and key_file"),
         ("cert_file = \"a\"", "needs cert_file and key_file"),
-        ("generate = true\ncert_file = \"a\"\nkey_file = \"b\"", "cannot be combined"),
+        ("generate = true\ncert_file = \"a\"\nkey_file = \"b\"", "takes one source of certificates"),
         ("generate = true\nmin_version = \"1.1\"", "write \"1.2\" or \"1.3\""),
         ("generate = true\nclient_auth = \"required\"", "client_auth"),
     ] {
@@ -461,4 +479,125 @@ async fn required_client_auth_refuses_a_client_without_a_certificate() {
     assert!(e.contains("CertificateRequired") || e.contains("HandshakeFailure"), "{e}");
     let (alice, alice_key) = clients.leaf("alice", time::Duration::minutes(-5), time::Duration::days(1));
     assert_eq!(request(connect_as(node.addr, roots, &alice, &alice_key).await, "/livez", "").await, Ok(200));
+}
+
+/// A reqwest client trusting the bundle in `pem_file`, presenting `identity` (PEM
+/// certificate + key) if given.
+fn https_client(pem_file: &Path, identity: Option<(&str, &str)>) -> reqwest::Client {
+    let pem = std::fs::read(pem_file).expect("bundle");
+    let mut b = reqwest::Client::builder();
+    for c in reqwest::Certificate::from_pem_bundle(&pem).expect("bundle pem") {
+        b = b.add_root_certificate(c);
+    }
+    if let Some((cert, key)) = identity {
+        b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).expect("identity"));
+    }
+    b.build().expect("client")
+}
+
+/// A key and a CSR for `subject`, made on the client's side.
+fn csr(subject: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, subject);
+    (key.serialize_pem(), params.serialize_request(&key).expect("csr").pem().expect("pem"))
+}
+
+/// The instance CA end to end on one node serving `instance_ca` certificates of a
+/// 3-second lifetime: the node renews its own several times while clients keep sending
+/// (none fails); a client certificate issued for a CSR identifies its holder; revoked,
+/// it is refused at the next handshake; after a rotation the node serves a certificate
+/// of the new authority, the old one's certificates pass during the overlap and are
+/// refused after it.
+#[tokio::test]
+async fn the_instance_ca_renews_node_certificates_and_revokes_and_rotates() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = NodeConfig::embedded("127.0.0.1:0".parse().expect("addr"), data.path().to_path_buf());
+    config.admin_token = Some(ADMIN.into());
+    config.tls = Some(TlsSettings {
+        source: CertSource::InstanceCa { lifetime: Duration::from_secs(3) },
+        min_version: MinVersion::Tls12,
+        reload_check: Duration::from_millis(100),
+        client: Some(ClientAuth { ca_file: PathBuf::new(), crl_file: None, required: false, admin_required: false }),
+    });
+    let node = Node::start(config).await.expect("node starts");
+    let bundle = data.path().join("tls").join("instance-ca.pem");
+    let base = format!("https://localhost:{}", node.addr.port());
+    let admin = https_client(&bundle, None);
+
+    // Renewal under load: new connections all along, so each sees what is served.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (stop, ok, failed, seen, addr, bundle) = (stop.clone(), ok.clone(), failed.clone(), seen.clone(), node.addr, bundle.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match connect(addr, roots_from(&bundle), rustls::ALL_VERSIONS).await {
+                    Ok(mut s) => {
+                        seen.lock().expect("seen").insert(presented(&s));
+                        if livez(&mut s).await == 200 { ok.fetch_add(1, Ordering::Relaxed) } else { failed.fetch_add(1, Ordering::Relaxed) };
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    let renewals = seen.lock().expect("seen").len();
+    assert!(renewals >= 3, "the node renewed its certificate on its own: {renewals} distinct certificates in 7 s");
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed across the renewals ({} succeeded)", ok.load(Ordering::Relaxed));
+
+    // A client certificate for a CSR: the key never leaves the client.
+    let (alice_key, alice_csr) = csr("alice");
+    let r = admin.post(format!("{base}/v1/ca/certificates")).bearer_auth(ADMIN).json(&serde_json::json!({"kind": "client", "subject": "alice", "csr_pem": alice_csr})).send().await.expect("issue");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let issued: serde_json::Value = r.json().await.expect("json");
+    assert!(!issued.to_string().contains("PRIVATE KEY"), "no key in the answer");
+    let alice = issued["certificate_pem"].as_str().expect("pem").to_owned();
+    let serial = issued["certificate"]["serial"].as_str().expect("serial").to_owned();
+    let as_alice = https_client(&bundle, Some((&alice, &alice_key)));
+    let r = as_alice.get(format!("{base}/v1/audit/events?log=admin&limit=1000")).bearer_auth(ADMIN).send().await.expect("as alice");
+    assert_eq!(r.status(), StatusCode::OK);
+    let events = r.text().await.expect("text");
+    assert!(events.contains("ca.issue") && !events.contains("PRIVATE KEY"), "issuing is an admin event, without key material");
+    assert_eq!(request(connect_as(node.addr, roots_from(&bundle), &alice, &alice_key).await, "/livez", "").await, Ok(200));
+
+    let r = admin.post(format!("{base}/v1/ca/certificates/{serial}/revoke")).bearer_auth(ADMIN).json(&serde_json::json!({"reason": "laptop lost"})).send().await.expect("revoke");
+    assert_eq!(r.status(), StatusCode::OK);
+    let e = request(connect_as(node.addr, roots_from(&bundle), &alice, &alice_key).await, "/livez", "").await.expect_err("revoked: refused at the next handshake");
+    assert!(e.contains("CertificateRevoked"), "{e}");
+
+    // Rotation with a 2 s overlap.
+    let (bob_key, bob_csr) = csr("bob");
+    let r = admin.post(format!("{base}/v1/ca/certificates")).bearer_auth(ADMIN).json(&serde_json::json!({"kind": "client", "subject": "bob", "csr_pem": bob_csr})).send().await.expect("issue");
+    let bob = r.json::<serde_json::Value>().await.expect("json")["certificate_pem"].as_str().expect("pem").to_owned();
+    let r = admin.post(format!("{base}/v1/ca/rotate")).bearer_auth(ADMIN).json(&serde_json::json!({"overlap_secs": 2})).send().await.expect("rotate");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let rotated = Instant::now();
+    let s = connect(node.addr, roots_from(&bundle), rustls::ALL_VERSIONS).await.expect("handshake after rotation");
+    let (_, session) = s.get_ref();
+    let leaf = session.peer_certificates().expect("certs")[0].clone();
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).expect("parse");
+    assert!(parsed.issuer().to_string().contains("instance CA 2"), "the node serves a certificate of the new authority: {}", parsed.issuer());
+    assert_eq!(request(connect_as(node.addr, roots_from(&bundle), &bob, &bob_key).await, "/livez", "").await, Ok(200), "the old authority's certificates pass in the overlap");
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match request(connect_as(node.addr, roots_from(&bundle), &bob, &bob_key).await, "/livez", "").await {
+            Err(e) => {
+                assert!(e.contains("UnknownCA") || e.contains("BadCertificate"), "{e}");
+                break;
+            }
+            Ok(_) => assert!(rotated.elapsed() < Duration::from_secs(6), "the retired authority is still trusted long after the overlap"),
+        }
+    }
+    assert!(rotated.elapsed() >= Duration::from_millis(1800), "not before the overlap ended: {:?}", rotated.elapsed());
 }
