@@ -260,7 +260,7 @@ async fn same_binary_same_bytes_on_every_sql_backend_and_mode() {
 /// One instance's shared infrastructure for in-process nodes: control state, audit
 /// and records on one PostgreSQL database, messaging on NATS, blobs on the S3 test
 /// server, and one set of key files.
-struct SharedInstance {
+pub(super) struct SharedInstance {
     dir: tempfile::TempDir,
     database: String,
     prefix: String,
@@ -268,15 +268,15 @@ struct SharedInstance {
 }
 
 impl SharedInstance {
-    async fn new() -> Self {
+    pub(super) async fn new() -> Self {
         let bucket = testing::unique_name("rp-scale").replace('_', "-");
         testing::create_s3_bucket(&testing::s3_endpoint(), &bucket).await;
         SharedInstance { dir: tempfile::tempdir().expect("tempdir"), database: testing::unique_name("rp_scale"), prefix: testing::unique_name("rps"), bucket }
     }
 
     /// Starts node `id` of the instance, configured as an operator would (the config
-    /// passes the shared-store checks), on `clock` and `entropy`.
-    async fn start(&self, id: &str, clock: Arc<TickClock>, entropy: Entropy) -> TestNode {
+    /// passes the shared-store checks), on `clock` and `entropy`; `extra` is appended.
+    pub(super) async fn start(&self, id: &str, clock: Arc<dyn runplane_node::Clock>, entropy: Entropy, extra: &str) -> TestNode {
         let data = tempfile::tempdir().expect("tempdir");
         let keys = self.dir.path();
         let text = format!(
@@ -326,6 +326,7 @@ currency = "EUR"
 
 [control]
 store = "db"
+{extra}
 "#,
             data = data.path().display().to_string(),
             pg = testing::postgres_url(),
@@ -348,7 +349,7 @@ store = "db"
         runplane_control::ControlStore::open(&home, self.dir.path(), Duration::from_secs(5)).await.expect("open the control store")
     }
 
-    async fn remove(self) {
+    pub(super) async fn remove(self) {
         drop_postgres(&testing::postgres_url(), &[self.database.clone(), format!("{}_t_initech", self.database)]).await;
     }
 }
@@ -371,7 +372,7 @@ async fn three_nodes_give_the_same_responses_and_audit_leaves_as_one() {
         let (clock, entropy) = (Arc::new(TickClock::default()), Entropy::seeded(SEED));
         let mut nodes = Vec::new();
         for n in 0..size {
-            nodes.push(instance.start(&format!("node-{n}"), clock.clone(), entropy.clone()).await);
+            nodes.push(instance.start(&format!("node-{n}"), clock.clone(), entropy.clone(), "").await);
         }
         let control = instance.control().await;
         let run = workload(&Nodes { all: nodes.iter().collect(), clock: Some(&clock), control: Some(&control) }).await;

@@ -107,6 +107,19 @@ async fn the_openapi_document_describes_every_answer_schemathesis_finds_no_failu
     assert_eq!(s, StatusCode::CREATED, "{minted}");
     let token = minted["token"].as_str().expect("token").to_owned();
     let revocation_id = minted["revocation_ids"][0].as_str().expect("revocation id").to_owned();
+    // The instance CA, a certificate to revoke, and a CSR for issuing more.
+    let (s, body) = node.admin(Method::POST, "/v1/ca", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let csr_pem = |subject: &str| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, subject);
+        params.serialize_request(&key).expect("csr").pem().expect("pem")
+    };
+    let (s, issued) = node.admin(Method::POST, "/v1/ca/certificates", Some(json!({"kind": "client", "subject": "st", "csr_pem": csr_pem("st")}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{issued}");
+    let serial = issued["certificate"]["serial"].as_str().expect("serial").to_owned();
+    let csr = csr_pem("schemathesis");
 
     // Kept after the run (the HAR report holds every request and answer).
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis");
@@ -130,6 +143,7 @@ async fn the_openapi_document_describes_every_answer_schemathesis_finds_no_failu
         ("POST", "/v1/contracts", "400", "the schemas compile; the route's component exports a task"),
         ("POST", "/v1/contracts/{id}/execute", "422", "the input is checked against the contract's input_schema"),
         ("POST", "/v1/scheduler/plan", "400", "tenants and each tenant's task ids are unique"),
+        ("POST", "/v1/ca/certificates", "400", "csr_pem is a signed PEM certificate signing request; names are DNS names or IP addresses"),
         ("POST", "/v1/tokens/revoke", "400", "a token must be one this node issued"),
         ("GET", "/v1/audit/logs/{log}/proof/inclusion", "400", "index < size <= the log's size"),
         ("GET", "/v1/audit/logs/{log}/proof/consistency", "400", "first <= second <= the log's size"),
@@ -193,6 +207,8 @@ values = [{revocation_id:?}]
 values = [{token:?}]
 [dictionaries.indexes]
 values = [0, 1, 2, 3]
+[dictionaries.serials]
+values = [{serial:?}]
 
 [parameters]
 "path.id" = {{ dictionary = "tenants", probability = 0.5 }}
@@ -239,6 +255,10 @@ include-name = "POST /v1/deployments"
 parameters = {{ "body.capability" = {{ dictionary = "capabilities", probability = 0.5 }}, "body.version" = {{ dictionary = "versions", probability = 0.5 }}, "body.route" = {{ dictionary = "scratch", probability = 0.5 }} }}
 
 [[operations]]
+include-name = "POST /v1/ca/certificates/{{serial}}/revoke"
+parameters = {{ "path.serial" = {{ dictionary = "serials", probability = 0.5 }} }}
+
+[[operations]]
 include-name = "POST /v1/contracts"
 parameters = {{ "body.route" = {{ dictionary = "routes", probability = 0.5 }} }}
 
@@ -277,6 +297,7 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
         let output = tokio::task::spawn_blocking({
             let (st, dir, config, har, wasm, url) = (st.clone(), dir.clone(), config.clone(), har.clone(), wasm.clone(), url.clone());
             let registration = registration.to_string();
+            let csr = csr.clone();
             let filter: Vec<String> = filter.iter().map(|s| (*s).to_owned()).collect();
             move || {
                 std::process::Command::new(&st[0])
@@ -284,6 +305,7 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
                     .current_dir(&dir)
                     .env("RUNPLANE_ST_COMPONENT", &wasm)
                     .env("RUNPLANE_ST_CONTRACT", &registration)
+                    .env("RUNPLANE_ST_CSR", &csr)
                     .env("NO_COLOR", "1")
                     .arg("--config-file")
                     .arg(&config)
@@ -313,6 +335,8 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
 
     // Every operation (tenant traffic aside) was answered with success at least once;
     // schemathesis does not call the document it was loaded from, which answered it.
+    // The instance CA is created once, by the set-up above (201): the run sees 409.
+    answered.push(("post".into(), "/v1/ca".into(), 201));
     let (_, doc) = node.admin(Method::GET, "/v1/openapi.json", None).await;
     let mut never = Vec::new();
     for (template, item) in doc["paths"].as_object().expect("paths") {

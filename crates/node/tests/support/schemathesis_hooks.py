@@ -5,7 +5,8 @@ component (its path in RUNPLANE_ST_COMPONENT), so a push can succeed. A contract
 is checked against that contract's own schema, which the document cannot state: some
 bodies are the input the test's contract and the `orders` task accept. A contract the
 component can run under needs every port it imports: some registrations are the test's
-own contract again (RUNPLANE_ST_CONTRACT), which the node answers 200. A schema-valid
+own contract again (RUNPLANE_ST_CONTRACT), which the node answers 200. Issuing a
+certificate needs a signed CSR: some bodies carry the one the test made. A schema-valid
 create that carries an `Idempotency-Key` gets a key of its own: the same key on another
 request is refused (422) by design, which no schema can say.
 """
@@ -21,6 +22,8 @@ with open(os.environ["RUNPLANE_ST_COMPONENT"], "rb") as f:
     COMPONENT = f.read()
 
 CONTRACT = json.loads(os.environ["RUNPLANE_ST_CONTRACT"])
+# A certificate signing request the test made (a CSR's signature cannot be generated).
+CSR = os.environ["RUNPLANE_ST_CSR"]
 
 schemathesis.openapi.media_type("application/wasm", st.one_of(st.just(COMPONENT), st.binary(max_size=64)))
 
@@ -35,6 +38,7 @@ def wasm(ctx, value):
 REAL_BODIES = {
     "/v1/contracts/{id}/execute": [{"op": "count"}, {"op": "total", "item": "tea"}],
     "/v1/contracts": [CONTRACT],
+    "/v1/ca/certificates": [{"kind": "client", "subject": "schemathesis", "csr_pem": CSR}],
 }
 _seen = {}
 

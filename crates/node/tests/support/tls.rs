@@ -601,3 +601,50 @@ async fn the_instance_ca_renews_node_certificates_and_revokes_and_rotates() {
     }
     assert!(rotated.elapsed() >= Duration::from_millis(1800), "not before the overlap ended: {:?}", rotated.elapsed());
 }
+
+/// Revocation goes through the control store: two nodes of one instance (shared
+/// PostgreSQL) serving instance-CA certificates; a client certificate issued on A is
+/// accepted by B, and once revoked on A, B refuses it at its next handshake.
+#[tokio::test]
+async fn a_certificate_revoked_on_one_node_is_refused_by_another() {
+    use runplane_adapters::testing;
+    if !testing::service_up("PostgreSQL", &testing::postgres_url()).await
+        || !testing::service_up("NATS", &testing::nats_url()).await
+        || !testing::service_up("S3-compatible server (moto)", &testing::s3_endpoint()).await
+    {
+        return;
+    }
+    let instance = super::backends::SharedInstance::new().await;
+    let tls = "[tls]\ninstance_ca = true\ncertificate_lifetime_secs = 3600\nreload_check_ms = 100\nclient_auth = \"optional\"\n";
+    let clock: Arc<dyn runplane_node::Clock> = Arc::new(runplane_node::SystemClock);
+    let a = instance.start("node-a", clock.clone(), runplane_node::entropy::Entropy::Os, tls).await;
+    let b = instance.start("node-b", clock, runplane_node::entropy::Entropy::Os, tls).await;
+    let bundle = |n: &super::TestNode| n.running.node.config().data_dir.join("tls").join("instance-ca.pem");
+    assert_eq!(std::fs::read(bundle(&a)).expect("A's bundle"), std::fs::read(bundle(&b)).expect("B's bundle"), "one instance CA");
+    let admin = https_client(&bundle(&a), None);
+    let base = format!("https://localhost:{}", a.running.addr.port());
+
+    let (key, csr_pem) = csr("alice");
+    let r = admin.post(format!("{base}/v1/ca/certificates")).bearer_auth(ADMIN).json(&serde_json::json!({"kind": "client", "subject": "alice", "csr_pem": csr_pem})).send().await.expect("issue");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let issued: serde_json::Value = r.json().await.expect("json");
+    let (cert, serial) = (issued["certificate_pem"].as_str().expect("pem").to_owned(), issued["certificate"]["serial"].as_str().expect("serial").to_owned());
+    assert_eq!(request(connect_as(b.running.addr, roots_from(&bundle(&b)), &cert, &key).await, "/livez", "").await, Ok(200), "B accepts a certificate A issued");
+
+    let r = admin.post(format!("{base}/v1/ca/certificates/{serial}/revoke")).bearer_auth(ADMIN).json(&serde_json::json!({})).send().await.expect("revoke");
+    assert_eq!(r.status(), StatusCode::OK);
+    let revoked = Instant::now();
+    loop {
+        match request(connect_as(b.running.addr, roots_from(&bundle(&b)), &cert, &key).await, "/livez", "").await {
+            Err(e) => {
+                assert!(e.contains("CertificateRevoked"), "{e}");
+                break;
+            }
+            Ok(_) => assert!(revoked.elapsed() < Duration::from_secs(5), "B still accepts the certificate revoked on A"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("a certificate revoked on A was refused by B {:?} later", revoked.elapsed());
+    drop((a, b));
+    instance.remove().await;
+}
