@@ -7,7 +7,9 @@
 //!    handshakes per second and their latency (the same over plain TCP beside it).
 //! 3. **A spent tenant's flood**: tenant A's CPU window is used up, then A floods the
 //!    node on C connections (every request refused with 429 at the edge) while tenant B
-//!    sends `hello` every 5 ms; B's p99 under the flood / alone (target ≤ 1.5).
+//!    sends `hello` every 5 ms; B's p99 under the flood / alone (target ≤ 1.5). The
+//!    flood is closed-loop (as fast as refusals come back), or `EDGE_FLOOD_RPS`
+//!    requests a second in all.
 //!
 //! Usage: `cargo run --release -p runplane-bench --bin edge-bench -- [SECONDS] [CONNECTIONS]`;
 //! JSON to `target/bench/edge.json` (or `$BENCH_OUT`).
@@ -242,6 +244,8 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "the spent tenant's window did not run out");
     }
     let pace = Some(Duration::from_millis(PACE_MS));
+    let flood_rps: u64 = std::env::var("EDGE_FLOOD_RPS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let flood_pace = (flood_rps > 0).then(|| Duration::from_secs_f64(connections as f64 / flood_rps as f64));
     let (mut alone, mut flooded, mut refused) = (Vec::new(), Vec::new(), 0usize);
     for _ in 0..rounds {
         let (l, e) = keep_alive(&plain, "/apps/hello/", &calm, round, pace, 200).await;
@@ -249,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
         let flood: Vec<_> = (0..connections)
             .map(|_| {
                 let (plain, spent) = (plain.clone(), spent.clone());
-                tokio::spawn(async move { keep_alive(&plain, "/apps/hello/", &spent, round, None, 429).await })
+                tokio::spawn(async move { keep_alive(&plain, "/apps/hello/", &spent, round, flood_pace, 429).await })
             })
             .collect();
         let (l, e) = keep_alive(&plain, "/apps/hello/", &calm, round, pace, 200).await;
@@ -283,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
         "ratio_https_to_http": ratio,
         "tls_handshakes": view(&handshakes),
         "tcp_connections": view(&tcp),
-        "refused_flood": {"b_alone": view(&alone), "b_beside_flood": view(&flooded), "ratio_p99": flood_ratio, "target_ratio_p99": 1.5, "a_refused_per_second": refused_per_sec},
+        "refused_flood": {"flood_rps_asked": flood_rps, "b_alone": view(&alone), "b_beside_flood": view(&flooded), "ratio_p99": flood_ratio, "target_ratio_p99": 1.5, "a_refused_per_second": refused_per_sec},
     });
     if let Some(parent) = std::path::Path::new(&out).parent() {
         std::fs::create_dir_all(parent)?;

@@ -40,6 +40,8 @@ const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// The longest a certificate from it may live, and the default for client certificates.
 pub const MAX_LIFETIME_SECS: u64 = 90 * 24 * 3600;
 pub const DEFAULT_CLIENT_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+/// How far a certificate's validity starts before its issue (clocks drift).
+const BACKDATE_SECS: u64 = 60;
 /// How long the revocation lists claim to be current (they are remade on every change).
 const CRL_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -273,7 +275,7 @@ async fn sign(node: &Node, kind: Kind, subject: &str, names: &[String], lifetime
     let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(|e| ApiError::bad_request("invalid_name", format!("a name for the certificate is not valid: {e}")))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, subject);
-    params.not_before = offset(now.saturating_sub(60));
+    params.not_before = offset(now.saturating_sub(BACKDATE_SECS));
     params.not_after = offset(now + lifetime_secs);
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = match kind {
@@ -389,8 +391,10 @@ pub(crate) async fn write_files(node: &Node, lifetime: Duration) -> Result<bool,
     let current = all.iter().rev().find(|a| trusted(a, now)).map(|a| a.generation);
     let due = match std::fs::read(&files.cert).ok().and_then(|pem| own_certificate(&pem)) {
         Some((issued_by, not_before, not_after)) => {
-            let renew_at = not_before + (not_after.saturating_sub(not_before)) * 2 / 3;
-            now >= renew_at || !issued_by.contains(&format!("Runplane instance CA {}", current.unwrap_or(0)))
+            // Two thirds of the lifetime from the issue (not from the backdated start).
+            let issued = (not_before + BACKDATE_SECS).min(not_after);
+            let renew_at = issued + (not_after - issued) * 2 / 3;
+            now >= renew_at || !issued_by.ends_with(&format!("CN=Runplane instance CA {}", current.unwrap_or(0)))
         }
         None => true,
     };

@@ -593,6 +593,8 @@ async fn secrets_never_reach_logs_or_audit_events() {
         assert!(text.contains(&format!("{channel}: [REDACTED]")), "{channel} was captured and redacted:\n{text}");
     }
     assert!(!text.contains("TOP-SECRET-7f3a9c"), "a secret value reached the logs");
+    // Whatever of the suite ran so far (TLS and CA tests among it): no private key.
+    assert!(!text.contains("PRIVATE KEY"), "a PEM private key reached the logs");
     let (_, admin) = node.admin(Method::GET, "/v1/audit/events?log=admin&limit=1000", None).await;
     let (_, tenant) = node.admin(Method::GET, "/v1/audit/events?log=tenant:acme&limit=1000", None).await;
     assert!(!format!("{admin}{tenant}").contains("TOP-SECRET"), "a secret value reached the audit log");
