@@ -160,6 +160,8 @@ pub enum OperateCmd {
     },
     /// The instance's nodes: state, region, address, last heartbeat, in-flight.
     Nodes,
+    /// Have the node read its TLS certificate files again (as SIGHUP does).
+    ReloadTls,
 }
 
 #[derive(Subcommand)]
@@ -449,6 +451,7 @@ pub async fn operate(c: &Client, cmd: OperateCmd) -> anyhow::Result<()> {
         OperateCmd::Drain { tenant, timeout_secs } => c.call(Method::POST, &format!("/v1/tenants/{}/drain?timeout_secs={timeout_secs}", seg(&tenant)), None).await?,
         OperateCmd::DrainNode { node_id } => c.call(Method::POST, &format!("/v1/cluster/nodes/{}/drain", seg(&node_id)), None).await?,
         OperateCmd::Nodes => c.call(Method::GET, "/v1/cluster/nodes", None).await?,
+        OperateCmd::ReloadTls => c.call(Method::POST, "/v1/tls/reload", None).await?,
     };
     print(&v);
     Ok(())

@@ -334,6 +334,24 @@ pub(crate) async fn revoke(node: &Node, serial: &str, reason: Option<String>) ->
     Ok(cert)
 }
 
+/// How long after expiry an issued certificate's record is kept (a revocation list
+/// need not name an expired certificate; the record stays for audits a while).
+pub const KEEP_EXPIRED: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Deletes the records of certificates expired over [`KEEP_EXPIRED`] ago (the leader's
+/// work: every renewal adds one). Returns how many.
+pub(crate) async fn prune(node: &Node) -> Result<usize, ApiError> {
+    let cutoff = rfc3339(unix_now().saturating_sub(KEEP_EXPIRED.as_secs()));
+    let mut pruned = 0;
+    // RFC 3339 UTC of one format: text order is time order.
+    for c in issued(node).await?.into_iter().filter(|c| c.not_after < cutoff) {
+        if node.control.delete_document(ISSUED, &c.serial).await? {
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
+}
+
 /// Where a node serving instance-CA certificates keeps them (caches: remade at start).
 pub struct InstanceFiles {
     pub cert: PathBuf,

@@ -206,4 +206,9 @@ async fn leader_tick(node: &Node, epoch: u64) {
     if let Err(e) = node.control.prune_windows(month_ago).await {
         tracing::warn!(error = %e, "could not prune old quota windows");
     }
+    match crate::ca::prune(node).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(pruned = n, "pruned the records of long-expired certificates"),
+        Err(e) => tracing::warn!(error = %e.message, "could not prune the records of long-expired certificates"),
+    }
 }

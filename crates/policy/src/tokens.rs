@@ -146,6 +146,7 @@ pub const OPERATIONS: &[(&str, &[Role])] = &[
     ("ca.manage", &[IA]),
     ("ca.issue", &[IA]),
     ("ca.revoke", &[IA]),
+    ("tls.reload", &[IA, OP]),
     ("cluster.read", &[IA, AU, OP]),
     ("cluster.drain", &[IA, OP]),
     ("audit.read", &[IA, AU, OP]),
@@ -668,10 +669,10 @@ mod tests {
     fn the_catalogue_matches_the_brief() {
         let ops: BTreeSet<&str> = OPERATIONS.iter().map(|(o, _)| *o).collect();
         assert_eq!(ops.len(), OPERATIONS.len(), "each operation once");
-        assert_eq!(ops.len(), 51);
+        assert_eq!(ops.len(), 52);
         let tenant_traffic = ["invoke", "contract.execute"];
         let admin = operations_of(Role::InstanceAdmin);
-        assert_eq!(admin.len(), 49);
+        assert_eq!(admin.len(), 50);
         assert!(tenant_traffic.iter().all(|op| !admin.contains(op)));
         let sorted = |role| operations_of(role).into_iter().collect::<BTreeSet<_>>();
         let set = |ops: &[&'static str]| ops.iter().copied().collect::<BTreeSet<_>>();
@@ -690,7 +691,7 @@ mod tests {
             sorted(Role::Operator),
             set(&[
                 "tenant.suspend", "tenant.resume", "tenant.drain", "deployment.pause", "deployment.resume", "replay", "audit.read", "tenant.list", "tenant.read", "deployment.list",
-                "cluster.read", "cluster.drain", "ca.read",
+                "cluster.read", "cluster.drain", "ca.read", "tls.reload",
             ])
         );
         assert_eq!(

@@ -1,4 +1,5 @@
-//! The instance certificate authority (`/v1/ca…`, `runplane ca …`): see [`crate::ca`].
+//! The instance certificate authority (`/v1/ca…`, `runplane ca …`, see [`crate::ca`])
+//! and the listener's certificate reload (`/v1/tls/reload`).
 
 use std::sync::Arc;
 
@@ -137,4 +138,25 @@ pub async fn revoke(State(node): State<Arc<Node>>, Path(serial): Path<String>, J
     let cert = crate::ca::revoke(&node, &serial, req.reason).await?;
     changed(&node, &format!("ca/certificate/{serial}"), serde_json::json!({"serial": serial, "subject": cert.subject})).await;
     Ok(crate::api::versioned(cert).into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TlsReloaded {
+    /// What serves from the next handshake on; absent when the node serves plain HTTP.
+    pub serving: Option<crate::tls::ServingCertificate>,
+}
+
+/// Read the listener's certificate files again (as SIGHUP does): a good pair serves
+/// from the next handshake on; established connections keep theirs. 409 when the files
+/// do not hold a usable pair (the previous one keeps serving).
+#[utoipa::path(post, path = "/v1/tls/reload", security(("admin_token" = [])), responses((status = 200, body = TlsReloaded), (status = 409, body = crate::error::ErrorResponse)))]
+pub async fn reload_tls(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    let serving = node.reload_tls().map_err(|e| ApiError::conflict(format!("{e}; the previous certificate keeps serving")))?;
+    if let Some(s) = &serving {
+        let sha = s.sha256.clone();
+        crate::api::gate::annotate(|r| {
+            r.details.insert("sha256".into(), sha.into());
+        });
+    }
+    Ok(crate::api::versioned(TlsReloaded { serving }).into_response())
 }

@@ -70,6 +70,7 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
     r("POST", "/v1/ca/certificates", "ca.issue", Instance),
     r("GET", "/v1/ca/certificates", "ca.read", Instance),
     r("POST", "/v1/ca/certificates/{serial}/revoke", "ca.revoke", Instance),
+    r("POST", "/v1/tls/reload", "tls.reload", Instance),
     r("GET", "/v1/cluster/nodes", "cluster.read", Instance),
     r("POST", "/v1/cluster/nodes/{node_id}/drain", "cluster.drain", Instance),
     r("GET", "/v1/tenants/{id}/quota", "quota.read", InPath),

@@ -58,6 +58,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/ca/rotate", post(ca::rotate))
         .route("/v1/ca/certificates", post(ca::issue).get(ca::list))
         .route("/v1/ca/certificates/{serial}/revoke", post(ca::revoke))
+        .route("/v1/tls/reload", post(ca::reload_tls))
         .route("/v1/cluster/nodes", get(cluster::list_nodes))
         .route("/v1/cluster/nodes/{node_id}/drain", post(cluster::drain_node))
         .route("/v1/tenants/{id}/drain", post(controlplane::drain_tenant))

@@ -294,7 +294,24 @@ async fn replacing_the_certificate_files_under_load_fails_no_request() {
     assert_eq!(livez(&mut before).await, 200, "the connection from before the reload still works");
     assert_eq!(presented(&before), fingerprint(&pem1), "on the certificate it negotiated");
     assert_eq!(node.node.reload_tls().expect("reload").expect("tls").sha256, fingerprint(&pem2));
-    no_key_material(logs, &[&key1, &key2]);
+
+    // The admin call does what SIGHUP does; a broken pair is refused and changes nothing.
+    let admin = https_client_roots(&ca.pem);
+    let url = format!("https://localhost:{}/v1/tls/reload", node.addr.port());
+    let (pem3, key3) = ca.leaf("third", time::Duration::minutes(-5), time::Duration::days(1));
+    write(&cert, &pem3);
+    write(&key, &key3);
+    let r = admin.post(&url).bearer_auth(ADMIN).send().await.expect("reload");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<serde_json::Value>().await.expect("json")["serving"]["sha256"], fingerprint(&pem3));
+    write(&cert, "garbage");
+    let r = admin.post(&url).bearer_auth(ADMIN).send().await.expect("reload");
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("previous certificate keeps serving")), "{body}");
+    let s = connect(node.addr, ca.roots(), rustls::ALL_VERSIONS).await.expect("handshake");
+    assert_eq!(presented(&s), fingerprint(&pem3), "the last good pair serves");
+    no_key_material(logs, &[&key1, &key2, &key3]);
 }
 
 /// Nothing of a private key is in what the node logged (during this test binary so far).
@@ -479,6 +496,11 @@ async fn required_client_auth_refuses_a_client_without_a_certificate() {
     assert!(e.contains("CertificateRequired") || e.contains("HandshakeFailure"), "{e}");
     let (alice, alice_key) = clients.leaf("alice", time::Duration::minutes(-5), time::Duration::days(1));
     assert_eq!(request(connect_as(node.addr, roots, &alice, &alice_key).await, "/livez", "").await, Ok(200));
+}
+
+/// A reqwest client trusting the CA certificate `pem`.
+fn https_client_roots(pem: &str) -> reqwest::Client {
+    reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("pem")).build().expect("client")
 }
 
 /// A reqwest client trusting the bundle in `pem_file`, presenting `identity` (PEM
