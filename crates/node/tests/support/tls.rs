@@ -671,3 +671,33 @@ async fn a_certificate_revoked_on_one_node_is_refused_by_another() {
     drop((a, b));
     instance.remove().await;
 }
+
+/// The leader deletes the records of certificates expired over 30 days ago and keeps
+/// the rest.
+#[tokio::test]
+async fn the_leader_prunes_records_of_long_expired_certificates() {
+    let node = super::TestNode::start(|c| c.control.lease_ttl = Duration::from_millis(1000)).await;
+    let (s, body) = node.admin(reqwest::Method::POST, "/v1/ca", None).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let (_, csr_pem) = csr("current");
+    let (s, issued) = node.admin(reqwest::Method::POST, "/v1/ca/certificates", Some(serde_json::json!({"kind": "client", "subject": "current", "csr_pem": csr_pem}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{issued}");
+    // A record as an issue two months ago would have left it (the store is the node's
+    // own control.db, opened beside it).
+    let store = runplane_control::ControlStore::open(&runplane_control::Home::Embedded, &node.running.node.config().data_dir, Duration::from_secs(5)).await.expect("control store");
+    let mine = issued["certificate"]["serial"].as_str().expect("serial").to_owned();
+    assert!(store.documents("ca.certificate").await.expect("documents").iter().any(|(id, _)| *id == mine), "the store opened is the node's");
+    let old = serde_json::json!({"serial": "0abc", "authority": 1, "kind": "client", "subject": "old", "not_after": "2026-09-01T00:00:00.000000000Z", "issued_at": "2026-08-01T00:00:00.000000000Z", "revoked_at": null, "revocation_reason": null});
+    store.put_document("ca.certificate", "0abc", &old.to_string(), "2026-08-01T00:00:00Z").await.expect("put");
+    let started = Instant::now();
+    loop {
+        let (_, list) = node.admin(reqwest::Method::GET, "/v1/ca/certificates", None).await;
+        let subjects: Vec<&str> = list["items"].as_array().expect("items").iter().filter_map(|c| c["subject"].as_str()).collect();
+        if !subjects.contains(&"old") {
+            assert_eq!(subjects, ["current"], "the current one stays");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the long-expired record was not pruned: {subjects:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
