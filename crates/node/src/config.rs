@@ -19,6 +19,9 @@ pub struct NodeConfig {
     /// Stable node id (never derived from the host name).
     pub node_id: String,
     pub listen: SocketAddr,
+    /// `[node] admin_listen`: the admin API (`/v1/…`, `/metrics`) on a listener of its
+    /// own; `listen` then serves tenant traffic and the probes only.
+    pub admin_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The instance's mode: `shared` hosts many tenants; `dedicated` exactly one.
     pub mode: Mode,
@@ -300,6 +303,7 @@ impl NodeConfig {
         NodeConfig {
             node_id: "node-1".into(),
             listen,
+            admin_listen: None,
             data_dir,
             mode: Mode::Shared,
             environment: "default".into(),
@@ -360,7 +364,7 @@ impl NodeConfig {
         );
 
         if let Some(node) = c.table(&table, "node") {
-            c.only_keys(node, "node", &["id", "listen", "data_dir", "mode", "environment", "admin_token", "max_body_bytes", "drain_delay_ms", "region"]);
+            c.only_keys(node, "node", &["id", "listen", "admin_listen", "data_dir", "mode", "environment", "admin_token", "max_body_bytes", "drain_delay_ms", "region"]);
             if let Some(v) = c.get::<String>(node, "node", "region") {
                 if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
                     c.problem("node.region", "must be 1-64 characters of a-z, 0-9 and '-'");
@@ -386,6 +390,12 @@ impl NodeConfig {
                 match v.parse() {
                     Ok(a) => cfg.listen = a,
                     Err(_) => c.problem("node.listen", &format!("{v:?} is not a socket address; write it like \"127.0.0.1:8080\"")),
+                }
+            }
+            if let Some(v) = c.get::<String>(node, "node", "admin_listen") {
+                match v.parse() {
+                    Ok(a) => cfg.admin_listen = Some(a),
+                    Err(_) => c.problem("node.admin_listen", &format!("{v:?} is not a socket address; write it like \"127.0.0.1:9090\"")),
                 }
             }
             if let Some(v) = c.get::<String>(node, "node", "data_dir") {
@@ -768,7 +778,7 @@ fn parse_tls(c: &mut Checker, t: &toml::Table) -> Option<crate::tls::TlsSettings
         "tls",
         &[
             "cert_file", "key_file", "generate", "instance_ca", "certificate_lifetime_secs", "min_version", "reload_check_ms", "client_ca_file", "client_crl_file", "client_auth",
-            "admin_client_certificate",
+            "admin_client_certificate", "admin",
         ],
     );
     let mut settings = TlsSettings::development();
@@ -799,6 +809,23 @@ fn parse_tls(c: &mut Checker, t: &toml::Table) -> Option<crate::tls::TlsSettings
     }
     if !instance && t.contains_key("certificate_lifetime_secs") {
         c.problem("tls.certificate_lifetime_secs", "applies only with instance_ca = true");
+    }
+    if let Some(admin) = c.table(t, "admin") {
+        c.only_keys(admin, "tls.admin", &["min_version", "client_auth"]);
+        let mut o = crate::tls::ListenerOverride::default();
+        if let Some(v) = c.get::<String>(admin, "tls.admin", "min_version") {
+            match MinVersion::parse(&v) {
+                Some(m) => o.min_version = Some(m),
+                None => c.problem("tls.admin.min_version", &format!("{v:?} is not a TLS version this node speaks; write \"1.2\" or \"1.3\"")),
+            }
+        }
+        match c.get::<String>(admin, "tls.admin", "client_auth").as_deref() {
+            None => {}
+            Some("required") => o.client_required = Some(true),
+            Some("optional") => o.client_required = Some(false),
+            Some(other) => c.problem("tls.admin.client_auth", &format!("{other:?} is neither \"required\" nor \"optional\"")),
+        }
+        settings.admin = Some(o);
     }
     if let Some(v) = c.get::<String>(t, "tls", "min_version") {
         match MinVersion::parse(&v) {
@@ -843,6 +870,9 @@ fn parse_tls(c: &mut Checker, t: &toml::Table) -> Option<crate::tls::TlsSettings
                 }
             }
         }
+    }
+    if settings.client.is_none() && settings.admin.as_ref().is_some_and(|a| a.client_required.is_some()) {
+        c.problem("tls.admin.client_auth", "needs tls.client_ca_file (or instance_ca = true): the CA client certificates must chain to");
     }
     Some(settings)
 }

@@ -68,6 +68,8 @@ pub struct Node {
     pub(crate) advertised: std::sync::OnceLock<String>,
     /// The listener's certificates, when it speaks TLS.
     pub(crate) tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
+    /// The admin listener's (`[tls.admin]` applied), when it has one and TLS is on.
+    pub(crate) admin_tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
     /// Requests per second at the edge (`[rate_limits]`).
     pub(crate) limits: crate::ratelimit::RateLimits,
 }
@@ -85,6 +87,8 @@ pub(crate) enum KekSource {
 pub struct RunningNode {
     pub node: Arc<Node>,
     pub addr: SocketAddr,
+    /// The admin listener's address, when `[node] admin_listen` gives it one.
+    pub admin_addr: Option<SocketAddr>,
     /// The admin token, when this start generated it (first start without one configured).
     pub generated_admin_token: Option<String>,
     pub server: JoinHandle<()>,
@@ -213,6 +217,7 @@ impl Node {
             leadership: crate::cluster::Leadership::default(),
             advertised: std::sync::OnceLock::new(),
             tls: tls.take().map(std::sync::OnceLock::from).unwrap_or_default(),
+            admin_tls: std::sync::OnceLock::new(),
             limits: crate::ratelimit::RateLimits::new(&config_limits),
         });
         for d in node.control.deployments().await? {
@@ -249,11 +254,44 @@ impl Node {
             crate::tls::spawn_reloader(certs.clone(), settings.reload_check, node.drain.stopped());
         }
         let limits = node.config.http.clone();
+        use crate::server::Surface;
+        let admin = match node.config.admin_listen {
+            None => None,
+            Some(at) => {
+                let bound = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {at} ([node] admin_listen): {e}; choose another address"))?;
+                let admin_addr = bound.local_addr()?;
+                if let (Some(_), Some(settings)) = (node.tls.get(), &node.config.tls) {
+                    let admin_settings = settings.resolved(&node.config.data_dir).for_admin();
+                    let certs = crate::tls::Certificates::open(&admin_settings, &node.config.data_dir, at)?;
+                    crate::tls::spawn_reloader(certs.clone(), settings.reload_check, node.drain.stopped());
+                    let _ = node.admin_tls.set(certs);
+                }
+                Some((bound, admin_addr))
+            }
+        };
         let listener = crate::listener::LingeringListener::new(listener, node.tls.get().cloned(), limits.clone());
-        let stopped = node.drain.stopped();
-        let server = tokio::spawn(async move { crate::server::serve(listener, app, &limits, stopped).await });
+        let surface = if admin.is_some() { Surface::Tenant } else { Surface::All };
+        let mut servers = vec![tokio::spawn({
+            let (app, limits, stopped) = (app.clone(), limits.clone(), node.drain.stopped());
+            async move { crate::server::serve(listener, app, &limits, surface, stopped).await }
+        })];
+        let admin_addr = admin.as_ref().map(|(_, a)| *a);
+        if let Some((bound, admin_addr)) = admin {
+            let listener = crate::listener::LingeringListener::new(bound, node.admin_tls.get().cloned(), limits.clone());
+            let stopped = node.drain.stopped();
+            servers.push(tokio::spawn(async move { crate::server::serve(listener, app, &limits, Surface::Admin, stopped).await }));
+            tracing::info!(%admin_addr, "admin API listening on its own address");
+        }
+        // Drained when every listener has closed and its connections with it.
+        let server = tokio::spawn(async move {
+            for s in servers {
+                let _ = s.await;
+            }
+        });
         tracing::info!(%addr, scheme = node.scheme(), node_id = %node.config.node_id, mode = node.config.mode.as_str(), "runplane node listening");
-        Ok(RunningNode { node, addr, generated_admin_token, server })
+        Ok(RunningNode { node, addr, admin_addr, generated_admin_token, server })
     }
 
     /// `https` when the listener speaks TLS, else `http`.
@@ -264,6 +302,9 @@ impl Node {
     /// Reads the TLS certificate files again (SIGHUP): new handshakes present the new
     /// pair; on error the old one keeps serving. `Ok(None)` without TLS.
     pub fn reload_tls(&self) -> Result<Option<crate::tls::ServingCertificate>, crate::tls::TlsError> {
+        if let Some(admin) = self.admin_tls.get() {
+            admin.reload()?;
+        }
         self.tls.get().map(|c| c.reload()).transpose()
     }
 

@@ -24,6 +24,31 @@ use hyper_util::rt::TokioIo;
 
 use crate::listener::LingeringListener;
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything (one listener).
+    All,
+    /// Tenant traffic (`/apps/…`, `/v1/tokens/exchange`) and the probes: the admin API
+    /// is on a listener of its own.
+    Tenant,
+    /// The admin API, `/metrics` and the probes (`[node] admin_listen`).
+    Admin,
+}
+
+impl Surface {
+    /// Whether `path` is served here.
+    pub fn serves(self, path: &str) -> bool {
+        let probe = matches!(path, "/healthz" | "/livez" | "/readyz");
+        let tenant = path.starts_with("/apps/") || path == "/v1/tokens/exchange";
+        match self {
+            Surface::All => true,
+            Surface::Tenant => probe || tenant,
+            Surface::Admin => probe || !tenant,
+        }
+    }
+}
+
 /// `[http]`: the bounds every connection lives within.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
@@ -82,7 +107,7 @@ impl Drop for SourceGuard {
 /// Serves `app` on `listener` until `stopped` resolves, then stops accepting, lets every
 /// connection finish its request in flight (idle keep-alive connections close at once)
 /// and returns once all have closed.
-pub async fn serve(mut listener: LingeringListener, app: Router, limits: &HttpLimits, stopped: impl Future<Output = ()>) {
+pub async fn serve(mut listener: LingeringListener, app: Router, limits: &HttpLimits, surface: Surface, stopped: impl Future<Output = ()>) {
     let mut http = hyper::server::conn::http1::Builder::new();
     // hyper's header timer is off: the connection keeps both timeouts (module docs).
     http.header_read_timeout(None).max_header_size(limits.max_header_bytes);
@@ -100,6 +125,7 @@ pub async fn serve(mut listener: LingeringListener, app: Router, limits: &HttpLi
         let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             req.extensions_mut().insert(certificate.clone());
+            req.extensions_mut().insert(surface);
             // A Router is always ready: `call` needs no `poll_ready` first.
             tower_service::Service::call(&mut router.clone(), req)
         });

@@ -89,12 +89,22 @@ pub struct TlsSettings {
     pub reload_check: Duration,
     /// Mutual TLS, when `[tls] client_ca_file` is set.
     pub client: Option<ClientAuth>,
+    /// `[tls.admin]`: how the admin listener (`[node] admin_listen`) differs.
+    pub admin: Option<ListenerOverride>,
+}
+
+/// What one listener changes of `[tls]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerOverride {
+    pub min_version: Option<MinVersion>,
+    /// `client_auth` on this listener: `Some(true)` required, `Some(false)` optional.
+    pub client_required: Option<bool>,
 }
 
 impl TlsSettings {
     /// Development certificates, TLS 1.2 and up (what `runplane up --tls` uses).
     pub fn development() -> Self {
-        TlsSettings { source: CertSource::Development, min_version: MinVersion::Tls12, reload_check: Duration::from_secs(2), client: None }
+        TlsSettings { source: CertSource::Development, min_version: MinVersion::Tls12, reload_check: Duration::from_secs(2), client: None, admin: None }
     }
 
     /// The certificate lifetime, when the instance CA issues the node's certificate.
@@ -103,6 +113,20 @@ impl TlsSettings {
             CertSource::InstanceCa { lifetime } => Some(lifetime),
             _ => None,
         }
+    }
+
+    /// The settings of the admin listener: these with `[tls.admin]` applied.
+    pub fn for_admin(&self) -> Self {
+        let mut s = self.clone();
+        if let Some(o) = &self.admin {
+            if let Some(m) = o.min_version {
+                s.min_version = m;
+            }
+            if let (Some(required), Some(c)) = (o.client_required, &mut s.client) {
+                c.required = required;
+            }
+        }
+        s
     }
 
     /// These settings with the instance CA's files under `data_dir` in place: its

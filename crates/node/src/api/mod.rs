@@ -114,9 +114,25 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/apps/{route}/{*rest}", any(apps::serve))
         .route_layer(axum::middleware::from_fn_with_state(node.clone(), gate::admin_gate))
         .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn(only_this_surface))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(node.clone(), refuse_oversized_bodies))
         .with_state(node)
+}
+
+/// With a separate admin listener, each listener answers only its own routes (404
+/// saying where the others are).
+async fn only_this_surface(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let surface = req.extensions().get::<crate::server::Surface>().copied().unwrap_or(crate::server::Surface::All);
+    if surface.serves(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let message = match surface {
+        crate::server::Surface::Tenant => "the admin API is not served on this listener; use the node's admin listener ([node] admin_listen)",
+        _ => "tenant traffic is not served on the admin listener; use the node's listen address",
+    };
+    crate::error::ApiError::not_found(message).into_response()
 }
 
 /// Largest component upload (`POST /v1/capabilities`); other bodies are bounded by

@@ -243,6 +243,7 @@ async fn replacing_the_certificate_files_under_load_fails_no_request() {
         min_version: MinVersion::Tls12,
         reload_check: Duration::from_millis(100),
         client: None,
+        admin: None,
     };
     let data = tempfile::tempdir().expect("tempdir");
     let node = start(settings, data.path()).await.expect("node starts");
@@ -381,12 +382,22 @@ fn tls_settings_in_runplane_toml() {
     assert_eq!(t.source, CertSource::Files { cert: "/etc/runplane/tls.crt".into(), key: "/etc/runplane/tls.key".into() });
     assert_eq!(t.min_version, MinVersion::Tls13);
     assert_eq!(parse("generate = true").expect("valid").tls.expect("tls").source, CertSource::Development);
+    let c = NodeConfig::parse(
+        "[node]\nadmin_listen = \"127.0.0.1:9090\"\n[tls]\ngenerate = true\nclient_ca_file = \"/c.pem\"\n[tls.admin]\nmin_version = \"1.3\"\nclient_auth = \"required\"",
+        |_| None,
+    )
+    .expect("valid");
+    assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().expect("addr")));
+    let admin = c.tls.expect("tls").for_admin();
+    assert_eq!((admin.min_version, admin.client.map(|c| c.required)), (MinVersion::Tls13, Some(true)));
     for (bad, says) in [
         ("min_version = \"1.3\"", "needs cert_file and key_file"),
         ("cert_file = \"a\"", "needs cert_file and key_file"),
         ("generate = true\ncert_file = \"a\"\nkey_file = \"b\"", "takes one source of certificates"),
         ("generate = true\nmin_version = \"1.1\"", "write \"1.2\" or \"1.3\""),
         ("generate = true\nclient_auth = \"required\"", "client_auth"),
+        ("generate = true\n[tls.admin]\nclient_auth = \"required\"", "needs tls.client_ca_file"),
+        ("generate = true\n[tls.admin]\nmin_version = \"1.0\"", "write \"1.2\" or \"1.3\""),
     ] {
         let problems = parse(bad).err().unwrap_or_else(|| panic!("{bad} is refused")).join("\n");
         assert!(problems.contains(says), "{bad}: {problems}");
@@ -400,16 +411,7 @@ async fn connect_as(
     cert: &str,
     key: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let chain: Vec<CertificateDer<'static>> = rustls::pki_types::pem::PemObject::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>().expect("chain");
-    let key = <rustls::pki_types::PrivateKeyDer as rustls::pki_types::pem::PemObject>::from_pem_slice(key.as_bytes()).expect("key");
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(rustls::ALL_VERSIONS)
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client cert");
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost").expect("name"), tcp).await
+    connect_as_versions(addr, roots, cert, key, rustls::ALL_VERSIONS).await
 }
 
 /// One request on an open TLS connection, and its status, or the error (with TLS 1.3
@@ -541,6 +543,7 @@ async fn the_instance_ca_renews_node_certificates_and_revokes_and_rotates() {
         min_version: MinVersion::Tls12,
         reload_check: Duration::from_millis(100),
         client: Some(ClientAuth { ca_file: PathBuf::new(), crl_file: None, required: false, admin_required: false }),
+        admin: None,
     });
     let node = Node::start(config).await.expect("node starts");
     let bundle = data.path().join("tls").join("instance-ca.pem");
@@ -700,4 +703,71 @@ async fn the_leader_prunes_records_of_long_expired_certificates() {
         assert!(started.elapsed() < Duration::from_secs(10), "the long-expired record was not pruned: {subjects:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `[node] admin_listen` with `[tls.admin] client_auth = "required"`: the admin API is
+/// served only on its own listener, which asks every client for a certificate, while
+/// the tenant listener serves tenant traffic without one; each answers 404 for the
+/// other's routes, saying where they are.
+#[tokio::test]
+async fn a_separate_admin_listener_serves_the_admin_api_under_its_own_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clients = TestCa::new("client CA");
+    let ca_file = dir.path().join("clients.pem");
+    write(&ca_file, &clients.pem);
+    let mut settings = TlsSettings::development();
+    settings.client = Some(ClientAuth { ca_file, crl_file: None, required: false, admin_required: false });
+    settings.admin = Some(runplane_node::tls::ListenerOverride { min_version: Some(MinVersion::Tls13), client_required: Some(true) });
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = NodeConfig::embedded("127.0.0.1:0".parse().expect("addr"), data.path().to_path_buf());
+    config.admin_token = Some(ADMIN.into());
+    config.tls = Some(settings);
+    config.admin_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    let node = Node::start(config).await.expect("node starts");
+    let admin_addr = node.admin_addr.expect("an admin listener");
+    let dev_ca = runplane_node::tls::development_ca(data.path());
+    let (ops, ops_key) = clients.leaf("ops", time::Duration::minutes(-5), time::Duration::days(1));
+    let admin = https_client(&dev_ca, Some((&ops, &ops_key)));
+    let admin_base = format!("https://localhost:{}", admin_addr.port());
+    let r = admin.post(format!("{admin_base}/v1/tenants")).bearer_auth(ADMIN).json(&serde_json::json!({"id": "acme", "mode": "shared"})).send().await.expect("create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let key = r.json::<serde_json::Value>().await.expect("json")["api_key"].as_str().expect("key").to_owned();
+    let r = admin.post(format!("{admin_base}/v1/capabilities?name=hello&version=1.0.0")).bearer_auth(ADMIN).body(runplane_examples::HELLO.to_vec()).send().await.expect("push");
+    assert!(r.status().is_success());
+    let r = admin.post(format!("{admin_base}/v1/deployments")).bearer_auth(ADMIN).json(&serde_json::json!({"capability": "hello", "version": "1.0.0"})).send().await.expect("deploy");
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let roots = roots_from(&dev_ca);
+    assert_eq!(request(connect(node.addr, roots.clone(), rustls::ALL_VERSIONS).await, "/apps/hello/", &key).await, Ok(200), "tenant traffic needs no client certificate");
+    assert_eq!(request(connect(node.addr, roots.clone(), rustls::ALL_VERSIONS).await, "/v1/tenants", ADMIN).await, Ok(404), "no admin API on the tenant listener");
+    let e = request(connect(admin_addr, roots.clone(), rustls::ALL_VERSIONS).await, "/v1/tenants", ADMIN).await.expect_err("the admin listener requires a certificate");
+    assert!(e.contains("CertificateRequired") || e.contains("HandshakeFailure"), "{e}");
+    let e = request(connect_as_versions(admin_addr, roots.clone(), &ops, &ops_key, &[&rustls::version::TLS12]).await, "/v1/tenants", ADMIN).await.expect_err("TLS 1.2 refused there");
+    assert!(e.contains("ProtocolVersion") || e.contains("protocol version"), "{e}");
+    assert_eq!(request(connect_as(admin_addr, roots.clone(), &ops, &ops_key).await, "/apps/hello/", &key).await, Ok(404), "no tenant traffic on the admin listener");
+    assert_eq!(request(connect_as(admin_addr, roots, &ops, &ops_key).await, "/livez", "").await, Ok(200), "probes on both");
+    let r = reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&dev_ca).expect("ca")).expect("pem")).build().expect("client");
+    let body: serde_json::Value = r.get(format!("https://localhost:{}/v1/tenants", node.addr.port())).bearer_auth(ADMIN).send().await.expect("get").json().await.expect("json");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("admin_listen")), "the 404 says where the admin API is: {body}");
+    node.drain().await;
+}
+
+/// [`connect_as`] offering only `versions`.
+async fn connect_as_versions(
+    addr: SocketAddr,
+    roots: rustls::RootCertStore,
+    cert: &str,
+    key: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let chain: Vec<CertificateDer<'static>> = rustls::pki_types::pem::PemObject::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>().expect("chain");
+    let key = <rustls::pki_types::PrivateKeyDer as rustls::pki_types::pem::PemObject>::from_pem_slice(key.as_bytes()).expect("key");
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client cert");
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost").expect("name"), tcp).await
 }
