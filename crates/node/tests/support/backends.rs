@@ -295,6 +295,9 @@ database = "{database}"
 kind = "nats"
 url = "{nats}"
 prefix = "{prefix}"
+# JetStream reserves a stream's max_bytes from its storage: test streams stay small.
+max_bytes = 16777216
+max_age_secs = 600
 
 [backends.objects]
 kind = "s3"
