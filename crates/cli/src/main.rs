@@ -110,6 +110,9 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
         eprintln!("generated an admin token in {}", running.node.config().data_dir.join("admin-token").display());
     }
     eprintln!("runplane node listening on {}://{}", running.node.scheme(), running.addr);
+    if let Some(admin) = running.admin_addr {
+        eprintln!("admin API on {}://{admin}", running.node.scheme());
+    }
     let node = running.node.clone();
     tokio::spawn(reload_tls_on_sighup(node.clone()));
     tokio::select! {
