@@ -85,7 +85,18 @@ impl NatsBus {
                 tokio::time::timeout(self.settings.timeout, self.js.get_or_create_stream(config))
                     .await
                     .map_err(|_| PortError::unavailable(BACKEND, "the server did not answer in time"))?
-                    .map_err(|e| err("cannot create the stream", e))
+                    .map_err(|e| {
+                        // JetStream reserves max_bytes from its storage for every stream.
+                        let text = e.to_string();
+                        if text.contains("insufficient resources") {
+                            err(
+                                "cannot create the stream: JetStream has no storage left to reserve its max_bytes (every stream reserves its own); give the backend a smaller max_bytes or the server more max_file_store",
+                                text,
+                            )
+                        } else {
+                            err("cannot create the stream", text)
+                        }
+                    })
             })
             .await
     }
