@@ -103,6 +103,11 @@ async fn closed_loop(name: &str, dial: &Dial, path: &str, key: &str, duration: D
             tokio::spawn(async move { keep_alive(&dial, &path, &key, duration, None, 200).await })
         })
         .collect();
+    gather(name, tasks, duration).await
+}
+
+/// The latencies and errors of `tasks`, as one result over `duration`.
+async fn gather(name: &str, tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, u64)>>, duration: Duration) -> load::Result {
     let (mut lat, mut errors) = (Vec::new(), 0);
     for t in tasks {
         if let Ok((l, e)) = t.await {
@@ -132,14 +137,7 @@ async fn fresh_connections(name: &str, dial: &Dial, duration: Duration, connecti
             })
         })
         .collect();
-    let (mut lat, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        if let Ok((l, e)) = t.await {
-            lat.extend(l);
-            errors += e;
-        }
-    }
-    load::Result::from_latencies(name, lat, errors, duration.as_secs_f64())
+    gather(name, tasks, duration).await
 }
 
 async fn start(dir: &std::path::Path, tls: bool) -> anyhow::Result<(runplane_node::RunningNode, Dial)> {

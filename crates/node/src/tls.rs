@@ -425,8 +425,8 @@ fn load(files: &(PathBuf, PathBuf), client: Option<&ClientAuth>, provider: &Arc<
     certified.keys_match().map_err(|_| {
         err(format!("the key in {} does not belong to the certificate in {}; replace both files together", key_file.display(), cert_file.display()))
     })?;
-    let info = describe(leaf).map_err(|e| err(format!("{}: {e}", cert_file.display())))?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| err(format!("{}: {e}", cert_file.display())))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| err(format!("{}: the leaf certificate does not parse: {e}", cert_file.display())))?;
+    let info = describe(leaf, &parsed);
     if !parsed.validity().is_valid() {
         return Err(err(format!(
             "the certificate in {} is not valid now (valid from {} to {}); renew it",
@@ -439,15 +439,14 @@ fn load(files: &(PathBuf, PathBuf), client: Option<&ClientAuth>, provider: &Arc<
     Ok(Loaded { key: Arc::new(certified), info, verifier, stamp })
 }
 
-fn describe(leaf: &CertificateDer<'_>) -> Result<ServingCertificate, String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| format!("the leaf certificate does not parse: {e}"))?;
+fn describe(leaf: &CertificateDer<'_>, parsed: &x509_parser::certificate::X509Certificate<'_>) -> ServingCertificate {
     let not_after = parsed.validity().not_after.timestamp();
-    Ok(ServingCertificate {
+    ServingCertificate {
         subject: parsed.subject().to_string(),
         issuer: parsed.issuer().to_string(),
         not_after: runplane_audit::rfc3339_utc(u128::try_from(not_after).unwrap_or(0) * 1_000_000_000),
         sha256: hex::encode(Sha256::digest(leaf.as_ref())),
-    })
+    }
 }
 
 /// The development CA's certificate under `data_dir`.

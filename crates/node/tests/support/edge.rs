@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use super::{ADMIN, TestNode};
 
 /// Reads one response's status line and headers (and a small body) from `s`.
-async fn response(s: &mut TcpStream) -> Option<String> {
+pub(super) async fn response(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

@@ -125,24 +125,8 @@ fn fingerprint(pem: &str) -> String {
 /// One `GET /livez` on an open connection (HTTP/1.1 keep-alive); its status.
 async fn livez(stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> u16 {
     stream.write_all(b"GET /livez HTTP/1.1\r\nhost: localhost\r\n\r\n").await.expect("write");
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // The answer is small and carries a content-length: read until the body is in.
-    loop {
-        let n = stream.read(&mut chunk).await.expect("read");
-        assert!(n > 0, "the connection closed: {}", String::from_utf8_lossy(&buf));
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                .unwrap_or(0);
-            if body.len() >= len {
-                return head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
-            }
-        }
-    }
+    let head = super::edge::response(stream).await.expect("the connection closed before the answer");
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status")
 }
 
 async fn start(settings: TlsSettings, data: &Path) -> anyhow::Result<runplane_node::RunningNode> {
