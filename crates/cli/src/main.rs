@@ -113,6 +113,9 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
     if let Some(admin) = running.admin_addr {
         eprintln!("admin API on {}://{admin}", running.node.scheme());
     }
+    if let Some(metadata) = running.metadata_addr {
+        eprintln!("instance metadata interface on https://{metadata}/v1/instance/metadata (TLS 1.3, client certificate and capability token required)");
+    }
     let node = running.node.clone();
     tokio::spawn(reload_tls_on_sighup(node.clone()));
     tokio::select! {

@@ -22,6 +22,10 @@ pub struct NodeConfig {
     /// `[node] admin_listen`: the admin API (`/v1/…`, `/metrics`) on a listener of its
     /// own; `listen` then serves tenant traffic and the probes only.
     pub admin_listen: Option<SocketAddr>,
+    /// `[node] metadata_listen`: the instance metadata interface (S0-XIII: the version
+    /// metadata a federation server reads), on a listener of its own that speaks only
+    /// TLS 1.3 with a client certificate required.
+    pub metadata_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// The instance's mode: `shared` hosts many tenants; `dedicated` exactly one.
     pub mode: Mode,
@@ -304,6 +308,7 @@ impl NodeConfig {
             node_id: "node-1".into(),
             listen,
             admin_listen: None,
+            metadata_listen: None,
             data_dir,
             mode: Mode::Shared,
             environment: "default".into(),
@@ -364,7 +369,7 @@ impl NodeConfig {
         );
 
         if let Some(node) = c.table(&table, "node") {
-            c.only_keys(node, "node", &["id", "listen", "admin_listen", "data_dir", "mode", "environment", "admin_token", "max_body_bytes", "drain_delay_ms", "region"]);
+            c.only_keys(node, "node", &["id", "listen", "admin_listen", "metadata_listen", "data_dir", "mode", "environment", "admin_token", "max_body_bytes", "drain_delay_ms", "region"]);
             if let Some(v) = c.get::<String>(node, "node", "region") {
                 if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
                     c.problem("node.region", "must be 1-64 characters of a-z, 0-9 and '-'");
@@ -396,6 +401,12 @@ impl NodeConfig {
                 match v.parse() {
                     Ok(a) => cfg.admin_listen = Some(a),
                     Err(_) => c.problem("node.admin_listen", &format!("{v:?} is not a socket address; write it like \"127.0.0.1:9090\"")),
+                }
+            }
+            if let Some(v) = c.get::<String>(node, "node", "metadata_listen") {
+                match v.parse() {
+                    Ok(a) => cfg.metadata_listen = Some(a),
+                    Err(_) => c.problem("node.metadata_listen", &format!("{v:?} is not a socket address; write it like \"127.0.0.1:9443\"")),
                 }
             }
             if let Some(v) = c.get::<String>(node, "node", "data_dir") {
@@ -579,6 +590,12 @@ impl NodeConfig {
         }
         if let Some(t) = c.table(&table, "tls") {
             cfg.tls = parse_tls(&mut c, t);
+        }
+        if cfg.metadata_listen.is_some() && cfg.tls.as_ref().and_then(|t| t.for_metadata()).is_none() {
+            c.problem(
+                "node.metadata_listen",
+                "the instance metadata interface speaks only TLS 1.3 with a client certificate: set [tls] with client_ca_file (the CA your federation server's client certificate chains to), or instance_ca = true",
+            );
         }
         if let Some(t) = c.table(&table, "rate_limits") {
             const KEYS: [&str; 6] = ["admin_per_second", "admin_burst", "tenant_per_second", "tenant_burst", "unauthenticated_per_second", "unauthenticated_burst"];

@@ -254,6 +254,15 @@ impl ControlPlane {
         rd(&self.tenant_domains).get(tenant).cloned().unwrap_or_default()
     }
 
+    /// Every domain active for at least one tenant, with how many tenants it is active for.
+    pub fn domains_in_use(&self) -> BTreeMap<String, usize> {
+        let mut used = BTreeMap::new();
+        for domain in rd(&self.tenant_domains).values().flatten() {
+            *used.entry(domain.clone()).or_insert(0) += 1;
+        }
+        used
+    }
+
     /// Activates a domain for a tenant: the tier's limit and the dependencies are checked.
     pub async fn activate_domain(&self, tenant: &str, tier: Tier, domain: &str, at: &str) -> Result<BTreeSet<String>, ApiError> {
         let active = self.active_domains(tenant);

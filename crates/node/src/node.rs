@@ -70,6 +70,10 @@ pub struct Node {
     pub(crate) tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
     /// The admin listener's (`[tls.admin]` applied), when it has one and TLS is on.
     pub(crate) admin_tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
+    /// The instance metadata listener's (TLS 1.3, client certificates required).
+    pub(crate) metadata_tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
+    /// The instance metadata listener's address, once bound.
+    pub(crate) metadata_addr: std::sync::OnceLock<SocketAddr>,
     /// Requests per second at the edge (`[rate_limits]`).
     pub(crate) limits: crate::ratelimit::RateLimits,
 }
@@ -89,6 +93,8 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The admin listener's address, when `[node] admin_listen` gives it one.
     pub admin_addr: Option<SocketAddr>,
+    /// The instance metadata listener's address, when `[node] metadata_listen` gives it one.
+    pub metadata_addr: Option<SocketAddr>,
     /// The admin token, when this start generated it (first start without one configured).
     pub generated_admin_token: Option<String>,
     pub server: JoinHandle<()>,
@@ -218,6 +224,8 @@ impl Node {
             advertised: std::sync::OnceLock::new(),
             tls: tls.take().map(std::sync::OnceLock::from).unwrap_or_default(),
             admin_tls: std::sync::OnceLock::new(),
+            metadata_tls: std::sync::OnceLock::new(),
+            metadata_addr: std::sync::OnceLock::new(),
             limits: crate::ratelimit::RateLimits::new(&config_limits),
         });
         for d in node.control.deployments().await? {
@@ -255,34 +263,33 @@ impl Node {
         }
         let limits = node.config.http.clone();
         use crate::server::Surface;
-        let admin = match node.config.admin_listen {
-            None => None,
-            Some(at) => {
-                let bound = tokio::net::TcpListener::bind(at)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {at} ([node] admin_listen): {e}; choose another address"))?;
-                let admin_addr = bound.local_addr()?;
-                if let (Some(_), Some(settings)) = (node.tls.get(), &node.config.tls) {
-                    let admin_settings = settings.resolved(&node.config.data_dir).for_admin();
-                    let certs = crate::tls::Certificates::open(&admin_settings, &node.config.data_dir, at)?;
-                    crate::tls::spawn_reloader(certs.clone(), settings.reload_check, node.drain.stopped());
-                    let _ = node.admin_tls.set(certs);
-                }
-                Some((bound, admin_addr))
-            }
-        };
+        let (data_dir, tls) = (&node.config.data_dir, node.tls.get().and(node.config.tls.as_ref()));
+        let mut extra = Vec::new();
+        if let Some(at) = node.config.admin_listen {
+            let bound = bind_listener(&node, at, "[node] admin_listen", tls.map(|t| t.resolved(data_dir).for_admin()), &node.admin_tls).await?;
+            tracing::info!(admin_addr = %bound.1, "admin API listening on its own address");
+            extra.push((bound, node.admin_tls.get().cloned(), Surface::Admin));
+        }
+        if let Some(at) = node.config.metadata_listen {
+            // The configuration check made sure there is a client CA to verify against.
+            let settings = node.config.tls.as_ref().and_then(|t| t.for_metadata()).map(|t| t.resolved(data_dir));
+            let bound = bind_listener(&node, at, "[node] metadata_listen", settings, &node.metadata_tls).await?;
+            let _ = node.metadata_addr.set(bound.1);
+            tracing::info!(metadata_addr = %bound.1, "instance metadata interface listening (TLS 1.3, client certificates required)");
+            extra.push((bound, node.metadata_tls.get().cloned(), Surface::Metadata));
+        }
+        let admin_addr = extra.iter().find(|(_, _, s)| *s == Surface::Admin).map(|((_, a), _, _)| *a);
+        let metadata_addr = extra.iter().find(|(_, _, s)| *s == Surface::Metadata).map(|((_, a), _, _)| *a);
         let listener = crate::listener::LingeringListener::new(listener, node.tls.get().cloned(), limits.clone());
-        let surface = if admin.is_some() { Surface::Tenant } else { Surface::All };
+        let surface = if admin_addr.is_some() { Surface::Tenant } else { Surface::All };
         let mut servers = vec![tokio::spawn({
             let (app, limits, stopped) = (app.clone(), limits.clone(), node.drain.stopped());
             async move { crate::server::serve(listener, app, &limits, surface, stopped).await }
         })];
-        let admin_addr = admin.as_ref().map(|(_, a)| *a);
-        if let Some((bound, admin_addr)) = admin {
-            let listener = crate::listener::LingeringListener::new(bound, node.admin_tls.get().cloned(), limits.clone());
-            let stopped = node.drain.stopped();
-            servers.push(tokio::spawn(async move { crate::server::serve(listener, app, &limits, Surface::Admin, stopped).await }));
-            tracing::info!(%admin_addr, "admin API listening on its own address");
+        for ((bound, _), certs, surface) in extra {
+            let listener = crate::listener::LingeringListener::new(bound, certs, limits.clone());
+            let (app, limits, stopped) = (app.clone(), limits.clone(), node.drain.stopped());
+            servers.push(tokio::spawn(async move { crate::server::serve(listener, app, &limits, surface, stopped).await }));
         }
         // Drained when every listener has closed and its connections with it.
         let server = tokio::spawn(async move {
@@ -291,7 +298,7 @@ impl Node {
             }
         });
         tracing::info!(%addr, scheme = node.scheme(), node_id = %node.config.node_id, mode = node.config.mode.as_str(), "runplane node listening");
-        Ok(RunningNode { node, addr, admin_addr, generated_admin_token, server })
+        Ok(RunningNode { node, addr, admin_addr, metadata_addr, generated_admin_token, server })
     }
 
     /// `https` when the listener speaks TLS, else `http`.
@@ -302,8 +309,8 @@ impl Node {
     /// Reads the TLS certificate files again (SIGHUP): new handshakes present the new
     /// pair; on error the old one keeps serving. `Ok(None)` without TLS.
     pub fn reload_tls(&self) -> Result<Option<crate::tls::ServingCertificate>, crate::tls::TlsError> {
-        if let Some(admin) = self.admin_tls.get() {
-            admin.reload()?;
+        for other in [self.admin_tls.get(), self.metadata_tls.get()].into_iter().flatten() {
+            other.reload()?;
         }
         self.tls.get().map(|c| c.reload()).transpose()
     }
@@ -746,4 +753,24 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
     f.sync_all()
+}
+
+/// Binds one of the node's further listeners (`[node] admin_listen`,
+/// `metadata_listen`) and, when `tls` is given, opens its certificates into `slot` and
+/// keeps them reloaded.
+async fn bind_listener(
+    node: &Arc<Node>,
+    at: SocketAddr,
+    setting: &str,
+    tls: Option<crate::tls::TlsSettings>,
+    slot: &std::sync::OnceLock<Arc<crate::tls::Certificates>>,
+) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let bound = tokio::net::TcpListener::bind(at).await.map_err(|e| anyhow::anyhow!("cannot listen on {at} ({setting}): {e}; choose another address"))?;
+    let addr = bound.local_addr()?;
+    if let (Some(settings), Some(t)) = (tls, &node.config.tls) {
+        let certs = crate::tls::Certificates::open(&settings, &node.config.data_dir, at)?;
+        crate::tls::spawn_reloader(certs.clone(), t.reload_check, node.drain.stopped());
+        let _ = slot.set(certs);
+    }
+    Ok((bound, addr))
 }

@@ -27,13 +27,16 @@ use crate::listener::LingeringListener;
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
-    /// Everything (one listener).
+    /// Everything but the instance metadata interface (one listener).
     All,
     /// Tenant traffic (`/apps/…`, `/v1/tokens/exchange`) and the probes: the admin API
     /// is on a listener of its own.
     Tenant,
     /// The admin API, `/metrics` and the probes (`[node] admin_listen`).
     Admin,
+    /// The instance metadata interface (`/v1/instance/…`, `[node] metadata_listen`):
+    /// TLS 1.3 and mutual TLS only, so it is served nowhere else.
+    Metadata,
 }
 
 impl Surface {
@@ -41,10 +44,12 @@ impl Surface {
     pub fn serves(self, path: &str) -> bool {
         let probe = matches!(path, "/healthz" | "/livez" | "/readyz");
         let tenant = path.starts_with("/apps/") || path == "/v1/tokens/exchange";
+        let metadata = path.starts_with("/v1/instance/");
         match self {
-            Surface::All => true,
+            Surface::All => !metadata,
             Surface::Tenant => probe || tenant,
-            Surface::Admin => probe || !tenant,
+            Surface::Admin => probe || !(tenant || metadata),
+            Surface::Metadata => metadata,
         }
     }
 }

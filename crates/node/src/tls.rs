@@ -129,6 +129,28 @@ impl TlsSettings {
         s
     }
 
+    /// The settings of the instance metadata listener (`[node] metadata_listen`):
+    /// TLS 1.3 only and a client certificate required, whatever `[tls]` says for the
+    /// other listeners. `None` without a CA to verify clients against (`client_ca_file`
+    /// or the instance CA).
+    pub fn for_metadata(&self) -> Option<Self> {
+        let mut s = self.clone();
+        s.min_version = MinVersion::Tls13;
+        s.admin = None;
+        match &mut s.client {
+            Some(c) => {
+                c.required = true;
+                c.admin_required = true;
+            }
+            // The instance CA's bundle and revocation lists, filled in by `resolved`.
+            None if self.instance_lifetime().is_some() => {
+                s.client = Some(ClientAuth { ca_file: PathBuf::new(), crl_file: None, required: true, admin_required: true });
+            }
+            None => return None,
+        }
+        Some(s)
+    }
+
     /// These settings with the instance CA's files under `data_dir` in place: its
     /// certificate for the node's, its bundle and revocation lists for the client CA.
     pub fn resolved(&self, data_dir: &Path) -> Self {

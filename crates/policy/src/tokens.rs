@@ -147,6 +147,8 @@ pub const OPERATIONS: &[(&str, &[Role])] = &[
     ("ca.issue", &[IA]),
     ("ca.revoke", &[IA]),
     ("tls.reload", &[IA, OP]),
+    // The instance metadata interface (S0-XIII): what a federation server reads.
+    ("instance.metadata", &[IA, AU, OP]),
     ("cluster.read", &[IA, AU, OP]),
     ("cluster.drain", &[IA, OP]),
     ("audit.read", &[IA, AU, OP]),
@@ -669,10 +671,10 @@ mod tests {
     fn the_catalogue_matches_the_brief() {
         let ops: BTreeSet<&str> = OPERATIONS.iter().map(|(o, _)| *o).collect();
         assert_eq!(ops.len(), OPERATIONS.len(), "each operation once");
-        assert_eq!(ops.len(), 52);
+        assert_eq!(ops.len(), 53);
         let tenant_traffic = ["invoke", "contract.execute"];
         let admin = operations_of(Role::InstanceAdmin);
-        assert_eq!(admin.len(), 50);
+        assert_eq!(admin.len(), 51);
         assert!(tenant_traffic.iter().all(|op| !admin.contains(op)));
         let sorted = |role| operations_of(role).into_iter().collect::<BTreeSet<_>>();
         let set = |ops: &[&'static str]| ops.iter().copied().collect::<BTreeSet<_>>();
@@ -684,14 +686,14 @@ mod tests {
             sorted(Role::Auditor),
             set(&[
                 "audit.read", "tenant.list", "tenant.read", "deployment.list", "capability.list", "environment.list", "config.read", "flag.list", "domain.list",
-                "token.list", "quota.read", "secret.list", "cluster.read", "ca.read",
+                "token.list", "quota.read", "secret.list", "cluster.read", "ca.read", "instance.metadata",
             ])
         );
         assert_eq!(
             sorted(Role::Operator),
             set(&[
                 "tenant.suspend", "tenant.resume", "tenant.drain", "deployment.pause", "deployment.resume", "replay", "audit.read", "tenant.list", "tenant.read", "deployment.list",
-                "cluster.read", "cluster.drain", "ca.read", "tls.reload",
+                "cluster.read", "cluster.drain", "ca.read", "tls.reload", "instance.metadata",
             ])
         );
         assert_eq!(

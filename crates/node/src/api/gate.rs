@@ -71,6 +71,7 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
     r("GET", "/v1/ca/certificates", "ca.read", Instance),
     r("POST", "/v1/ca/certificates/{serial}/revoke", "ca.revoke", Instance),
     r("POST", "/v1/tls/reload", "tls.reload", Instance),
+    r("GET", "/v1/instance/metadata", "instance.metadata", Instance),
     r("GET", "/v1/cluster/nodes", "cluster.read", Instance),
     r("POST", "/v1/cluster/nodes/{node_id}/drain", "cluster.drain", Instance),
     r("GET", "/v1/tenants/{id}/quota", "quota.read", InPath),
@@ -205,7 +206,8 @@ pub async fn admin_gate(State(node): State<Arc<Node>>, req: Request, next: Next)
     // and where [tls] admin_client_certificate = "required", there is no admin API
     // without one.
     let certificate = parts.extensions.get::<crate::tls::PeerCertificate>().and_then(|p| p.get().cloned());
-    if certificate.is_none() && node.tls.get().is_some_and(|t| t.admin_needs_client_certificate()) {
+    let metadata_surface = parts.extensions.get::<crate::server::Surface>() == Some(&crate::server::Surface::Metadata);
+    if certificate.is_none() && (metadata_surface || node.tls.get().is_some_and(|t| t.admin_needs_client_certificate())) {
         return ApiError::unauthorized(
             "the admin API of this node needs a client certificate ([tls] admin_client_certificate = \"required\"): connect with one issued by the CA in [tls] client_ca_file, as well as your token",
         )
@@ -225,6 +227,14 @@ pub async fn admin_gate(State(node): State<Arc<Node>>, req: Request, next: Next)
             return e.into_response();
         }
     };
+    // The instance metadata interface validates every request by a signed token
+    // (S0-XIII): a capability token, never the bootstrap admin token or a tenant key.
+    if metadata_surface && actor.token_id.is_none() {
+        return ApiError::unauthorized(
+            "the instance metadata interface takes only signed capability tokens: mint one with POST /v1/tokens (role auditor or operator) and send it with your client certificate",
+        )
+        .into_response();
+    }
     if let Err(t) = node.limits.admin(&actor.name) {
         return node.throttled(t, &actor.name, None).await.into_response();
     }

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod controlplane;
 pub mod gate;
 pub(crate) mod idempotency;
+pub mod instance;
 pub mod openapi;
 pub mod ops;
 pub mod params;
@@ -59,6 +60,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/ca/certificates", post(ca::issue).get(ca::list))
         .route("/v1/ca/certificates/{serial}/revoke", post(ca::revoke))
         .route("/v1/tls/reload", post(ca::reload_tls))
+        .route("/v1/instance/metadata", get(instance::metadata))
         .route("/v1/cluster/nodes", get(cluster::list_nodes))
         .route("/v1/cluster/nodes/{node_id}/drain", post(cluster::drain_node))
         .route("/v1/tenants/{id}/drain", post(controlplane::drain_tenant))
@@ -128,9 +130,15 @@ async fn only_this_surface(req: axum::extract::Request, next: axum::middleware::
     if surface.serves(req.uri().path()) {
         return next.run(req).await;
     }
-    let message = match surface {
-        crate::server::Surface::Tenant => "the admin API is not served on this listener; use the node's admin listener ([node] admin_listen)",
-        _ => "tenant traffic is not served on the admin listener; use the node's listen address",
+    use crate::server::Surface;
+    let message = if req.uri().path().starts_with("/v1/instance/") {
+        "the instance metadata interface is served only on its own listener ([node] metadata_listen), over TLS 1.3 with a client certificate"
+    } else {
+        match surface {
+            Surface::Tenant => "the admin API is not served on this listener; use the node's admin listener ([node] admin_listen)",
+            Surface::Metadata => "this listener serves only the instance metadata interface (/v1/instance/metadata); use the node's listen or admin address",
+            _ => "tenant traffic is not served on the admin listener; use the node's listen address",
+        }
     };
     crate::error::ApiError::not_found(message).into_response()
 }

@@ -755,3 +755,124 @@ async fn connect_as_versions(
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tokio_rustls::TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost").expect("name"), tcp).await
 }
+
+/// The instance metadata interface (`[node] metadata_listen`, seed S0-XIII) on a node
+/// whose other listener accepts TLS 1.2 without client certificates: there, TLS 1.2,
+/// a client without a certificate and one from another CA get no handshake; the
+/// bootstrap admin token and a tenant key are refused (signed tokens only); an
+/// auditor's capability token with a client certificate reads the version metadata,
+/// and the read is one admin event naming the certificate; past the per-credential
+/// limit, 429 with `Retry-After`. Neither listener serves the other's routes.
+#[tokio::test]
+async fn the_instance_metadata_interface_takes_only_mutual_tls_1_3_and_signed_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clients = TestCa::new("federation client CA");
+    let ca_file = dir.path().join("clients.pem");
+    write(&ca_file, &clients.pem);
+    let mut settings = TlsSettings::development();
+    settings.client = Some(ClientAuth { ca_file, crl_file: None, required: false, admin_required: false });
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = NodeConfig::embedded("127.0.0.1:0".parse().expect("addr"), data.path().to_path_buf());
+    config.admin_token = Some(ADMIN.into());
+    config.tls = Some(settings);
+    config.metadata_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.rate_limits.admin_per_second = 1;
+    config.rate_limits.admin_burst = 6;
+    let node = Node::start(config).await.expect("node starts");
+    let meta = node.metadata_addr.expect("a metadata listener");
+    let dev_ca = runplane_node::tls::development_ca(data.path());
+    let roots = roots_from(&dev_ca);
+    let base = format!("https://localhost:{}", node.addr.port());
+    let admin = https_client(&dev_ca, None);
+    let r = admin.post(format!("{base}/v1/tenants")).bearer_auth(ADMIN).json(&serde_json::json!({"id": "acme", "mode": "shared"})).send().await.expect("create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let tenant_key = r.json::<serde_json::Value>().await.expect("json")["api_key"].as_str().expect("key").to_owned();
+    let r = admin.post(format!("{base}/v1/capabilities?name=hello&version=1.0.0")).bearer_auth(ADMIN).body(runplane_examples::HELLO.to_vec()).send().await.expect("push");
+    assert!(r.status().is_success());
+    let pushed: serde_json::Value = r.json().await.expect("json");
+    let r = admin.post(format!("{base}/v1/deployments")).bearer_auth(ADMIN).json(&serde_json::json!({"capability": "hello", "version": "1.0.0"})).send().await.expect("deploy");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = admin.post(format!("{base}/v1/tokens")).bearer_auth(ADMIN).json(&serde_json::json!({"role": "auditor", "subject": "federation"})).send().await.expect("mint");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let token = r.json::<serde_json::Value>().await.expect("json")["token"].as_str().expect("token").to_owned();
+
+    let (fed, fed_key) = clients.leaf("federation", time::Duration::minutes(-5), time::Duration::days(1));
+    let path = "/v1/instance/metadata";
+    let e = request(connect_as_versions(meta, roots.clone(), &fed, &fed_key, &[&rustls::version::TLS12]).await, path, &token).await.expect_err("TLS 1.2 refused");
+    assert!(e.contains("ProtocolVersion") || e.contains("protocol version"), "{e}");
+    let e = request(connect(meta, roots.clone(), rustls::ALL_VERSIONS).await, path, &token).await.expect_err("no certificate, no handshake");
+    assert!(e.contains("CertificateRequired") || e.contains("HandshakeFailure"), "{e}");
+    let stranger = TestCa::new("another CA");
+    let (eve, eve_key) = stranger.leaf("eve", time::Duration::minutes(-5), time::Duration::days(1));
+    let e = request(connect_as(meta, roots.clone(), &eve, &eve_key).await, path, &token).await.expect_err("another CA's certificate refused");
+    assert!(e.contains("UnknownCA") || e.contains("BadCertificate"), "{e}");
+    // openssl from outside Rust: TLS 1.2 gets no handshake there. (Awaited, not
+    // blocked on: the node answers from this test's runtime.)
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &meta.to_string(), "-tls1_2", "-CAfile"])
+        .arg(&dev_ca)
+        .args(["-servername", "localhost", "-brief"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl is installed");
+    assert!(!out.status.success(), "openssl -tls1_2 connected: {}", String::from_utf8_lossy(&out.stdout));
+
+    assert_eq!(request(connect_as(meta, roots.clone(), &fed, &fed_key).await, path, ADMIN).await, Ok(401), "the bootstrap admin token is not a signed token");
+    assert_eq!(request(connect_as(meta, roots.clone(), &fed, &fed_key).await, path, &tenant_key).await, Ok(403), "a tenant key may not read it");
+    let as_fed = https_client(&dev_ca, Some((&fed, &fed_key)));
+    let meta_base = format!("https://localhost:{}", meta.port());
+    let r = as_fed.get(format!("{meta_base}{path}")).bearer_auth(&token).send().await.expect("metadata");
+    assert_eq!(r.status(), StatusCode::OK);
+    let m: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(m["runtime_version"], env!("CARGO_PKG_VERSION"), "{m}");
+    assert!(m["instance_id"].as_str().is_some_and(|i| i.len() == 36), "{m}");
+    assert_eq!(m["mode"], "shared");
+    assert_eq!(m["capabilities"][0]["route"], "hello", "{m}");
+    assert_eq!(m["capabilities"][0]["version"], "1.0.0");
+    assert_eq!(m["capabilities"][0]["digest"], pushed["digest"], "{m}");
+    assert_eq!(m["handshake_endpoint"], format!("https://{meta}/v1/instance/metadata"));
+    let presented = presented(&connect_as(meta, roots.clone(), &fed, &fed_key).await.expect("handshake"));
+    assert_eq!(m["certificate"]["sha256"], presented.as_str(), "the certificate it reports is the one it presents");
+
+    let r = admin.get(format!("{base}/v1/admin-events?limit=1000")).bearer_auth(ADMIN).send().await.expect("events");
+    let events: serde_json::Value = r.json().await.expect("json");
+    let reads: Vec<_> = events["items"].as_array().expect("items").iter().filter(|e| e["action_type"] == "instance.metadata").collect();
+    assert_eq!(reads.iter().filter(|e| e["result"]["status"] == "ok").count(), 1, "one read, one admin event: {reads:?}");
+    let r = admin.get(format!("{base}/v1/audit/events?log=admin&limit=1000")).bearer_auth(ADMIN).send().await.expect("events");
+    let page = r.text().await.expect("text");
+    assert!(page.contains("CN=federation"), "the admin event names the client certificate");
+
+    // Neither listener serves the other's routes.
+    let r = admin.get(format!("{base}{path}")).bearer_auth(&token).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.expect("text").contains("metadata_listen"), "the 404 says where the interface is");
+    let r = as_fed.get(format!("{meta_base}/v1/tenants")).bearer_auth(&token).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // The per-credential limit (burst 6, 1/s here) holds on this listener too.
+    let mut throttled = None;
+    for _ in 0..20 {
+        let r = as_fed.get(format!("{meta_base}{path}")).bearer_auth(&token).send().await.expect("metadata");
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert!(throttled.is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1)), "429 with Retry-After past the limit");
+    node.drain().await;
+}
+
+/// `[node] metadata_listen` needs a CA to verify clients against, and its listener
+/// speaks TLS 1.3 and requires a certificate whatever `[tls]` says elsewhere.
+#[test]
+fn a_metadata_listener_needs_a_client_ca_and_forces_tls_1_3_with_certificates() {
+    let parse = |tls: &str| NodeConfig::parse(&format!("[node]\nmetadata_listen = \"127.0.0.1:9443\"\n[tls]\n{tls}"), |_| None);
+    let problems = parse("generate = true").err().expect("refused").join("\n");
+    assert!(problems.contains("node.metadata_listen") && problems.contains("client_ca_file"), "{problems}");
+    assert!(parse("instance_ca = true").is_ok(), "the instance CA verifies clients");
+    let c = parse("generate = true\nmin_version = \"1.2\"\nclient_ca_file = \"/c.pem\"\nclient_auth = \"optional\"").expect("valid");
+    let m = c.tls.expect("tls").for_metadata().expect("a client CA");
+    assert_eq!((m.min_version, m.client.map(|c| (c.required, c.admin_required))), (MinVersion::Tls13, Some((true, true))));
+}
