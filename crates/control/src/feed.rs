@@ -24,10 +24,12 @@ pub enum Family {
     /// Flags, domains, environments, releases, pauses, revoked tokens.
     Documents,
     Settings,
+    /// Progressive delivery: rollouts' states.
+    Rollouts,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Tenants,
         Family::Keys,
         Family::Capabilities,
@@ -37,6 +39,7 @@ impl Family {
         Family::Config,
         Family::Documents,
         Family::Settings,
+        Family::Rollouts,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Family {
             Family::Config => "config",
             Family::Documents => "documents",
             Family::Settings => "settings",
+            Family::Rollouts => "rollouts",
         }
     }
 
@@ -175,7 +179,7 @@ mod tests {
         let f = Follower::at(4);
         assert!(matches!(f.plan(6, &[change(6, "tenants")]), Step::Resync { head: 6, .. }));
         assert!(matches!(f.plan(6, &[change(5, "tenants")]), Step::Resync { head: 6, .. }), "revision 6 missing");
-        assert!(matches!(f.plan(5, &[change(5, "rollouts")]), Step::Resync { .. }));
+        assert!(matches!(f.plan(5, &[change(5, "workflows")]), Step::Resync { .. }));
         assert!(matches!(f.plan(4 + MAX_BACKLOG + 1, &[]), Step::Resync { .. }));
         assert!(matches!(f.plan(2, &[]), Step::Resync { head: 2, .. }));
     }

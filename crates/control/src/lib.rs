@@ -18,7 +18,7 @@ mod types;
 
 pub use error::{ControlError, Result};
 pub use store::{CHANNEL, Claim, ControlStore, Dialect, Hint, Hints, Home, LeaseEpoch, SCHEMA, translate};
-pub use types::{CapabilityVersion, ClusterNode, ConfigVersionRow, Deployment, Mode, Tenant};
+pub use types::{CapabilityVersion, ClusterNode, ConfigVersionRow, Deployment, Mode, StoredRollout, Tenant};
 
 #[cfg(test)]
 mod tests {

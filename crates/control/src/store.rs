@@ -24,7 +24,7 @@ use sqlx::{Any, AssertSqlSafe, ConnectOptions, Connection, Executor, Row, Transa
 use crate::error::{ControlError, Result};
 use crate::feed::{Change, Family};
 use crate::lease::{Held, Outcome};
-use crate::types::{CapabilityVersion, ClusterNode, ConfigVersionRow, Deployment, Mode, Tenant};
+use crate::types::{CapabilityVersion, ClusterNode, ConfigVersionRow, Deployment, Mode, StoredRollout, Tenant};
 
 /// The PostgreSQL notification channel a mutation notifies (payload: its revision).
 pub const CHANNEL: &str = "runplane_control";
@@ -306,18 +306,25 @@ impl ControlStore {
     /// every mutation) and records the change, in the returned transaction.
     async fn change(&self, family: Family, id: &str) -> Result<Transaction<'static, Any>> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(self.sql("UPDATE control_head SET revision = revision + 1 WHERE id = 1")).execute(&mut *tx).await?;
-        let revision: i64 = sqlx::query_scalar(self.sql("SELECT revision FROM control_head WHERE id = 1")).fetch_one(&mut *tx).await?;
+        self.note(&mut tx, family, id).await?;
+        Ok(tx)
+    }
+
+    /// Records one more change in a mutation's transaction (one that touches two
+    /// families, such as a rollout promoted with its route's deployment).
+    async fn note(&self, tx: &mut Transaction<'static, Any>, family: Family, id: &str) -> Result<()> {
+        sqlx::query(self.sql("UPDATE control_head SET revision = revision + 1 WHERE id = 1")).execute(&mut **tx).await?;
+        let revision: i64 = sqlx::query_scalar(self.sql("SELECT revision FROM control_head WHERE id = 1")).fetch_one(&mut **tx).await?;
         sqlx::query(self.sql("INSERT INTO control_changes (revision, kind, id, at_ms) VALUES ($1, $2, $3, NOW_MS)"))
             .bind(revision)
             .bind(family.as_str())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         if self.dialect == Dialect::Postgres {
-            tx.execute(AssertSqlSafe(format!("NOTIFY {CHANNEL}, '{revision}'"))).await?;
+            (&mut **tx).execute(AssertSqlSafe(format!("NOTIFY {CHANNEL}, '{revision}'"))).await?;
         }
-        Ok(tx)
+        Ok(())
     }
 
     /// Commits a mutation that changed something, rolls back one that did not (so a
@@ -574,6 +581,11 @@ impl ControlStore {
 
     pub async fn upsert_deployment(&self, d: &Deployment) -> Result<()> {
         let mut tx = self.change(Family::Deployments, &d.route).await?;
+        self.write_deployment(&mut tx, d).await?;
+        Self::finish(tx, true).await.map(|_| ())
+    }
+
+    async fn write_deployment(&self, tx: &mut Transaction<'static, Any>, d: &Deployment) -> Result<()> {
         sqlx::query(self.pick(
             "INSERT INTO deployments (route, capability, version, digest, allow_hosts, subscriptions, created_at, flag)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -594,9 +606,9 @@ impl ControlStore {
         .bind(serde_json::to_string(&d.subscriptions).unwrap_or_default())
         .bind(&d.created_at)
         .bind(&d.flag)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        Self::finish(tx, true).await.map(|_| ())
+        Ok(())
     }
 
     pub async fn delete_deployment(&self, route: &str) -> Result<bool> {
@@ -623,6 +635,131 @@ impl ControlStore {
                 })
             })
             .collect()
+    }
+
+    // ---- rollouts ----
+
+    /// Creates a rollout; with `supersede`, in the same transaction marks that one (at
+    /// the revision given) as superseded; with `deployment` (a rollout promoted at its
+    /// start), moves the route's deployment too. `false` if the rollout exists or the
+    /// one to supersede moved on meanwhile (read it again).
+    pub async fn insert_rollout(&self, r: &StoredRollout, supersede: Option<(&StoredRollout, u64)>, deployment: Option<&Deployment>) -> Result<bool> {
+        let mut tx = self.change(Family::Rollouts, &r.rollout_id).await?;
+        if let Some((old, expected)) = supersede
+            && !self.swap_rollout(&mut tx, old, expected).await?
+        {
+            return Self::finish(tx, false).await;
+        }
+        if let Some(d) = deployment {
+            self.note(&mut tx, Family::Deployments, &d.route).await?;
+            self.write_deployment(&mut tx, d).await?;
+        }
+        let inserted = sqlx::query(self.pick(
+            "INSERT INTO rollouts (rollout_id, route, revision, active, body, updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rollout_id) DO NOTHING",
+            "INSERT IGNORE INTO rollouts (rollout_id, route, revision, active, body, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        ))
+        .bind(&r.rollout_id)
+        .bind(&r.route)
+        .bind(r.revision as i64)
+        .bind(i64::from(r.active))
+        .bind(&r.body)
+        .bind(&r.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        Self::finish(tx, inserted.rows_affected() == 1).await
+    }
+
+    /// Replaces a rollout's state if it is still at `expected` (compare and swap); with
+    /// `deployment`, the route's deployment changes in the same transaction (a
+    /// promotion). `false` if someone else changed it first.
+    pub async fn update_rollout(&self, r: &StoredRollout, expected: u64, deployment: Option<&Deployment>) -> Result<bool> {
+        let mut tx = self.change(Family::Rollouts, &r.rollout_id).await?;
+        if !self.swap_rollout(&mut tx, r, expected).await? {
+            return Self::finish(tx, false).await;
+        }
+        if let Some(d) = deployment {
+            self.note(&mut tx, Family::Deployments, &d.route).await?;
+            self.write_deployment(&mut tx, d).await?;
+        }
+        Self::finish(tx, true).await
+    }
+
+    async fn swap_rollout(&self, tx: &mut Transaction<'static, Any>, r: &StoredRollout, expected: u64) -> Result<bool> {
+        let done = sqlx::query(self.sql("UPDATE rollouts SET revision = $1, active = $2, body = $3, updated_at = $4 WHERE rollout_id = $5 AND revision = $6"))
+            .bind(r.revision as i64)
+            .bind(i64::from(r.active))
+            .bind(&r.body)
+            .bind(&r.updated_at)
+            .bind(&r.rollout_id)
+            .bind(expected as i64)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The rollouts still moving (not promoted, aborted or superseded).
+    pub async fn active_rollouts(&self) -> Result<Vec<StoredRollout>> {
+        let rows = sqlx::query(self.sql("SELECT rollout_id, route, revision, active, body, updated_at FROM rollouts WHERE active = 1 ORDER BY rollout_id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rollout_row).collect()
+    }
+
+    /// Every rollout, newest first (ids are UUID v7), at most `limit`, optionally of one route.
+    pub async fn rollouts(&self, route: Option<&str>, limit: u32) -> Result<Vec<StoredRollout>> {
+        let rows = match route {
+            Some(route) => {
+                sqlx::query(self.sql("SELECT rollout_id, route, revision, active, body, updated_at FROM rollouts WHERE route = $1 ORDER BY rollout_id DESC LIMIT $2"))
+                    .bind(route)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(self.sql("SELECT rollout_id, route, revision, active, body, updated_at FROM rollouts ORDER BY rollout_id DESC LIMIT $1"))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(rollout_row).collect()
+    }
+
+    pub async fn rollout(&self, id: &str) -> Result<Option<StoredRollout>> {
+        let row = sqlx::query(self.sql("SELECT rollout_id, route, revision, active, body, updated_at FROM rollouts WHERE rollout_id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rollout_row).transpose()
+    }
+
+    /// Writes this node's cumulative counters for a rollout (metrics: no revision).
+    pub async fn put_rollout_metrics(&self, rollout_id: &str, node_id: &str, body: &str, now_ms: u64) -> Result<()> {
+        sqlx::query(self.pick(
+            "INSERT INTO rollout_metrics (rollout_id, node_id, body, updated_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (rollout_id, node_id) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms",
+            "INSERT INTO rollout_metrics (rollout_id, node_id, body, updated_ms) VALUES ($1, $2, $3, $4)
+             ON DUPLICATE KEY UPDATE body = VALUES(body), updated_ms = VALUES(updated_ms)",
+        ))
+        .bind(rollout_id)
+        .bind(node_id)
+        .bind(body)
+        .bind(now_ms as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every node's counters for a rollout: `(node id, body)`.
+    pub async fn rollout_metrics(&self, rollout_id: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(self.sql("SELECT node_id, body FROM rollout_metrics WHERE rollout_id = $1 ORDER BY node_id")).bind(rollout_id).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// Forgets the counters of rollouts that no longer move.
+    pub async fn prune_rollout_metrics(&self) -> Result<u64> {
+        let r = sqlx::query(self.sql("DELETE FROM rollout_metrics WHERE rollout_id NOT IN (SELECT rollout_id FROM rollouts WHERE active = 1)")).execute(&self.pool).await?;
+        Ok(r.rows_affected())
     }
 
     // ---- quotas and usage ----
@@ -1049,6 +1186,17 @@ impl ControlStore {
         tx.commit().await?;
         Ok(r.rows_affected())
     }
+}
+
+fn rollout_row(r: &AnyRow) -> Result<StoredRollout> {
+    Ok(StoredRollout {
+        rollout_id: r.try_get(0)?,
+        route: r.try_get(1)?,
+        revision: r.try_get::<i64, _>(2)? as u64,
+        active: r.try_get::<i64, _>(3)? != 0,
+        body: r.try_get(4)?,
+        updated_at: r.try_get(5)?,
+    })
 }
 
 fn json_list(s: &str) -> Result<Vec<String>> {

@@ -107,3 +107,16 @@ pub struct ClusterNode {
     /// Invocations running on it at its last heartbeat.
     pub in_flight: u64,
 }
+
+/// A rollout's state as the control store keeps it: the body is the rollout crate's
+/// JSON, the other columns what queries select on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRollout {
+    pub rollout_id: String,
+    pub route: String,
+    pub revision: u64,
+    /// Still moving (progressing or paused).
+    pub active: bool,
+    pub body: String,
+    pub updated_at: String,
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use runplane_adapters::testing;
 use runplane_control::feed::{Family, Follower, Step};
 use runplane_control::lease::Outcome;
-use runplane_control::{ControlError, ControlStore, Hint, Home, Mode, Tenant};
+use runplane_control::{ControlError, ControlStore, Deployment, Hint, Home, Mode, StoredRollout, Tenant};
 use sqlx::Connection;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -211,4 +211,63 @@ async fn postgres_notifies_followers_and_a_killed_listener_says_it_was_lost() {
     store.set_setting("probe", "2").await.expect("write");
     let hint = next.await.expect("join").expect("in time").expect("hint");
     assert!(matches!(hint, Hint::Changed(_)), "{hint:?}");
+}
+
+fn stored(id: &str, revision: u64, active: bool, body: &str) -> StoredRollout {
+    StoredRollout { rollout_id: id.into(), route: "orders".into(), revision, active, body: body.into(), updated_at: "2026-12-07T00:00:00Z".into() }
+}
+
+/// Rollouts: a change is a compare and swap on the revision (the loser learns it lost
+/// and nothing of its write remains); superseding marks the old one in the same
+/// transaction as the new one's insert; a promotion moves the route's deployment with
+/// the rollout, one transaction, two changes in the feed; per-node counters are kept
+/// apart from the feed and forgotten once a rollout stops.
+async fn rollouts_swap_on_their_revision(store: &ControlStore) {
+    assert!(store.insert_rollout(&stored("r1", 1, true, "{\"v\":1}"), None, None).await.expect("insert"));
+    assert!(!store.insert_rollout(&stored("r1", 1, true, "{}"), None, None).await.expect("again"), "one id, one rollout");
+    assert!(store.update_rollout(&stored("r1", 2, true, "{\"v\":2}"), 1, None).await.expect("swap"));
+    assert!(!store.update_rollout(&stored("r1", 3, true, "{\"v\":\"lost\"}"), 1, None).await.expect("stale swap"), "a stale revision loses");
+    assert_eq!(store.rollout("r1").await.expect("read").map(|r| (r.revision, r.body)), Some((2, "{\"v\":2}".to_string())));
+    // A stale supersede inserts nothing.
+    assert!(!store.insert_rollout(&stored("r2", 1, true, "{}"), Some((&stored("r1", 3, false, "{}"), 1)), None).await.expect("stale supersede"));
+    assert!(store.rollout("r2").await.expect("read").is_none());
+    assert!(store.insert_rollout(&stored("r2", 1, true, "{}"), Some((&stored("r1", 3, false, "{\"superseded\":true}"), 2)), None).await.expect("supersede"));
+    let active: Vec<String> = store.active_rollouts().await.expect("active").into_iter().map(|r| r.rollout_id).collect();
+    assert_eq!(active, ["r2"]);
+    store.put_rollout_metrics("r2", "node-a", "{\"n\":1}", 1).await.expect("metrics");
+    store.put_rollout_metrics("r2", "node-a", "{\"n\":2}", 2).await.expect("metrics again");
+    store.put_rollout_metrics("r2", "node-b", "{\"n\":5}", 2).await.expect("metrics b");
+    store.put_rollout_metrics("r1", "node-a", "{}", 2).await.expect("metrics of the old one");
+    assert_eq!(store.rollout_metrics("r2").await.expect("read").len(), 2);
+    assert_eq!(store.rollout_metrics("r2").await.expect("read")[0].1, "{\"n\":2}");
+    let before = store.head().await.expect("head");
+    let d = Deployment {
+        route: "orders".into(),
+        capability: "orders".into(),
+        version: "2.0.0".into(),
+        digest: "sha256:2".into(),
+        allow_hosts: vec![],
+        subscriptions: vec![],
+        flag: None,
+        created_at: "2026-12-07T00:00:00Z".into(),
+    };
+    assert!(store.update_rollout(&stored("r2", 2, false, "{\"promoted\":true}"), 1, Some(&d)).await.expect("promote"));
+    let head = store.head().await.expect("head");
+    let families: Vec<String> = store.changes(before, head).await.expect("changes").into_iter().map(|c| c.family).collect();
+    assert_eq!(families, ["rollouts", "deployments"]);
+    assert_eq!(store.deployments().await.expect("deployments").iter().find(|x| x.route == "orders").map(|x| x.version.clone()), Some("2.0.0".into()));
+    assert!(store.active_rollouts().await.expect("active").is_empty());
+    assert_eq!(store.rollouts(Some("orders"), 10).await.expect("list").len(), 2);
+    assert_eq!(store.prune_rollout_metrics().await.expect("prune"), 3, "counters of stopped rollouts go");
+}
+
+#[tokio::test]
+async fn rollouts_swap_on_their_revision_in_every_home() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rollouts_swap_on_their_revision(&open(&Home::Embedded, dir.path()).await).await;
+    for (kind, home) in fresh_homes().await {
+        eprintln!("-- {kind}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        rollouts_swap_on_their_revision(&open(&home, dir.path()).await).await;
+    }
 }

@@ -46,6 +46,30 @@ pub struct Metrics {
     pub audit_journal_bytes: Family<JournalLabels, Gauge>,
     /// Bytes the embedded audit store's files take (database and WAL).
     pub audit_store_bytes: Gauge,
+    /// The candidate's share of each route's rollout, in percent.
+    pub rollout_weight: Family<RolloutLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 for the phase each route's latest rollout is in, 0 for the others.
+    pub rollout_phase: Family<PhaseLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub route: String,
+    /// `progressing`, `paused`, `promoted`, `aborted` or `superseded`.
+    pub phase: String,
+}
+
+/// Sets a route's rollout gauges to what `r` says.
+pub(crate) fn rollout_gauges(m: &Metrics, route: &str, r: &runplane_rollout::Rollout) {
+    m.rollout_weight.get_or_create(&RolloutLabels { route: route.to_owned() }).set(r.weight.percent());
+    for phase in ["progressing", "paused", "promoted", "aborted", "superseded"] {
+        m.rollout_phase.get_or_create(&PhaseLabels { route: route.to_owned(), phase: phase.into() }).set(i64::from(phase == r.phase.as_str()));
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,7 +126,13 @@ impl Metrics {
         registry.register("audit_journals", "Invocation journals in the hot audit store and in the archive", audit_journals.clone());
         registry.register("audit_journal_bytes", "Bytes of invocation journals in the hot audit store (compressed) and in the archive", audit_journal_bytes.clone());
         registry.register("audit_store_bytes", "Bytes the embedded audit store's files take on disk (database and WAL)", audit_store_bytes.clone());
+        let rollout_weight = Family::<RolloutLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let rollout_phase = Family::<PhaseLabels, Gauge>::default();
+        registry.register("rollout_weight_percent", "The candidate's share of the route's rollout, in percent", rollout_weight.clone());
+        registry.register("rollout_phase", "1 for the phase the route's latest rollout is in", rollout_phase.clone());
         Metrics {
+            rollout_weight,
+            rollout_phase,
             audit_journals,
             audit_journal_bytes,
             audit_store_bytes,
