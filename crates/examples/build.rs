@@ -8,6 +8,8 @@ use std::process::Command;
 const COMPONENTS: &[(&str, &str)] = &[
     ("ORDERS", "orders"),
     ("HELLO", "hello"),
+    ("FLAKY", "flaky"),
+    ("TRAPPER", "trapper"),
     ("SPIN_LOOP", "spin_loop"),
     ("MEMORY_BOMB", "memory_bomb"),
     ("DEEP_RECURSION", "deep_recursion"),

@@ -134,6 +134,19 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Progressive delivery: start, status (--watch), promote, abort, retry, pause, resume.
+    Rollout {
+        #[command(subcommand)]
+        cmd: crate::rollout::RolloutCmd,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Put ROUTE back on its previous version at once.
+    Undo {
+        route: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Operator actions: pause/resume a route, drain a tenant.
     Operate {
         #[command(subcommand)]
@@ -498,6 +511,8 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Env { cmd, target } => crate::control::env(&Client::from_target(&target)?, cmd).await?,
         AdminCommand::Operate { cmd, target } => crate::control::operate(&Client::from_target(&target)?, cmd).await?,
         AdminCommand::Ca { cmd, target } => crate::control::ca(&Client::from_target(&target)?, cmd).await?,
+        AdminCommand::Rollout { cmd, target } => crate::rollout::run(&Client::from_target(&target)?, cmd).await?,
+        AdminCommand::Undo { route, target } => crate::rollout::undo(&Client::from_target(&target)?, &route).await?,
         AdminCommand::Audit { cmd: AuditCmd::Verify { bundle, since, key }, .. } => verify_bundle(&bundle, since.as_deref(), key.as_deref())?,
         AdminCommand::Audit { cmd: AuditCmd::Export { log, out }, target } => export_bundle(&Client::from_target(&target)?, &log, &out).await?,
         AdminCommand::Audit { cmd, target } => {

@@ -9,6 +9,12 @@
 const COMMANDS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/tenants", "runplane tenant list"),
     ("GET", "/v1/cluster/nodes", "runplane operate nodes"),
+    ("POST", "/v1/rollouts/{id}/abort", "runplane rollout abort {id}"),
+    ("POST", "/v1/rollouts/{id}/promote", "runplane rollout promote {id}"),
+    ("GET", "/v1/rollouts?route={route}", "runplane rollout status --route {route}"),
+    ("GET", "/v1/rollouts", "runplane rollout status --route ROUTE"),
+    ("POST", "/v1/rollouts", "runplane rollout start ROUTE NAME@VERSION"),
+    ("POST", "/v1/deployments", "runplane deploy NAME@VERSION --route ROUTE"),
     ("POST", "/v1/ca/rotate", "runplane ca rotate"),
     ("POST", "/v1/ca", "runplane ca init"),
     ("GET", "/v1/ca/certificates", "runplane ca list"),

@@ -3,6 +3,7 @@
 mod admin;
 mod control;
 mod hints;
+mod rollout;
 mod up;
 
 use std::io::Read;

@@ -3,6 +3,8 @@
 //!
 //! - [`ORDERS`]: exercises every port (the `runplane up` demo).
 //! - [`HELLO`]: minimal `wasi:http`, for benchmarks.
+//! - [`FLAKY`], [`TRAPPER`]: faulty next versions of `hello` for the rollout tests: one
+//!   answers one request in four with a 500, the other traps on every request.
 //! - [`CPU_BURN`]: `?iters=N` rounds of integer mixing, the CPU-heavy side of the noisy-neighbour benchmark.
 //! - [`SPIN_LOOP`], [`MEMORY_BOMB`], [`DEEP_RECURSION`], [`HUGE_OUTPUT`]: must fail alone.
 //! - [`LEAK_SECRET`]: tries to log a secret; the host must redact it.

@@ -1,3 +1,3 @@
 //! The control store lives in `runplane-control`; the node uses it through these names.
 
-pub use runplane_control::{CapabilityVersion, ClusterNode, ConfigVersionRow, ControlError, ControlStore, Deployment, Home, Tenant};
+pub use runplane_control::{CapabilityVersion, ClusterNode, ConfigVersionRow, ControlError, ControlStore, Deployment, Home, StoredRollout, Tenant};

@@ -203,6 +203,9 @@ impl Node {
         if families.contains(&Family::Deployments) {
             self.reload_deployments().await?;
         }
+        if families.contains(&Family::Rollouts) || families.contains(&Family::Deployments) {
+            self.reload_rollouts().await?;
+        }
         Ok(())
     }
 

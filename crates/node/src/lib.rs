@@ -31,6 +31,7 @@ pub mod metrics;
 mod node;
 mod quotas;
 pub mod replay;
+mod rollouts;
 pub mod ratelimit;
 pub mod server;
 mod subscriptions;

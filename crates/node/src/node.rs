@@ -76,6 +76,8 @@ pub struct Node {
     pub(crate) metadata_addr: std::sync::OnceLock<SocketAddr>,
     /// Requests per second at the edge (`[rate_limits]`).
     pub(crate) limits: crate::ratelimit::RateLimits,
+    /// The rollouts this node routes by, and their counters.
+    pub(crate) rollouts: crate::rollouts::Rollouts,
 }
 
 /// Where the key-encryption keys of secrets come from.
@@ -227,6 +229,7 @@ impl Node {
             metadata_tls: std::sync::OnceLock::new(),
             metadata_addr: std::sync::OnceLock::new(),
             limits: crate::ratelimit::RateLimits::new(&config_limits),
+            rollouts: crate::rollouts::Rollouts::default(),
         });
         for d in node.control.deployments().await? {
             let route = d.route.clone();
@@ -235,6 +238,9 @@ impl Node {
             }
         }
         crate::api::tenancy::load_contracts(&node).await?;
+        if let Err(e) = node.reload_rollouts().await {
+            tracing::error!(error = %e.message, "could not restore the rollouts in progress; their routes serve their stable versions until the next change");
+        }
         if let Some(t) = &node.config.tls
             && let Some(lifetime) = t.instance_lifetime()
         {
@@ -246,6 +252,7 @@ impl Node {
         }
         crate::archiver::spawn(node.clone());
         crate::ratelimit::spawn_tidy(node.clone());
+        crate::rollouts::spawn(node.clone());
 
         let listener = tokio::net::TcpListener::bind(node.config.listen)
             .await

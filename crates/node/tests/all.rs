@@ -727,3 +727,6 @@ mod storage;
 
 #[path = "support/schemathesis.rs"]
 mod schemathesis;
+
+#[path = "support/rollouts.rs"]
+mod rollouts;

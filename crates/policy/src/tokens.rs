@@ -124,6 +124,15 @@ pub const OPERATIONS: &[(&str, &[Role])] = &[
     ("deploy", &[IA, DE]),
     ("deployment.list", &[IA, DE, AU, OP]),
     ("undeploy", &[IA, DE]),
+    // Progressive delivery (spec §8): operators may stop a rollout, not start one.
+    ("rollout.start", &[IA, DE]),
+    ("rollout.read", &[IA, DE, AU, OP]),
+    ("rollout.promote", &[IA, DE]),
+    ("rollout.abort", &[IA, DE, OP]),
+    ("rollout.retry", &[IA, DE]),
+    ("rollout.pause", &[IA, DE, OP]),
+    ("rollout.resume", &[IA, DE, OP]),
+    ("deployment.undo", &[IA, DE, OP]),
     ("deployment.pause", &[IA, OP]),
     ("deployment.resume", &[IA, OP]),
     ("promote", &[IA, DE]),
@@ -671,29 +680,33 @@ mod tests {
     fn the_catalogue_matches_the_brief() {
         let ops: BTreeSet<&str> = OPERATIONS.iter().map(|(o, _)| *o).collect();
         assert_eq!(ops.len(), OPERATIONS.len(), "each operation once");
-        assert_eq!(ops.len(), 53);
+        assert_eq!(ops.len(), 61);
         let tenant_traffic = ["invoke", "contract.execute"];
         let admin = operations_of(Role::InstanceAdmin);
-        assert_eq!(admin.len(), 51);
+        assert_eq!(admin.len(), 59);
         assert!(tenant_traffic.iter().all(|op| !admin.contains(op)));
         let sorted = |role| operations_of(role).into_iter().collect::<BTreeSet<_>>();
         let set = |ops: &[&'static str]| ops.iter().copied().collect::<BTreeSet<_>>();
         assert_eq!(
             sorted(Role::Deployer),
-            set(&["capability.push", "capability.list", "deploy", "deployment.list", "undeploy", "promote", "environment.list", "contract.register", "contract.read", "config.read"])
+            set(&[
+                "capability.push", "capability.list", "deploy", "deployment.list", "undeploy", "promote", "environment.list", "contract.register", "contract.read", "config.read",
+                "rollout.start", "rollout.read", "rollout.promote", "rollout.abort", "rollout.retry", "rollout.pause", "rollout.resume", "deployment.undo",
+            ])
         );
         assert_eq!(
             sorted(Role::Auditor),
             set(&[
                 "audit.read", "tenant.list", "tenant.read", "deployment.list", "capability.list", "environment.list", "config.read", "flag.list", "domain.list",
-                "token.list", "quota.read", "secret.list", "cluster.read", "ca.read", "instance.metadata",
+                "token.list", "quota.read", "secret.list", "cluster.read", "ca.read", "instance.metadata", "rollout.read",
             ])
         );
         assert_eq!(
             sorted(Role::Operator),
             set(&[
                 "tenant.suspend", "tenant.resume", "tenant.drain", "deployment.pause", "deployment.resume", "replay", "audit.read", "tenant.list", "tenant.read", "deployment.list",
-                "cluster.read", "cluster.drain", "ca.read", "tls.reload", "instance.metadata",
+                "cluster.read", "cluster.drain", "ca.read", "tls.reload", "instance.metadata", "rollout.read", "rollout.abort", "rollout.pause", "rollout.resume",
+                "deployment.undo",
             ])
         );
         assert_eq!(

@@ -21,7 +21,7 @@
 pub mod analysis;
 pub mod cohort;
 mod machine;
-mod spec;
+pub mod spec;
 
 pub use analysis::{Analysis, Counters, Histogram, Measurement, Threshold, Verdict};
 pub use machine::{Decision, Mark, Phase, Rollout, RolloutError, Run, Side, Version};

@@ -232,7 +232,7 @@ impl Rollout {
                 let who = if self.include.is_empty() { "nobody yet".to_owned() } else { self.include.iter().cloned().collect::<Vec<_>>().join(", ") };
                 self.record(now_ms, "pause", format!("preview: the candidate serves only {who} until promoted"), None);
             }
-            Strategy::Canary | Strategy::Rolling => self.run_steps(now_ms, counters),
+            Strategy::Canary => self.run_steps(now_ms, counters),
         }
     }
 

@@ -21,8 +21,6 @@ pub enum Strategy {
     /// then switched to at once, with analysis after the switch and an automatic
     /// switch back within the window.
     BlueGreen,
-    /// Node by node (or in waves), each wave analysed.
-    Rolling,
 }
 
 /// What keeps a subject on its version.
@@ -64,6 +62,7 @@ impl utoipa::PartialSchema for Weight {
             .schema_type(utoipa::openapi::schema::Type::Number)
             .minimum(Some(0.0))
             .maximum(Some(100.0))
+            .multiple_of(Some(0.01))
             .description(Some("a percentage, at most two decimals"))
             .into()
     }
@@ -163,11 +162,6 @@ impl RolloutSpec {
         match self.strategy {
             Strategy::Canary if self.steps.is_empty() => self.steps = default_canary_steps(),
             Strategy::Canary => {}
-            Strategy::Rolling => {
-                return Err(RolloutError::invalid(
-                    "the rolling strategy (node by node) is not available in this version; use canary (weights) or blue-green (an atomic switch)",
-                ));
-            }
             other if !self.steps.is_empty() => {
                 return Err(RolloutError::invalid(format!("steps belong to canary rollouts; a {} rollout takes none", other.as_str())));
             }
@@ -226,7 +220,6 @@ impl Strategy {
             Strategy::AllAtOnce => "all-at-once",
             Strategy::Canary => "canary",
             Strategy::BlueGreen => "blue-green",
-            Strategy::Rolling => "rolling",
         }
     }
 }
@@ -263,7 +256,7 @@ mod tests {
             (serde_json::json!({"strategy": "canary", "include": ["a"], "exclude": ["a"]}), "both included and excluded"),
             (serde_json::json!({"strategy": "canary", "steps": [{"set_cohort": {"tenants": []}}]}), "names no tenant"),
             (serde_json::json!({"strategy": "canary", "post_promotion_secs": 5}), "blue-green"),
-            (serde_json::json!({"strategy": "rolling"}), "not available"),
+            (serde_json::json!({"strategy": "rolling"}), "unknown variant"),
         ] {
             let e = spec(bad.clone()).expect_err("refused");
             assert!(e.contains(says), "{bad}: {e}");

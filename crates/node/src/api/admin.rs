@@ -398,6 +398,12 @@ pub async fn deploy(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<Deplo
     if let Some(f) = &req.flag {
         runplane_policy::flags::validate_feature_id(f).map_err(|e| ApiError::bad_request("invalid_flag", e.to_string()))?;
     }
+    if let Some(live) = node.live_rollout(&route) {
+        return Err(ApiError::conflict(format!(
+            "rollout {} of route {route} is in progress; promote or abort it (POST /v1/rollouts/{}/abort), or start a new rollout with POST /v1/rollouts, which supersedes it",
+            live.rollout.rollout_id, live.rollout.rollout_id
+        )));
+    }
     let before = node.deployment(&route).map(|d| d.deployment.clone());
     let d = Deployment {
         flag: req.flag,
@@ -410,6 +416,9 @@ pub async fn deploy(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<Deplo
         created_at: runplane_audit::rfc3339_utc(node.now()),
     };
     node.activate(d.clone()).await?;
+    if let Some(b) = &before {
+        node.remember_previous(b, &d.created_at).await?;
+    }
     node.control.upsert_deployment(&d).await?;
     if node.controlplane.release(&env, &d.capability, &d.version).is_none() {
         let release = crate::controlplane::Release {

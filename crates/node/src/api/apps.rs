@@ -100,9 +100,39 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
     {
         return Err(refuse(node, &tenant.id, r.resource, r.message, r.retry_after_secs).await);
     }
-    let deployment = node
+    let stable = node
         .deployment(route)
         .ok_or_else(|| ApiError::not_found(format!("no capability is deployed on route {route}")))?;
+    let session = req
+        .headers()
+        .get("x-runplane-session")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned);
+    // A rollout in progress decides the version (spec §8); every answer from here on
+    // names it.
+    let serving = node.serving(route, stable, &tenant.id, session.as_deref());
+    let label = format!("{}@{}", serving.deployment.deployment.capability, serving.deployment.deployment.version);
+    invoke_version(node, route, rest, req, owner, tenant, serving, session).await.map_err(|mut e| {
+        e.headers.push(("x-runplane-capability", label));
+        e
+    })
+}
+
+/// Runs the invocation on the version `serving` chose, and counts how it ended for the
+/// rollout's analysis.
+#[allow(clippy::too_many_arguments)]
+async fn invoke_version(
+    node: &Arc<Node>,
+    route: &str,
+    rest: &str,
+    req: Request,
+    owner: crate::auth::KeyOwner,
+    tenant: Tenant,
+    serving: crate::rollouts::Serving,
+    session: Option<String>,
+) -> Result<Response, ApiError> {
+    let deployment = &serving.deployment;
     let tenant_id = TenantId::new(&tenant.id)?;
     // An invocation that cannot be audited must not run (fail closed before any effect).
     node.audit.writable(&LogId::tenant(&tenant.id))?;
@@ -110,13 +140,8 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
     let (parts, body) = req.into_parts();
     let limit = node.config.max_body_bytes;
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
-    let session = parts
-        .headers
-        .get("x-runplane-session")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()));
     let cap = &deployment.capability;
-    let context = Arc::new(new_context(node, &tenant_id, &owner.key_id, session, trace_id(node, &parts.headers), &cap.name, &cap.digest));
+    let context = Arc::new(new_context(node, &tenant_id, &owner.key_id, session.as_deref(), trace_id(node, &parts.headers), &cap.name, &cap.digest));
 
     // What the capability sees: its own path, the caller's headers minus credentials.
     let path_and_query = match parts.uri.query() {
@@ -155,6 +180,13 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
         .await;
     node.metrics.in_flight.dec();
     admitted.settle(report.fuel_consumed);
+    serving.record(
+        match &outcome {
+            Ok(resp) => crate::rollouts::Ended::Answered(resp.status),
+            Err(e) => crate::rollouts::Ended::of(e),
+        },
+        started.elapsed(),
+    );
 
     let mut event = node.event(
         &format!("tenant:{}/{}", tenant.id, owner.key_id),
@@ -211,7 +243,9 @@ async fn invoke_http(node: &Arc<Node>, route: &str, rest: &str, req: Request) ->
             out = out.header(k, v);
         }
     }
+    let d = &deployment.deployment;
     out = out
+        .header("x-runplane-capability", format!("{}@{}", d.capability, d.version))
         .header("x-runplane-invocation-id", context.invocation_id.as_str())
         .header("x-runplane-trace-id", context.trace_id.as_str())
         .header("x-runplane-protocol-version", PROTOCOL_VERSION);

@@ -10,6 +10,7 @@ pub(crate) mod idempotency;
 pub mod instance;
 pub mod openapi;
 pub mod ops;
+pub mod rollouts;
 pub mod params;
 pub mod tenancy;
 pub mod tokens;
@@ -84,6 +85,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/environments", get(controlplane::list_environments))
         .route("/v1/environments/{name}", put(controlplane::put_environment))
         .route("/v1/environments/{name}/promote", post(controlplane::promote))
+        .route("/v1/rollouts", post(rollouts::start).get(rollouts::list))
+        .route("/v1/rollouts/{id}", get(rollouts::get))
+        .route("/v1/rollouts/{id}/promote", post(rollouts::promote))
+        .route("/v1/rollouts/{id}/abort", post(rollouts::abort))
+        .route("/v1/rollouts/{id}/retry", post(rollouts::retry))
+        .route("/v1/rollouts/{id}/pause", post(rollouts::pause))
+        .route("/v1/rollouts/{id}/resume", post(rollouts::resume))
+        .route("/v1/deployments/{route}/undo", post(rollouts::undo))
         .route("/v1/deployments/{route}/pause", post(controlplane::pause_deployment))
         .route("/v1/deployments/{route}/resume", post(controlplane::resume_deployment))
         .route("/v1/secrets/kek/rotate", post(controlplane::rotate_kek))

@@ -30,6 +30,8 @@ pub const LOG: &str = "^(?:admin|tenant:[a-z0-9][a-z0-9-]{0,62})$";
 pub const NAME: &str = "^[a-z0-9-]{1,64}$";
 /// A capability version.
 pub const VERSION: &str = "^[A-Za-z0-9._+-]{1,64}$";
+/// A capability version as `name@version`.
+pub const CAPABILITY_LABEL: &str = "^[a-z0-9-]{1,64}@[A-Za-z0-9._+-]{1,64}$";
 /// A feature flag id (`runplane_policy::flags::validate_feature_id`).
 pub const FEATURE: &str = "^[a-z0-9._-]{1,128}$";
 /// A domain id, and the capability names a domain lists.
@@ -421,6 +423,28 @@ fn body_constraints() -> Vec<(&'static str, Value)> {
             "/components/schemas/SetConfig/properties/values",
             json!({"propertyNames": {"pattern": "^[A-Za-z0-9._-]{1,128}$"}, "additionalProperties": {"type": "string", "maxLength": 65536}, "maxProperties": 1000}),
         ),
+        ("/components/schemas/StartRollout/properties/route", json!({"pattern": NAME})),
+        ("/components/schemas/StartRollout/properties/capability", json!({"pattern": CAPABILITY_LABEL})),
+        ("/components/schemas/StartRollout/properties/include", json!({"maxItems": runplane_rollout::spec::MAX_PINS})),
+        ("/components/schemas/StartRollout/properties/include/items", json!({"pattern": TENANT_ID})),
+        ("/components/schemas/StartRollout/properties/exclude", json!({"maxItems": runplane_rollout::spec::MAX_PINS})),
+        ("/components/schemas/StartRollout/properties/exclude/items", json!({"pattern": TENANT_ID})),
+        // Each step is an object of exactly one key.
+        ("/components/schemas/Step/oneOf/0", json!({"additionalProperties": false})),
+        ("/components/schemas/Step/oneOf/1", json!({"additionalProperties": false})),
+        ("/components/schemas/Step/oneOf/2", json!({"additionalProperties": false})),
+        ("/components/schemas/Step/oneOf/3", json!({"additionalProperties": false})),
+        ("/components/schemas/StartRollout/properties/steps", json!({"maxItems": runplane_rollout::spec::MAX_STEPS})),
+        ("/components/schemas/StartRollout/properties/post_promotion_secs", json!({"maximum": runplane_rollout::spec::MAX_PAUSE_SECS})),
+        ("/components/schemas/Pause/properties/seconds", json!({"maximum": runplane_rollout::spec::MAX_PAUSE_SECS})),
+        ("/components/schemas/Cohort/properties/tenants", json!({"minItems": 1, "maxItems": runplane_rollout::spec::MAX_PINS})),
+        ("/components/schemas/Cohort/properties/tenants/items", json!({"pattern": TENANT_ID})),
+        ("/components/schemas/Analysis/properties/interval_secs", json!({"minimum": 1, "maximum": 3600})),
+        ("/components/schemas/Analysis/properties/min_samples", json!({"minimum": 1})),
+        ("/components/schemas/Analysis/properties/count", json!({"minimum": 1})),
+        ("/components/schemas/Threshold/properties/max", json!({"minimum": 0})),
+        ("/components/schemas/Threshold/properties/slack", json!({"minimum": 0})),
+        ("/components/schemas/Threshold/properties/relative", json!({"exclusiveMinimum": 0})),
         ("/components/schemas/Environment/properties/name", json!({"pattern": NAME})),
         ("/components/schemas/Environment/properties/promotes_from", json!({"pattern": NAME})),
         ("/components/schemas/Environment/properties/bindings", json!({"propertyNames": {"enum": ports}})),
@@ -476,6 +500,7 @@ fn parameter_constraint(path: &str, name: &str) -> Option<Value> {
         "version" if path == "/v1/capabilities" => json!({"pattern": VERSION}),
         "scope" if path.starts_with("/v1/config/sets/") => json!({"pattern": SCOPE}),
         "invocation_id" => json!({"pattern": INVOCATION_ID}),
+        "id" if path.starts_with("/v1/rollouts/") => json!({"pattern": INVOCATION_ID}),
         "limit" => json!({"minimum": 1, "maximum": crate::api::params::MAX_PAGE}),
         "timeout_secs" => json!({"maximum": crate::api::controlplane::MAX_DRAIN_SECS}),
         _ => return None,

@@ -152,6 +152,8 @@ pub async fn not_found(uri: Uri) -> ApiError {
         crate::api::tokens::mint_token, crate::api::tokens::mint_tenant_token, crate::api::tokens::exchange,
         crate::api::tokens::revoke, crate::api::tokens::list_revoked,
         crate::api::cluster::list_nodes, crate::api::cluster::drain_node, crate::api::instance::metadata,
+        crate::api::rollouts::start, crate::api::rollouts::list, crate::api::rollouts::get, crate::api::rollouts::promote, crate::api::rollouts::abort,
+        crate::api::rollouts::retry, crate::api::rollouts::pause, crate::api::rollouts::resume, crate::api::rollouts::undo,
         crate::api::ca::init, crate::api::ca::show, crate::api::ca::rotate, crate::api::ca::issue, crate::api::ca::list, crate::api::ca::revoke, crate::api::ca::reload_tls,
     ),
     components(schemas(crate::error::ErrorResponse, crate::error::ErrorBody, runplane_policy::flags::Variant)),

@@ -67,6 +67,37 @@ async fn the_openapi_document_describes_every_answer_schemathesis_finds_no_failu
     let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(deploy)).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     node.deploy("hello", runplane_examples::HELLO, "scratch", &[]).await;
+    // A rollout in the state each operation needs (schemathesis takes one value of a
+    // dictionary per operation, so each has its own): progressing through a week-long
+    // pause (abort, pause), paused at a step (promote, resume), aborted (retry); a
+    // candidate for new ones (on `scratch`, so they supersede none of these), and a
+    // route with a previous version to undo to.
+    let (s, body) = node.push("burn", "1.0.0", runplane_examples::CPU_BURN).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let mut rollouts = std::collections::BTreeMap::new();
+    let (paused, moving) = (json!([{"set_weight": 10}, {"pause": {}}]), json!([{"set_weight": 10}, {"pause": {"seconds": 604800}}]));
+    for (op, route, steps, abort) in [
+        ("abort", "ro-abort", &moving, false),
+        ("pause", "ro-pause", &moving, false),
+        ("promote", "ro-promote", &paused, false),
+        ("resume", "ro-resume", &paused, false),
+        ("retry", "ro-retry", &paused, true),
+    ] {
+        let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(json!({"capability": "hello", "version": "1.0.0", "route": route}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        let (s, r) = node.admin(Method::POST, "/v1/rollouts", Some(json!({"route": route, "capability": "burn@1.0.0", "strategy": "canary", "steps": steps}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        let id = r["rollout_id"].as_str().expect("id").to_owned();
+        if abort {
+            let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{id}/abort"), None).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+        }
+        rollouts.insert(op, id);
+    }
+    for capability in ["hello", "burn"] {
+        let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(json!({"capability": capability, "version": "1.0.0", "route": "undo-me"}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
     let resp = node
         .http
         .post(node.url("/apps/orders/orders"))
@@ -147,6 +178,12 @@ async fn the_openapi_document_describes_every_answer_schemathesis_finds_no_failu
         ("POST", "/v1/tokens/revoke", "400", "a token must be one this node issued"),
         ("GET", "/v1/audit/logs/{log}/proof/inclusion", "400", "index < size <= the log's size"),
         ("GET", "/v1/audit/logs/{log}/proof/consistency", "400", "first <= second <= the log's size"),
+        (
+            "POST",
+            "/v1/rollouts",
+            "400",
+            "steps belong to canary rollouts and post_promotion_secs to blue-green ones; include and exclude are disjoint; rate thresholds are 0-1",
+        ),
     ];
     let mut toml = format!(
         r#"
@@ -209,6 +246,13 @@ values = [{token:?}]
 values = [0, 1, 2, 3]
 [dictionaries.serials]
 values = [{serial:?}]
+{rollout_dictionaries}
+[dictionaries.rollout_routes]
+values = ["scratch"]
+[dictionaries.candidates]
+values = ["burn@1.0.0"]
+[dictionaries.undo]
+values = ["undo-me"]
 
 [parameters]
 "path.id" = {{ dictionary = "tenants", probability = 0.5 }}
@@ -266,6 +310,18 @@ parameters = {{ "body.route" = {{ dictionary = "routes", probability = 0.5 }} }}
 include-name = "POST /v1/config/sets/{{scope}}/rollback"
 parameters = {{ "body.to_version" = {{ dictionary = "config_versions", probability = 0.5 }} }}
 
+{rollout_operations}[[operations]]
+include-name = "GET /v1/rollouts/{{id}}"
+parameters = {{ "path.id" = {{ dictionary = "rollout-abort", probability = 0.5 }} }}
+
+[[operations]]
+include-name = "POST /v1/rollouts"
+parameters = {{ "body.route" = {{ dictionary = "rollout_routes", probability = 0.5 }}, "body.capability" = {{ dictionary = "candidates", probability = 0.5 }} }}
+
+[[operations]]
+include-name = "POST /v1/deployments/{{route}}/undo"
+parameters = {{ "path.route" = {{ dictionary = "undo", probability = 0.5 }} }}
+
 [[operations]]
 include-name = "POST /v1/tokens/revoke"
 parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probability = 0.5 }}, "body.token" = {{ dictionary = "tokens", probability = 0.5 }} }}
@@ -276,6 +332,11 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
         seed = std::env::var("RUNPLANE_SCHEMATHESIS_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(20261202),
         umbrella = keys["umbrella"],
         tenants = s(&["acme", "globex", "initech"]),
+        rollout_dictionaries = rollouts.iter().map(|(op, id)| format!("[dictionaries.rollout-{op}]\nvalues = [{id:?}]\n")).collect::<String>(),
+        rollout_operations = rollouts
+            .keys()
+            .map(|op| format!("[[operations]]\ninclude-name = \"POST /v1/rollouts/{{id}}/{op}\"\nparameters = {{ \"path.id\" = {{ dictionary = \"rollout-{op}\", probability = 0.5 }} }}\n\n"))
+            .collect::<String>(),
     );
     for (method, path, status, why) in semantic {
         toml.push_str(&format!(
@@ -286,9 +347,10 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
 
     // Two runs: first, alone, the operations that need state the others may destroy (a
     // deployed task and a tenant that is not suspended; a tenant's active domain and
-    // flag, which a deletion takes once); then every operation.
+    // flag, which a deletion takes once; a paused rollout, which the stateful phase
+    // finds and aborts); then every operation.
     let url = node.url("/v1/openapi.json");
-    let passes: [(&str, &[&str]); 2] = [("fragile", &["--include-path-regex", r"^/v1/(contracts|tenants/\{id\}/(domains|flags)/)"]), ("all", &[])];
+    let passes: [(&str, &[&str]); 2] = [("fragile", &["--include-path-regex", r"^/v1/(contracts|tenants/\{id\}/(domains|flags)/|rollouts/\{id\}/promote)"]), ("all", &[])];
     let mut answered: Vec<(String, String, u64)> = Vec::new();
     let mut summaries = String::new();
     for (name, filter) in passes {
@@ -309,7 +371,7 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
                     .env("NO_COLOR", "1")
                     .arg("--config-file")
                     .arg(&config)
-                    .args(["run", &url, "--checks", "all", "--exclude-path-regex", "^/apps/", "--report", "har", "--report-har-path"])
+                    .args(["run", &url, "--checks", "all", "--exclude-path-regex", "^/(apps|v1/instance)/", "--report", "har", "--report-har-path"])
                     .arg(&har)
                     .args(filter)
                     .output()
@@ -340,7 +402,9 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
     let (_, doc) = node.admin(Method::GET, "/v1/openapi.json", None).await;
     let mut never = Vec::new();
     for (template, item) in doc["paths"].as_object().expect("paths") {
-        if template.starts_with("/apps/") || template == "/v1/openapi.json" {
+        // The instance metadata interface is served on its own mutual-TLS listener only
+        // (`tls::the_instance_metadata_interface_…` calls it there).
+        if template.starts_with("/apps/") || template.starts_with("/v1/instance/") || template == "/v1/openapi.json" {
             continue;
         }
         for method in item.as_object().expect("path item").keys() {

@@ -1,0 +1,264 @@
+//! Progressive delivery on a real node (spec §8): a trapping and a flaky candidate are
+//! aborted by themselves and nobody outside the cohort ever met them (proved from the
+//! tenants' audit logs); a healthy one goes through timed and indefinite pauses and is
+//! promoted; too little traffic is inconclusive, never a pass; supersede, retry, undo
+//! and the revision guard; every `/apps/` answer names the version that served it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// `GET path` as `key`: the status and the `x-runplane-capability` header.
+async fn version_of(node: &TestNode, key: &str, path: &str) -> (StatusCode, String) {
+    let r = node.http.get(node.url(path)).bearer_auth(key).send().await.expect("request");
+    let served = r.headers().get("x-runplane-capability").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (r.status(), served)
+}
+
+/// A node serving `greet@1.0.0` (hello) on route `greet` with `n` tenants; their keys.
+async fn greet_with_tenants(n: usize) -> (TestNode, Vec<(String, String)>) {
+    // The walk-through's traffic outruns the default admin limit.
+    let node = TestNode::start(|c| c.rate_limits.admin_burst = 100_000).await;
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let id = format!("t{i:03}");
+        keys.push((id.clone(), node.tenant(&id, Mode::Shared).await));
+    }
+    node.deploy("greet", runplane_examples::HELLO, "greet", &[]).await;
+    (node, keys)
+}
+
+async fn start_rollout(node: &TestNode, body: Value) -> Value {
+    let (s, r) = node.admin(Method::POST, "/v1/rollouts", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    r
+}
+
+async fn rollout(node: &TestNode, id: &str) -> Value {
+    let (s, r) = node.admin(Method::GET, &format!("/v1/rollouts/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    r
+}
+
+/// Sends a request from every tenant until `done` says so or `limit` passes; the
+/// versions each tenant was served.
+async fn traffic_until(node: &TestNode, keys: &[(String, String)], limit: Duration, mut done: impl AsyncFnMut() -> bool) -> BTreeMap<String, BTreeSet<String>> {
+    let mut served: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        for (id, key) in keys {
+            let (_, v) = version_of(node, key, "/apps/greet/?iters=10").await;
+            served.entry(id.clone()).or_default().insert(v);
+        }
+        if done().await {
+            return served;
+        }
+    }
+    panic!("not done within {limit:?}");
+}
+
+/// The digests of every invocation in a tenant's audit log.
+async fn invoked_digests(node: &TestNode, tenant: &str) -> BTreeSet<String> {
+    let (_, page) = node.admin(Method::GET, &format!("/v1/audit/events?log=tenant:{tenant}&limit=1000"), None).await;
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["event"]["action"] == "invoke.http")
+        .filter_map(|e| e["event"]["capability_digest"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A candidate that traps on every request, at 30 %, under the default analysis: the
+/// fast-trip guard aborts it within seconds; afterwards only v1 answers; the tenants
+/// outside the cohort were never served by it, by their audit logs.
+#[tokio::test]
+async fn a_trapping_canary_is_aborted_by_itself_and_nobody_outside_the_cohort_met_it() {
+    // 30 tenants at 30 %: some in the cohort, some out, but for a chance of 2e-5.
+    let (node, keys) = greet_with_tenants(30).await;
+    let (s, v2) = node.push("greet", "2.0.0", runplane_examples::TRAPPER).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let r = start_rollout(&node, json!({"route": "greet", "capability": "greet@2.0.0", "strategy": "canary", "steps": [{"set_weight": 30}, {"pause": {}}]})).await;
+    let id = r["rollout_id"].as_str().expect("id").to_owned();
+    assert_eq!((r["phase"].as_str(), r["weight"].as_f64()), (Some("paused"), Some(30.0)), "{r}");
+
+    // Every tenant sends until the rollout is aborted; the first failed answer from v2
+    // starts the clock.
+    let (mut first_bad, mut aborted) = (None::<Instant>, None::<Instant>);
+    let mut served: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while aborted.is_none() {
+        assert!(Instant::now() < deadline, "not aborted within 30 s");
+        for (tenant, key) in &keys {
+            let (s, v) = version_of(&node, key, "/apps/greet/").await;
+            if v == "greet@2.0.0" && s.is_server_error() && first_bad.is_none() {
+                first_bad = Some(Instant::now());
+            }
+            served.entry(tenant.clone()).or_default().insert(v);
+        }
+        if rollout(&node, &id).await["phase"] == "aborted" {
+            aborted = Some(Instant::now());
+        }
+    }
+    let (first_bad, aborted) = (first_bad.expect("v2 answered someone"), aborted.expect("aborted"));
+    eprintln!("trapping canary: aborted {:?} after v2's first failed answer", aborted - first_bad);
+    for (_, key) in &keys {
+        let (s, v) = version_of(&node, key, "/apps/greet/").await;
+        assert_eq!((s, v.as_str()), (StatusCode::OK, "greet@1.0.0"), "after the abort only v1 answers");
+    }
+    let r = rollout(&node, &id).await;
+    assert!(r["abort_reason"].as_str().is_some_and(|w| w.contains("fast trip")), "{r}");
+
+    let v1 = node.admin(Method::GET, "/v1/deployments", None).await.1["items"][0]["digest"].as_str().expect("digest").to_owned();
+    let v2 = v2["digest"].as_str().expect("digest").to_owned();
+    let mut met = 0;
+    for (tenant, versions) in &served {
+        let digests = invoked_digests(&node, tenant).await;
+        if versions.contains("greet@2.0.0") {
+            met += 1;
+            assert!(digests.contains(&v2), "{tenant} was served v2 and its log says so");
+        } else {
+            assert_eq!(digests, BTreeSet::from([v1.clone()]), "{tenant}, outside the cohort, was only ever served v1");
+        }
+    }
+    assert!((1..keys.len()).contains(&met), "some tenants, not all, were in the cohort: {met}");
+    // The abort is an admin event with the controller's reason.
+    let (_, events) = node.admin(Method::GET, "/v1/admin-events?limit=1000", None).await;
+    assert!(events["items"].as_array().expect("items").iter().any(|e| e["action_type"] == "rollout.abort" && e["actor"] == "rollout-controller"), "{events}");
+    let (_, metrics) = node.admin(Method::GET, "/metrics", None).await;
+    let text = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("runplane_rollout_phase{route=\"greet\",phase=\"aborted\"} 1"), "{text}");
+}
+
+/// A candidate failing one request in four is aborted by the default analysis (error
+/// rate over stable's plus 5 points) at its first measurement.
+#[tokio::test]
+async fn a_flaky_canary_fails_the_default_analysis() {
+    let (node, keys) = greet_with_tenants(12).await;
+    let (s, _) = node.push("greet", "2.0.0", runplane_examples::FLAKY).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let r = start_rollout(&node, json!({"route": "greet", "capability": "greet@2.0.0", "strategy": "canary", "steps": [{"set_weight": 50}, {"pause": {}}]})).await;
+    let id = r["rollout_id"].as_str().expect("id").to_owned();
+    let started = Instant::now();
+    traffic_until(&node, &keys, Duration::from_secs(40), async || rollout(&node, &id).await["phase"] == "aborted").await;
+    let r = rollout(&node, &id).await;
+    let measurement = r["history"].as_array().expect("history").iter().rev().find_map(|d| d.get("measurement").cloned()).expect("a measurement");
+    assert_eq!(measurement["verdict"], "fail", "{measurement}");
+    assert!(measurement["checks"].as_array().expect("checks").iter().any(|c| c["metric"] == "error_rate" && c["verdict"] == "fail"), "{measurement}");
+    eprintln!("flaky canary: aborted {:?} after it started", started.elapsed());
+}
+
+/// A healthy candidate passes a timed pause, waits at an indefinite one, is promoted by
+/// the operator and becomes the route's deployment; undo goes back to v1 at once.
+#[tokio::test]
+async fn a_healthy_canary_is_promoted_through_its_pauses_and_can_be_undone() {
+    let (node, keys) = greet_with_tenants(6).await;
+    let (s, _) = node.push("greet", "2.0.0", runplane_examples::CPU_BURN).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let r = start_rollout(&node, json!({"route": "greet", "capability": "greet@2.0.0", "strategy": "canary", "steps": [{"set_weight": 20}, {"pause": {"seconds": 2}}, {"set_weight": 50}, {"pause": {}}]})).await;
+    let id = r["rollout_id"].as_str().expect("id").to_owned();
+    assert_eq!((r["step"].as_u64(), r["weight"].as_f64()), (Some(1), Some(20.0)), "{r}");
+    let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(json!({"capability": "greet", "version": "2.0.0", "route": "greet"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "no plain deploy over a rollout in progress: {body}");
+    traffic_until(&node, &keys, Duration::from_secs(20), async || rollout(&node, &id).await["paused_by"] == "step").await;
+    let r = rollout(&node, &id).await;
+    assert_eq!((r["step"].as_u64(), r["weight"].as_f64()), (Some(3), Some(50.0)), "past the timed pause, at the indefinite one: {r}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rollout(&node, &id).await["phase"], "paused", "an indefinite pause waits");
+    // The revision guard: a stale revision is refused.
+    let revision = r["revision"].as_u64().expect("revision");
+    let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{id}/promote?revision={}", revision + 100), None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{id}/promote"), None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["phase"], "promoted", "{body}");
+    for (_, key) in &keys {
+        assert_eq!(version_of(&node, key, "/apps/greet/?iters=10").await, (StatusCode::OK, "greet@2.0.0".to_owned()));
+    }
+    let (_, d) = node.admin(Method::GET, "/v1/deployments", None).await;
+    assert_eq!(d["items"][0]["version"], "2.0.0", "the promotion moved the deployment: {d}");
+
+    let (s, body) = node.admin(Method::POST, "/v1/deployments/greet/undo", None).await;
+    assert_eq!((s, body["deployment"]["version"].as_str()), (StatusCode::OK, Some("1.0.0")), "{body}");
+    for (_, key) in &keys {
+        assert_eq!(version_of(&node, key, "/apps/greet/").await, (StatusCode::OK, "greet@1.0.0".to_owned()));
+    }
+    let (s, _) = node.admin(Method::POST, "/v1/deployments/greet/undo", None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "nothing further back");
+}
+
+/// An analysis step with too little traffic stays inconclusive — never a pass — and
+/// the step waits.
+#[tokio::test]
+async fn too_little_traffic_is_inconclusive_never_a_pass() {
+    let (node, keys) = greet_with_tenants(2).await;
+    node.push("greet", "2.0.0", runplane_examples::CPU_BURN).await;
+    let steps = json!([{"set_weight": 50}, {"analysis": {"interval_secs": 1, "min_samples": 1000, "error_rate": {"max": 0.01}}}]);
+    // t000 is pinned to the candidate, so it has traffic whatever the buckets say.
+    let r = start_rollout(&node, json!({"route": "greet", "capability": "greet@2.0.0", "strategy": "canary", "include": ["t000"], "steps": steps})).await;
+    let id = r["rollout_id"].as_str().expect("id").to_owned();
+    traffic_until(&node, &keys, Duration::from_secs(20), async || {
+        let r = rollout(&node, &id).await;
+        r["history"].as_array().expect("history").iter().filter(|d| d.get("measurement").is_some()).count() >= 3
+    })
+    .await;
+    let r = rollout(&node, &id).await;
+    assert_eq!(r["phase"], "progressing", "{r}");
+    let verdicts: Vec<&str> = r["history"].as_array().expect("history").iter().filter_map(|d| d["measurement"]["verdict"].as_str()).collect();
+    assert!(verdicts.iter().all(|v| *v == "inconclusive"), "{verdicts:?}");
+    assert!(r["metrics"]["candidate"]["requests"].as_u64().is_some_and(|n| n > 0), "the view shows the counters: {r}");
+}
+
+/// A new rollout of the same route supersedes the running one; an aborted rollout is
+/// retried from step 0 with the same cohort; pause and resume; operations on a
+/// finished rollout are refused saying why.
+#[tokio::test]
+async fn supersede_retry_pause_and_resume() {
+    let (node, keys) = greet_with_tenants(16).await;
+    node.push("greet", "2.0.0", runplane_examples::CPU_BURN).await;
+    node.push("greet", "3.0.0", runplane_examples::FLAKY).await;
+    let spec = |v: &str| json!({"route": "greet", "capability": format!("greet@{v}"), "strategy": "canary", "steps": [{"set_weight": 50}, {"pause": {}}]});
+    let first = start_rollout(&node, spec("2.0.0")).await["rollout_id"].as_str().expect("id").to_owned();
+    let cohort: Vec<String> = {
+        let mut v = Vec::new();
+        for (_, key) in &keys {
+            v.push(version_of(&node, key, "/apps/greet/?iters=10").await.1);
+        }
+        v
+    };
+    assert!(cohort.contains(&"greet@2.0.0".to_owned()) && cohort.contains(&"greet@1.0.0".to_owned()), "{cohort:?}");
+    // Sticky: the same tenants again.
+    for ((_, key), was) in keys.iter().zip(&cohort) {
+        assert_eq!(&version_of(&node, key, "/apps/greet/?iters=10").await.1, was);
+    }
+    let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{first}/pause"), None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "already paused at the step: {body}");
+    let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{first}/abort?reason=testing"), None).await;
+    assert_eq!((s, body["phase"].as_str()), (StatusCode::OK, Some("aborted")), "{body}");
+    for (_, key) in &keys {
+        assert_eq!(version_of(&node, key, "/apps/greet/").await.1, "greet@1.0.0");
+    }
+    let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{first}/promote"), None).await;
+    assert!(s == StatusCode::CONFLICT && body["error"]["message"].as_str().is_some_and(|m| m.contains("retry")), "{body}");
+    let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{first}/retry"), None).await;
+    assert_eq!((s, body["phase"].as_str(), body["step"].as_u64()), (StatusCode::OK, Some("paused"), Some(1)), "{body}");
+    for ((_, key), was) in keys.iter().zip(&cohort) {
+        assert_eq!(&version_of(&node, key, "/apps/greet/?iters=10").await.1, was, "a retry keeps the cohort");
+    }
+    let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{first}/resume"), None).await;
+    assert_eq!((s, body["phase"].as_str()), (StatusCode::OK, Some("promoted")), "resume goes past the pause, the last step: {body}");
+
+    let second = start_rollout(&node, spec("3.0.0")).await["rollout_id"].as_str().expect("id").to_owned();
+    let third = start_rollout(&node, spec("1.0.0")).await;
+    assert_eq!(third["stable"]["version"], "2.0.0", "v2 was promoted: it is the stable the next rollout starts from");
+    assert_eq!(rollout(&node, &second).await["phase"], "superseded", "a new rollout of the route supersedes the running one");
+    let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{second}/abort"), None).await;
+    assert!(s == StatusCode::CONFLICT && body["error"]["message"].as_str().is_some_and(|m| m.contains("superseded")), "{body}");
+    let (_, list) = node.admin(Method::GET, "/v1/rollouts?route=greet", None).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(3), "{list}");
+    let (s, body) = node.admin(Method::POST, "/v1/rollouts", Some(json!({"route": "greet", "capability": "greet@2.0.0", "strategy": "canary", "steps": [{"set_weight": 500}]}))).await;
+    assert!(s.is_client_error() && body["error"]["message"].as_str().is_some_and(|m| m.contains("from 0 to 100")), "{body}");
+    let (s, body) = node.admin(Method::POST, "/v1/rollouts", Some(json!({"route": "nowhere", "capability": "greet@2.0.0", "strategy": "canary"}))).await;
+    assert!(s == StatusCode::NOT_FOUND && body["error"]["message"].as_str().is_some_and(|m| m.contains("POST /v1/deployments")), "{body}");
+}
