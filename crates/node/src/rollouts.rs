@@ -344,8 +344,12 @@ pub(crate) fn spawn(node: Arc<Node>) {
             if let Err(e) = publish(&node).await {
                 tracing::warn!(error = %e.message, "could not publish rollout counters; the analysis misses this node's until it can");
             }
+            // The live map follows the store: with no rollout moving, nothing to read.
+            let moving = !node.rollouts.live.read().unwrap_or_else(|p| p.into_inner()).is_empty();
             if node.leader_epoch().is_some() {
-                control(&node).await;
+                if moving {
+                    control(&node).await;
+                }
                 ticks += 1;
                 if ticks % 60 == 0
                     && let Err(e) = node.control.prune_rollout_metrics().await

@@ -347,7 +347,7 @@ store = "db"
         TestNode { running, _dir: data, http: reqwest::Client::new() }
     }
 
-    async fn control(&self) -> runplane_control::ControlStore {
+    pub(super) async fn control(&self) -> runplane_control::ControlStore {
         let home = runplane_control::Home::Postgres { url: testing::postgres_url(), database: self.database.clone() };
         runplane_control::ControlStore::open(&home, self.dir.path(), Duration::from_secs(5)).await.expect("open the control store")
     }

@@ -262,3 +262,124 @@ async fn supersede_retry_pause_and_resume() {
     let (s, body) = node.admin(Method::POST, "/v1/rollouts", Some(json!({"route": "nowhere", "capability": "greet@2.0.0", "strategy": "canary"}))).await;
     assert!(s == StatusCode::NOT_FOUND && body["error"]["message"].as_str().is_some_and(|m| m.contains("POST /v1/deployments")), "{body}");
 }
+
+/// Blue-green under load: 16 clients send all the while; the preview serves only the
+/// named tenant; the switch and the switch back fail no request, and each is seen by
+/// the next request.
+#[tokio::test]
+async fn blue_green_switches_and_switches_back_under_load_failing_no_request() {
+    let (node, keys) = greet_with_tenants(8).await;
+    node.push("greet", "2.0.0", runplane_examples::CPU_BURN).await;
+    let r = start_rollout(&node, json!({"route": "greet", "capability": "greet@2.0.0", "strategy": "blue-green", "include": ["t000"], "post_promotion_secs": 3600})).await;
+    let id = r["rollout_id"].as_str().expect("id").to_owned();
+    assert_eq!((r["phase"].as_str(), r["paused_by"].as_str()), (Some("paused"), Some("preview")), "{r}");
+    assert_eq!(version_of(&node, &keys[0].1, "/apps/greet/?iters=10").await.1, "greet@2.0.0", "the preview");
+    for (_, key) in &keys[1..] {
+        assert_eq!(version_of(&node, key, "/apps/greet/?iters=10").await.1, "greet@1.0.0", "not in the preview");
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let (http, url, key, stop) = (node.http.clone(), node.url("/apps/greet/?iters=10"), keys[i % keys.len()].1.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed, mut seen) = (0u64, Vec::new(), BTreeSet::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match http.get(&url).bearer_auth(&key).send().await {
+                        Ok(r) if r.status() == StatusCode::OK => {
+                            seen.insert(r.headers().get("x-runplane-capability").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned());
+                            ok += 1;
+                        }
+                        Ok(r) => failed.push(r.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed, seen)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let switch = Instant::now();
+    let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{id}/promote"), None).await;
+    assert_eq!((s, body["phase"].as_str()), (StatusCode::OK, Some("progressing")), "switched, in the window: {body}");
+    assert_eq!(version_of(&node, &keys[5].1, "/apps/greet/?iters=10").await.1, "greet@2.0.0", "everyone at once");
+    eprintln!("blue-green: the switch served by the next request {:?} after it was asked for", switch.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, body) = node.admin(Method::POST, &format!("/v1/rollouts/{id}/abort?reason=switch%20back"), None).await;
+    assert_eq!((s, body["phase"].as_str()), (StatusCode::OK, Some("aborted")), "{body}");
+    assert_eq!(version_of(&node, &keys[5].1, "/apps/greet/?iters=10").await.1, "greet@1.0.0", "everyone back at once");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut total, mut seen) = (0, BTreeSet::new());
+    for c in clients {
+        let (ok, failed, s) = c.await.expect("client");
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        total += ok;
+        seen.extend(s);
+    }
+    assert!(total > 100 && seen.contains("greet@1.0.0") && seen.contains("greet@2.0.0"), "{total} requests, versions {seen:?}");
+}
+
+/// Three nodes of one instance on PostgreSQL: a rollout started on one is served by
+/// all; a trapping candidate hit only through the other two is aborted by the leader
+/// from their summed counters; the abort reaches every node (the time it takes is
+/// printed).
+#[tokio::test]
+async fn three_nodes_share_a_rollout_its_counters_and_its_abort() {
+    use runplane_adapters::testing;
+    if !testing::service_up("PostgreSQL", &testing::postgres_url()).await
+        || !testing::service_up("NATS", &testing::nats_url()).await
+        || !testing::service_up("S3-compatible server (moto)", &testing::s3_endpoint()).await
+    {
+        return;
+    }
+    let instance = super::backends::SharedInstance::new().await;
+    let clock: Arc<dyn runplane_node::Clock> = Arc::new(runplane_node::SystemClock);
+    let mut nodes = Vec::new();
+    for n in 0..3 {
+        nodes.push(instance.start(&format!("node-{n}"), clock.clone(), runplane_node::entropy::Entropy::Os, "").await);
+    }
+    let first = &nodes[0];
+    let mut keys = Vec::new();
+    for i in 0..10 {
+        let id = format!("t{i:03}");
+        keys.push(first.tenant(&id, Mode::Shared).await);
+    }
+    first.deploy("greet", runplane_examples::HELLO, "greet", &[]).await;
+    let (s, _) = first.push("greet", "2.0.0", runplane_examples::TRAPPER).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let r = start_rollout(first, json!({"route": "greet", "capability": "greet@2.0.0", "strategy": "canary", "include": ["t000"], "steps": [{"set_weight": 50}, {"pause": {}}]})).await;
+    let id = r["rollout_id"].as_str().expect("id").to_owned();
+    // Every node serves the rollout: the pinned tenant gets v2 (a trap: 500) everywhere.
+    let started = Instant::now();
+    for node in &nodes {
+        while version_of(node, &keys[0], "/apps/greet/").await.1 != "greet@2.0.0" {
+            assert!(started.elapsed() < Duration::from_secs(10), "a node does not serve the rollout");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!("three nodes: the rollout reached every node {:?} after it started", started.elapsed());
+    // Traffic through nodes 1 and 2 only, until the rollout is aborted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let aborted = loop {
+        for node in &nodes[1..] {
+            for key in &keys {
+                version_of(node, key, "/apps/greet/").await;
+            }
+        }
+        if rollout(first, &id).await["phase"] == "aborted" {
+            break Instant::now();
+        }
+        assert!(Instant::now() < deadline, "not aborted within 30 s");
+    };
+    for node in &nodes {
+        while version_of(node, &keys[0], "/apps/greet/").await.1 != "greet@1.0.0" {
+            assert!(aborted.elapsed() < Duration::from_secs(10), "a node still serves the aborted candidate");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    eprintln!("three nodes: the abort reached every node {:?} after it was stored", aborted.elapsed());
+    let r = rollout(first, &id).await;
+    assert!(r["abort_reason"].as_str().is_some_and(|w| w.contains("fast trip")), "{r}");
+    drop(nodes);
+    instance.remove().await;
+}
