@@ -182,24 +182,43 @@ fn label(v: &Value) -> String {
     format!("{}@{}", v["capability"].as_str().unwrap_or("?"), v["version"].as_str().unwrap_or("?"))
 }
 
-/// Follows a rollout until it stops: a bar for the weight, each decision as it comes.
+/// Follows a rollout until it stops: in a terminal a bar for the weight and each
+/// decision as it comes; piped, the decisions and each change of state as lines.
 async fn follow(c: &Client, id: &str) -> anyhow::Result<()> {
-    let bar = indicatif::ProgressBar::new(10_000);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
-    let mut seen = 0u64;
+    use std::io::IsTerminal as _;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(10_000);
+        bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+        bar
+    });
+    let (mut seen, mut last) = (0u64, String::new());
     loop {
         let r = c.call(Method::GET, &format!("/v1/rollouts/{}", seg(id)), None).await?;
         for d in r["history"].as_array().into_iter().flatten() {
             let revision = d["revision"].as_u64().unwrap_or(0);
             if revision > seen {
                 seen = revision;
-                bar.println(format!("[{}] {}", d["action"].as_str().unwrap_or("?"), d["message"].as_str().unwrap_or("")));
+                let line = format!("[{}] {}", d["action"].as_str().unwrap_or("?"), d["message"].as_str().unwrap_or(""));
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => println!("{line}"),
+                }
             }
         }
-        bar.set_position((r["weight"].as_f64().unwrap_or(0.0) * 100.0) as u64);
-        bar.set_message(describe(&r));
+        let now = describe(&r);
+        match &bar {
+            Some(b) => {
+                b.set_position((r["weight"].as_f64().unwrap_or(0.0) * 100.0) as u64);
+                b.set_message(now.clone());
+            }
+            None if now != last => println!("{now}"),
+            None => {}
+        }
+        last = now;
         if !matches!(r["phase"].as_str(), Some("progressing" | "paused")) {
-            bar.finish();
+            if let Some(b) = bar {
+                b.finish();
+            }
             return Ok(());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
