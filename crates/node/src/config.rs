@@ -69,8 +69,16 @@ pub struct NodeConfig {
     pub control_store: Option<String>,
     /// The rest of `[control]`: how nodes follow the shared store.
     pub control: ControlSettings,
-    /// `[node] region`: the region label this node reports in membership.
+    /// `[node] region`: the region label this node reports in membership, and where
+    /// its node-local backends (sqlite, in-process, filesystem) keep their data.
     pub region: String,
+    /// `[backends.<name>] location`: the region a remote backend keeps its data in
+    /// (unset: the node's region).
+    pub backend_locations: BTreeMap<String, String>,
+    /// `[tenant_regions]`: tenants whose data stays in one region (residency). Every
+    /// backend such a tenant is bound to must be in it, or the node refuses to start;
+    /// its traffic to a node of another region is refused with 421.
+    pub tenant_regions: BTreeMap<String, String>,
     /// `[tokens] key_file`: the capability-token signing key (default
     /// `<data_dir>/token.key`, created at first start).
     pub token_key_file: Option<PathBuf>,
@@ -320,6 +328,8 @@ impl NodeConfig {
             backends: builtin_backends(),
             bindings: Bindings::default(),
             tenant_bindings: BTreeMap::new(),
+            backend_locations: BTreeMap::new(),
+            tenant_regions: BTreeMap::new(),
             backend_timeout: std::time::Duration::from_secs(3),
             seed_file: None,
             audit_key_file: None,
@@ -365,13 +375,13 @@ impl NodeConfig {
         c.only_keys(
             &table,
             "",
-            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens", "tls", "http", "rate_limits"],
+            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "tenant_regions", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens", "tls", "http", "rate_limits"],
         );
 
         if let Some(node) = c.table(&table, "node") {
             c.only_keys(node, "node", &["id", "listen", "admin_listen", "metadata_listen", "data_dir", "mode", "environment", "admin_token", "max_body_bytes", "drain_delay_ms", "region"]);
             if let Some(v) = c.get::<String>(node, "node", "region") {
-                if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                if !valid_region(&v) {
                     c.problem("node.region", "must be 1-64 characters of a-z, 0-9 and '-'");
                 } else {
                     cfg.region = v;
@@ -475,7 +485,17 @@ impl NodeConfig {
                     c.problem(&place, "must be a table with a `kind`");
                     continue;
                 };
-                if let Some(backend) = parse_backend(&mut c, &place, t) {
+                // `location` is every remote kind's; the rest is the kind's own.
+                let mut t = t.clone();
+                if let Some(loc) = t.remove("location") {
+                    match loc.as_str().filter(|v| valid_region(v)) {
+                        Some(v) => {
+                            cfg.backend_locations.insert(name.clone(), v.to_owned());
+                        }
+                        None => c.problem(&format!("{place}.location"), "is a region label: 1-64 characters of a-z, 0-9 and '-'"),
+                    }
+                }
+                if let Some(backend) = parse_backend(&mut c, &place, &t) {
                     cfg.backends.insert(name.clone(), backend);
                 }
             }
@@ -501,6 +521,18 @@ impl NodeConfig {
                 cfg.tenant_bindings.insert(tenant.clone(), bindings);
             }
             check_distinct_brokers(&mut c, &cfg);
+        }
+        if let Some(tr) = c.table(&table, "tenant_regions") {
+            for (tenant, region) in tr {
+                let place = format!("tenant_regions.{tenant}");
+                if runplane_ports::TenantId::new(tenant).is_err() {
+                    c.problem(&place, "is not a valid tenant id (a-z, 0-9, '-')");
+                } else if let Some(r) = region.as_str().filter(|r| valid_region(r)) {
+                    cfg.tenant_regions.insert(tenant.clone(), r.to_owned());
+                } else {
+                    c.problem(&place, "is a region label: 1-64 characters of a-z, 0-9 and '-'");
+                }
+            }
         }
         if let Some(p) = c.table(&table, "provisioning") {
             c.only_keys(p, "provisioning", &["seed_file", "backend_timeout_ms"]);
@@ -703,7 +735,46 @@ impl NodeConfig {
                 None => c.problem("control.store", &format!("no backend is named {name:?}; define it under [backends.{name}] (kind postgres or mysql) or use \"sqlite\"")),
             }
         }
+        check_residency(&mut c, &cfg);
         if c.problems.is_empty() { Ok(cfg) } else { Err(c.problems) }
+    }
+
+    /// The region `backend` keeps its data in: its `location`, or (node-local kinds,
+    /// and remote ones without one) this node's.
+    pub fn location_of(&self, backend: &str) -> &str {
+        match self.backends.get(backend) {
+            Some(Backend::Sqlite | Backend::InProcess | Backend::Filesystem) | None => &self.region,
+            Some(_) => self.backend_locations.get(backend).map_or(&self.region, String::as_str),
+        }
+    }
+}
+
+fn valid_region(v: &str) -> bool {
+    (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Residency (spec §8): a tenant pinned to a region is bound only to backends of that
+/// region, on every node of the instance (background work such as provisioning may run
+/// on any); each port that is not is refused by name.
+fn check_residency(c: &mut Checker, cfg: &NodeConfig) {
+    for (tenant, region) in &cfg.tenant_regions {
+        let (place, bindings) = match cfg.tenant_bindings.get(tenant) {
+            Some(b) => (format!("tenant_bindings.{tenant}"), b),
+            None => ("bindings".to_owned(), &cfg.bindings),
+        };
+        for port in Port::ALL {
+            let name = bindings.get(port);
+            let at = cfg.location_of(name);
+            if at != region {
+                c.problem(
+                    &format!("{place}.{}", port.key()),
+                    &format!(
+                        "tenant {tenant} is pinned to region {region} ([tenant_regions]), but its {} is bound to backend {name:?}, which keeps its data in {at}; bind it under [tenant_bindings.{tenant}] to a backend with location = {region:?}",
+                        port.key()
+                    ),
+                );
+            }
+        }
     }
 }
 

@@ -35,7 +35,9 @@ pub async fn serve_root(state: State<Arc<Node>>, Path(route): Path<String>, req:
 #[utoipa::path(get, path = "/apps/{route}/{rest}", security(("tenant_key" = [])),
     params(("route" = String, Path, description = "The deployment's route"), ("rest" = String, Path, description = "Path passed to the capability")),
     responses((status = 200, description = "Whatever the capability answers"), (status = 401, body = crate::error::ErrorResponse),
-        (status = 403, body = crate::error::ErrorResponse), (status = 404, body = crate::error::ErrorResponse), (status = 503, body = crate::error::ErrorResponse)))]
+        (status = 403, body = crate::error::ErrorResponse), (status = 404, body = crate::error::ErrorResponse),
+        (status = 421, description = "the tenant is pinned to another region (`wrong_region`; `details.region` names it)", body = crate::error::ErrorResponse),
+        (status = 503, body = crate::error::ErrorResponse)))]
 pub async fn serve(state: State<Arc<Node>>, Path((route, rest)): Path<(String, String)>, req: Request) -> Response {
     handle(state, route, rest, req).await
 }
@@ -301,6 +303,17 @@ fn serving_tenant_of(node: &Node, credential: &str, operation: &str, route: Opti
         .ok_or_else(|| ApiError::unauthorized("the API key is not valid; ask your administrator for a tenant key"))?;
     if tenant.status != "active" {
         return Err(ApiError::forbidden(format!("tenant {} is suspended; contact your administrator", tenant.id)));
+    }
+    // Residency: a pinned tenant is served only in its region (spec §8).
+    if let Some(region) = node.config.tenant_regions.get(&tenant.id)
+        && *region != node.config.region
+    {
+        return Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "wrong_region",
+            format!("tenant {}'s data stays in region {region}; this node is in {}: send its requests to a node of {region}", tenant.id, node.config.region),
+        )
+        .with_details(serde_json::json!({"region": region})));
     }
     if tenant.provisioning != "ready" {
         return Err(ApiError::unavailable(format!(

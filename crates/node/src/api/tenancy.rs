@@ -257,6 +257,7 @@ pub struct ContractResult {
         (status = 403, description = "the tenant may not run it now (suspended, not entitled, its flag is off) or the component uses ports the contract does not grant", body = crate::error::ErrorResponse),
         (status = 404, description = "the contract is not registered, or nothing is deployed on its route", body = crate::error::ErrorResponse),
         (status = 409, description = "the contract no longer matches its id (`contract_forged`)", body = crate::error::ErrorResponse),
+        (status = 421, description = "the tenant is pinned to another region (`wrong_region`; `details.region` names it)", body = crate::error::ErrorResponse),
         (status = 413, description = "the execution ran into the tenant's memory quota", body = crate::error::ErrorResponse),
         (status = 422, description = "the input does not match the contract's input_schema (`contract_input_invalid`), the task refused it (`task_failed`), or the execution ran out of fuel or memory", body = crate::error::ErrorResponse),
         (status = 429, description = "the tenant's CPU quota or its queue is full; retry after Retry-After", body = crate::error::ErrorResponse),

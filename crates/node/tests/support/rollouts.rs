@@ -383,3 +383,41 @@ async fn three_nodes_share_a_rollout_its_counters_and_its_abort() {
     drop(nodes);
     instance.remove().await;
 }
+
+/// Residency: a tenant pinned to eu-west, bound to backends located there, is refused
+/// on a us-east node with 421 naming its region, while an unpinned tenant is served; a
+/// configuration binding a pinned tenant to a backend of another region (or to the
+/// node's own files) is refused at start, naming each port.
+#[tokio::test]
+async fn an_eu_pinned_tenant_is_refused_on_a_us_node_and_a_us_binding_is_refused_at_start() {
+    let base = |extra: &str| {
+        format!(
+            "[node]\nregion = \"us-east\"\n[backends.eu-db]\nkind = \"postgres\"\nurl = \"postgres://eu.example:5432/x\"\nlocation = \"eu-west\"\n\
+             [backends.eu-bus]\nkind = \"nats\"\nurl = \"nats://eu.example:4222\"\nlocation = \"eu-west\"\n\
+             [backends.eu-s3]\nkind = \"s3\"\nbucket = \"eu\"\nlocation = \"eu-west\"\n\
+             [backends.us-db]\nkind = \"postgres\"\nurl = \"postgres://us.example:5432/x\"\nlocation = \"us-east\"\n\
+             [tenant_regions]\nacme = \"eu-west\"\n{extra}"
+        )
+    };
+    let eu = "[tenant_bindings.acme]\nrecords = \"eu-db\"\nkv = \"eu-db\"\nevents = \"eu-db\"\nsecrets = \"eu-db\"\nmessaging = \"eu-bus\"\nblobs = \"eu-s3\"\n";
+    assert!(NodeConfig::parse(&base(eu), |_| None).is_ok(), "every port of acme in eu-west");
+    let us = eu.replace("records = \"eu-db\"", "records = \"us-db\"");
+    let problems = NodeConfig::parse(&base(&us), |_| None).err().expect("refused").join("\n");
+    assert!(problems.contains("tenant_bindings.acme.records") && problems.contains("\"us-db\"") && problems.contains("us-east"), "{problems}");
+    let problems = NodeConfig::parse(&base(""), |_| None).err().expect("refused").join("\n");
+    assert!(problems.contains("bindings.records") && problems.contains("\"sqlite\"") && problems.contains("bindings.blobs"), "node-local files are in the node's region: {problems}");
+
+    // At runtime: the pin alone, on a node whose region is not the tenant's.
+    let node = TestNode::start(|c| {
+        c.region = "us-east".into();
+        c.tenant_regions.insert("acme".into(), "eu-west".into());
+    })
+    .await;
+    let acme = node.tenant("acme", Mode::Shared).await;
+    let globex = node.tenant("globex", Mode::Shared).await;
+    node.deploy("hello", runplane_examples::HELLO, "hello", &[]).await;
+    let (s, body) = node.app(&acme, Method::GET, "/apps/hello/", None).await;
+    assert_eq!((s.as_u16(), body["error"]["code"].as_str(), body["error"]["details"]["region"].as_str()), (421, Some("wrong_region"), Some("eu-west")), "{body}");
+    let (s, _) = node.app(&globex, Method::GET, "/apps/hello/", None).await;
+    assert_eq!(s, StatusCode::OK, "an unpinned tenant is served");
+}
