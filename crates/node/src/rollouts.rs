@@ -267,7 +267,38 @@ impl Node {
         }
         self.audit_decisions(next, expected, actor).await?;
         self.apply_rollout_change(deployment).await?;
+        // A release group goes back together.
+        if let (runplane_rollout::Phase::Aborted, Some(group)) = (next.phase, &next.group) {
+            let why = next.abort_reason.clone().unwrap_or_default();
+            self.abort_group(group, Some(&next.rollout_id), &next.route, &why).await?;
+        }
         Ok(true)
+    }
+
+    /// Aborts every moving member of release group `group` but `except`, because
+    /// member `route` was aborted (`why`); each is an admin event by the controller.
+    pub(crate) async fn abort_group(self: &Arc<Self>, group: &str, except: Option<&str>, route: &str, why: &str) -> Result<(), ApiError> {
+        for row in self.control.active_rollouts().await? {
+            let mut r = parse(&row)?;
+            if r.group.as_deref() != Some(group) || Some(r.rollout_id.as_str()) == except {
+                continue;
+            }
+            let expected = r.revision;
+            if !r.abort_with_group(self.now_ms(), route, why) {
+                continue;
+            }
+            let at = runplane_audit::rfc3339_utc(self.now());
+            if self.control.update_rollout(&stored(&r, &at)?, expected, None).await? {
+                for d in r.history.iter().filter(|d| d.revision > expected) {
+                    let mut ev = self.event("rollout-controller", None, &format!("rollout.{}", d.action), &r.rollout_id, Outcome::ok(None));
+                    ev.details.insert("route".into(), r.route.clone().into());
+                    ev.details.insert("group".into(), group.into());
+                    ev.details.insert("decision".into(), serde_json::to_value(d).unwrap_or_default());
+                    self.append(runplane_audit::LogId::admin(), ev).await?;
+                }
+            }
+        }
+        self.reload_rollouts().await
     }
 
     /// The deployment a promotion leaves on the route, with the one it replaces kept

@@ -141,8 +141,13 @@ pub struct Rollout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
     pub stickiness: Stickiness,
-    /// Mixed into every subject's hash: each rollout draws its own cohort.
+    /// Mixed into every subject's hash: each rollout draws its own cohort (the members
+    /// of a release group share one, so a tenant is in all their cohorts or none).
     pub salt: String,
+    /// The release group it belongs to: its members are started, promoted and aborted
+    /// together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Tenants on the candidate whatever their bucket.
     pub include: BTreeSet<String>,
     /// Tenants on stable until the rollout is promoted.
@@ -189,6 +194,7 @@ impl Rollout {
             analysis: spec.analysis,
             stickiness: spec.stickiness,
             salt,
+            group: None,
             include: spec.include.into_iter().collect(),
             exclude: spec.exclude.into_iter().collect(),
             post_promotion_secs: spec.post_promotion_secs,
@@ -554,6 +560,16 @@ impl Rollout {
         self.record(now_ms, "resume", "resumed by an operator".into(), None);
         self.run_steps(now_ms, counters);
         Ok(())
+    }
+
+    /// Another member of its release group was aborted: this one goes back to stable
+    /// too. `false` if it was not moving.
+    pub fn abort_with_group(&mut self, now_ms: u64, member: &str, why: &str) -> bool {
+        if !self.is_active() {
+            return false;
+        }
+        self.abort_with(now_ms, format!("release group {}: member {member} was aborted ({why})", self.group.as_deref().unwrap_or("?")));
+        true
     }
 
     /// A newer rollout of the route took over: this one is final, on stable.

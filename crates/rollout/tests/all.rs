@@ -273,3 +273,14 @@ fn a_custom_analysis_relative_to_stable_is_explained() {
     let check = m.checks.iter().find(|c| c.metric == "p99_latency_ms").expect("latency check");
     assert_eq!((check.value, check.limit), (Some(50.0), Some(1.5)), "{m:?}");
 }
+
+#[test]
+fn a_group_member_goes_back_to_stable_when_another_is_aborted() {
+    let t = Traffic::default();
+    let mut r = start(serde_json::json!({"strategy": "canary", "steps": [{"set_weight": 50}, {"pause": {}}]}), &t);
+    r.group = Some("g1".into());
+    assert!(r.abort_with_group(1000, "payments", "fast trip"));
+    assert_eq!((r.phase, r.weight), (Phase::Aborted, Weight(0)));
+    assert!(r.abort_reason.as_deref().is_some_and(|w| w.contains("release group g1") && w.contains("payments")), "{:?}", r.abort_reason);
+    assert!(!r.abort_with_group(2000, "payments", "again"), "only once");
+}

@@ -154,6 +154,8 @@ pub async fn not_found(uri: Uri) -> ApiError {
         crate::api::cluster::list_nodes, crate::api::cluster::drain_node, crate::api::instance::metadata,
         crate::api::rollouts::start, crate::api::rollouts::list, crate::api::rollouts::get, crate::api::rollouts::promote, crate::api::rollouts::abort,
         crate::api::rollouts::retry, crate::api::rollouts::pause, crate::api::rollouts::resume, crate::api::rollouts::undo,
+        crate::api::rollouts::start_group, crate::api::rollouts::get_group, crate::api::rollouts::promote_group, crate::api::rollouts::abort_group,
+        crate::api::rollouts::retry_group, crate::api::rollouts::pause_group, crate::api::rollouts::resume_group,
         crate::api::ca::init, crate::api::ca::show, crate::api::ca::rotate, crate::api::ca::issue, crate::api::ca::list, crate::api::ca::revoke, crate::api::ca::reload_tls,
     ),
     components(schemas(crate::error::ErrorResponse, crate::error::ErrorBody, runplane_policy::flags::Variant)),

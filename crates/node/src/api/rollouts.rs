@@ -89,64 +89,233 @@ fn split_label(label: &str) -> Result<(&str, &str), ApiError> {
         .ok_or_else(|| ApiError::bad_request("invalid_capability", format!("capability {label:?} must be written name@version, as pushed")))
 }
 
-/// Start a rollout of a route to a new version. A rollout of the same route that still
-/// moves is superseded (everyone back on its stable, then this one from step 0).
-#[utoipa::path(post, path = "/v1/rollouts", request_body = StartRollout, security(("admin_token" = [])),
-    responses((status = 201, body = RolloutView), (status = 400, body = crate::error::ErrorResponse), (status = 404, body = crate::error::ErrorResponse),
-        (status = 409, body = crate::error::ErrorResponse)))]
-pub async fn start(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<StartRollout>) -> Result<Response, ApiError> {
-    let (name, version) = split_label(&req.capability)?;
-    if !valid_name(&req.route) {
-        return Err(ApiError::bad_request("invalid_route", format!("route {:?} must be 1-64 characters of a-z, 0-9 and '-'", req.route)));
+/// The versions a rollout of `route` to `capability` moves between, checked.
+async fn versions(node: &Node, route: &str, capability: &str) -> Result<(Version, Version), ApiError> {
+    let (name, version) = split_label(capability)?;
+    if !valid_name(route) {
+        return Err(ApiError::bad_request("invalid_route", format!("route {route:?} must be 1-64 characters of a-z, 0-9 and '-'")));
     }
     let cap = node
         .control
         .capability(name, version)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("{name}@{version} has not been pushed; push it with POST /v1/capabilities first")))?;
-    let stable = node.deployment(&req.route).ok_or_else(|| {
-        ApiError::not_found(format!("nothing is deployed on route {}; deploy its first version with POST /v1/deployments, then roll out the next", req.route))
-    })?;
+    let stable = node
+        .deployment(route)
+        .ok_or_else(|| ApiError::not_found(format!("nothing is deployed on route {route}; deploy its first version with POST /v1/deployments, then roll out the next")))?;
     if stable.capability.digest == cap.digest {
-        return Err(ApiError::conflict(format!("route {} already serves {name}@{version}; push a new version to roll out", req.route)));
+        return Err(ApiError::conflict(format!("route {route} already serves {name}@{version}; push a new version to roll out")));
     }
-    let spec = req.spec().validate()?;
-    let now = node.now_ms();
-    let id = node.entropy.uuid_at(node.now()).to_string();
-    let stable_version = Version { capability: stable.deployment.capability.clone(), version: stable.deployment.version.clone(), digest: stable.deployment.digest.clone() };
-    let candidate = Version { capability: cap.name.clone(), version: cap.version.clone(), digest: cap.digest.clone() };
-    let rollout = Rollout::start(id.clone(), req.route.clone(), stable_version, candidate, spec, id.clone(), now, &Mark { at_ms: now, ..Mark::default() });
+    let d = &stable.deployment;
+    Ok((Version { capability: d.capability.clone(), version: d.version.clone(), digest: d.digest.clone() }, Version { capability: cap.name, version: cap.version, digest: cap.digest }))
+}
+
+/// Stores a new rollout (its candidate compiled first), superseding the route's
+/// running one in the same transaction, and makes it live here.
+async fn begin(node: &Arc<Node>, rollout: &Rollout) -> Result<(), ApiError> {
     // The candidate compiles before anyone is sent to it.
-    node.compile_candidate(&rollout).await?;
+    node.compile_candidate(rollout).await?;
     let at = runplane_audit::rfc3339_utc(node.now());
-    let superseded = match node.control.active_rollouts().await?.into_iter().find(|r| r.route == req.route) {
+    let route = &rollout.route;
+    let superseded = match node.control.active_rollouts().await?.into_iter().find(|r| r.route == *route) {
         Some(row) => {
             let mut old = crate::rollouts::parse(&row)?;
             let expected = old.revision;
-            old.supersede(now, &id);
-            Some((crate::rollouts::stored(&old, &at)?, expected, old))
+            old.supersede(node.now_ms(), &rollout.rollout_id);
+            Some((crate::rollouts::stored(&old, &at)?, expected, old.rollout_id))
         }
         None => None,
     };
-    let deployment = if rollout.phase == runplane_rollout::Phase::Promoted { Some(node.promoted_deployment(&rollout, &at).await?) } else { None };
-    let row = crate::rollouts::stored(&rollout, &at)?;
+    let deployment = if rollout.phase == runplane_rollout::Phase::Promoted { Some(node.promoted_deployment(rollout, &at).await?) } else { None };
+    let row = crate::rollouts::stored(rollout, &at)?;
     if !node.control.insert_rollout(&row, superseded.as_ref().map(|(s, e, _)| (s, *e)), deployment.as_ref()).await? {
-        return Err(ApiError::conflict(format!("the rollout of {} changed while this one started; read it with GET /v1/rollouts?route={} and try again", req.route, req.route)));
+        return Err(ApiError::conflict(format!("the rollout of {route} changed while this one started; read it with GET /v1/rollouts?route={route} and try again")));
     }
-    if let Some((_, _, old)) = &superseded {
+    if let Some((_, _, old)) = superseded {
         crate::api::gate::annotate(|r| {
-            r.details.insert("superseded".into(), old.rollout_id.clone().into());
+            r.details.entry("superseded".into()).or_insert_with(|| serde_json::Value::Array(vec![])).as_array_mut().map(|a| a.push(old.into()));
         });
     }
+    node.apply_rollout_change(deployment).await
+}
+
+/// Start a rollout of a route to a new version. A rollout of the same route that still
+/// moves is superseded (everyone back on its stable, then this one from step 0).
+#[utoipa::path(post, path = "/v1/rollouts", request_body = StartRollout, security(("admin_token" = [])),
+    responses((status = 201, body = RolloutView), (status = 400, body = crate::error::ErrorResponse), (status = 404, body = crate::error::ErrorResponse),
+        (status = 409, body = crate::error::ErrorResponse)))]
+pub async fn start(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<StartRollout>) -> Result<Response, ApiError> {
+    let (stable, candidate) = versions(&node, &req.route, &req.capability).await?;
+    let spec = req.spec().validate()?;
+    let now = node.now_ms();
+    let id = node.entropy.uuid_at(node.now()).to_string();
+    let rollout = Rollout::start(id.clone(), req.route.clone(), stable, candidate, spec, id.clone(), now, &Mark { at_ms: now, ..Mark::default() });
+    begin(&node, &rollout).await?;
     node.audit_decisions(&rollout, 0, "admin").await?;
     crate::api::gate::annotate(|r| {
         r.targets.insert(0, id.clone());
-        r.capability_digest = Some(cap.digest.clone());
+        r.capability_digest = Some(rollout.candidate.digest.clone());
         r.details.insert("route".into(), req.route.clone().into());
     });
-    node.apply_rollout_change(deployment).await?;
     Ok((StatusCode::CREATED, versioned(RolloutView { rollout, metrics: None })).into_response())
 }
+
+/// One member of a release group.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMember {
+    pub route: String,
+    /// The candidate, `name@version`.
+    pub capability: String,
+}
+
+/// `POST /v1/release-groups`: the members and one spec for all of them.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartGroup {
+    /// 2-20 routes, each with its candidate (a capability and the one it calls).
+    pub members: Vec<GroupMember>,
+    pub strategy: runplane_rollout::Strategy,
+    #[serde(default)]
+    pub steps: Vec<runplane_rollout::Step>,
+    pub analysis: Option<runplane_rollout::Analysis>,
+    #[serde(default)]
+    pub stickiness: runplane_rollout::Stickiness,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub post_promotion_secs: Option<u64>,
+}
+
+/// A release group: its members' rollouts.
+#[derive(Serialize, ToSchema)]
+pub struct GroupView {
+    pub group_id: String,
+    pub members: Vec<Rollout>,
+}
+
+/// Most members a release group has.
+pub const MAX_GROUP: usize = 20;
+
+/// Roll several routes out together: one cohort for all (a tenant on the candidate of
+/// one is on the candidate of every member), one spec; an abort of any member — by
+/// its analysis or an operator — aborts them all; operations on the group apply to
+/// every member.
+#[utoipa::path(post, path = "/v1/release-groups", request_body = StartGroup, security(("admin_token" = [])),
+    responses((status = 201, body = GroupView), (status = 400, body = crate::error::ErrorResponse), (status = 404, body = crate::error::ErrorResponse),
+        (status = 409, body = crate::error::ErrorResponse)))]
+pub async fn start_group(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<StartGroup>) -> Result<Response, ApiError> {
+    if !(2..=MAX_GROUP).contains(&req.members.len()) {
+        return Err(ApiError::bad_request("invalid_group", format!("a release group has 2 to {MAX_GROUP} members; this one has {}", req.members.len())));
+    }
+    let mut routes = std::collections::BTreeSet::new();
+    if let Some(m) = req.members.iter().find(|m| !routes.insert(m.route.as_str())) {
+        return Err(ApiError::bad_request("invalid_group", format!("route {} is in the group twice", m.route)));
+    }
+    let spec = RolloutSpec {
+        strategy: req.strategy,
+        steps: req.steps.clone(),
+        analysis: req.analysis.clone(),
+        stickiness: req.stickiness,
+        include: req.include.clone(),
+        exclude: req.exclude.clone(),
+        post_promotion_secs: req.post_promotion_secs,
+    }
+    .validate()?;
+    // Every member is checked before any starts.
+    let mut planned = Vec::new();
+    for m in &req.members {
+        planned.push((m.route.clone(), versions(&node, &m.route, &m.capability).await?));
+    }
+    let group = node.entropy.uuid_at(node.now()).to_string();
+    let now = node.now_ms();
+    let mut members = Vec::new();
+    for (route, (stable, candidate)) in planned {
+        let id = node.entropy.uuid_at(node.now()).to_string();
+        let mut r = Rollout::start(id, route, stable, candidate, spec.clone(), group.clone(), now, &Mark { at_ms: now, ..Mark::default() });
+        r.group = Some(group.clone());
+        if let Err(e) = begin(&node, &r).await {
+            // The members already started go back to stable.
+            node.abort_group(&group, None, &r.route, &format!("the group could not start: {}", e.message)).await?;
+            return Err(e);
+        }
+        members.push(r);
+    }
+    crate::api::gate::annotate(|rec| {
+        rec.targets.insert(0, group.clone());
+        rec.details.insert("members".into(), serde_json::to_value(members.iter().map(|m| (&m.route, &m.rollout_id)).collect::<Vec<_>>()).unwrap_or_default());
+    });
+    Ok((StatusCode::CREATED, versioned(GroupView { group_id: group, members })).into_response())
+}
+
+async fn group_members(node: &Node, group: &str) -> Result<Vec<Rollout>, ApiError> {
+    let rows = node.control.rollouts(None, 1000).await?;
+    let mut members = Vec::new();
+    for row in &rows {
+        let r = crate::rollouts::parse(row)?;
+        if r.group.as_deref() == Some(group) {
+            members.push(r);
+        }
+    }
+    if members.is_empty() {
+        return Err(ApiError::not_found(format!("no release group {group}")));
+    }
+    members.sort_by(|a, b| a.route.cmp(&b.route));
+    Ok(members)
+}
+
+/// A release group's members.
+#[utoipa::path(get, path = "/v1/release-groups/{id}", security(("admin_token" = [])), responses((status = 200, body = GroupView), (status = 404, body = crate::error::ErrorResponse)))]
+pub async fn get_group(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let members = group_members(&node, &id).await?;
+    Ok(versioned(GroupView { group_id: id, members }).into_response())
+}
+
+/// Applies one operation to every member of a group, in route order; the first refusal
+/// stops it and says which member.
+async fn operate_group(node: &Arc<Node>, group: &str, p: &OperateParams, op: impl Fn(&mut Rollout, u64, &Mark) -> Result<(), RolloutError>) -> Result<Response, ApiError> {
+    let mut done = Vec::new();
+    for member in group_members(node, group).await? {
+        // Read again: aborting one member aborts the others (the group goes together).
+        let mut r = load(node, &member.rollout_id).await?;
+        if p.abort && r.phase == runplane_rollout::Phase::Aborted {
+            done.push(r);
+            continue;
+        }
+        let counters = node.rollout_counters(&r.rollout_id).await?;
+        let expected = r.revision;
+        op(&mut r, node.now_ms(), &counters).map_err(|e| ApiError::from(e).with_details(serde_json::json!({"member": r.route})))?;
+        if !node.commit_rollout(&r, expected, "admin").await? {
+            return Err(ApiError::conflict(format!("member {} of release group {group} changed meanwhile; read the group again and decide", r.route)));
+        }
+        done.push(r);
+    }
+    Ok(versioned(GroupView { group_id: group.to_owned(), members: done }).into_response())
+}
+
+macro_rules! group_operation {
+    ($name:ident, $path:literal, $doc:literal, $aborts:literal, $op:expr) => {
+        #[doc = $doc]
+        #[utoipa::path(post, path = $path, params(OperateParams), security(("admin_token" = [])),
+            responses((status = 200, body = GroupView), (status = 404, body = crate::error::ErrorResponse), (status = 409, body = crate::error::ErrorResponse)))]
+        pub async fn $name(State(node): State<Arc<Node>>, Path(id): Path<String>, Query(mut p): Query<OperateParams>) -> Result<Response, ApiError> {
+            p.abort = $aborts;
+            let op: fn(&mut Rollout, u64, &Mark, &OperateParams) -> Result<(), RolloutError> = $op;
+            operate_group(&node, &id, &p, |r, now, c| op(r, now, c, &p)).await
+        }
+    };
+}
+
+group_operation!(promote_group, "/v1/release-groups/{id}/promote", "Every member's next step (`?full=true`: everyone on every candidate now).", false, |r, now, c, p| {
+    if p.full == Some(true) { r.promote_fully(now) } else { r.promote(now, c) }
+});
+group_operation!(abort_group, "/v1/release-groups/{id}/abort", "Every member back on stable at once.", true, |r, now, _, p| {
+    r.abort(now, p.reason.as_deref().unwrap_or("no reason given"))
+});
+group_operation!(retry_group, "/v1/release-groups/{id}/retry", "Every aborted member from its first step again.", false, |r, now, c, _| r.retry(now, c));
+group_operation!(pause_group, "/v1/release-groups/{id}/pause", "Hold every member where it is.", false, |r, now, _, _| r.pause(now));
+group_operation!(resume_group, "/v1/release-groups/{id}/resume", "Let every paused member go on.", false, |r, now, c, _| r.resume(now, c));
 
 #[derive(Deserialize, IntoParams)]
 pub struct ListParams {
@@ -200,6 +369,10 @@ pub struct OperateParams {
     pub full: Option<bool>,
     /// `abort` only: why (recorded in the decision).
     pub reason: Option<String>,
+    /// Set by the group's abort handler (not a parameter).
+    #[serde(skip)]
+    #[param(ignore)]
+    pub abort: bool,
 }
 
 /// One operation on a stored rollout, guarded by its revision, committed by swap.

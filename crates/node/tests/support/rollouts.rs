@@ -421,3 +421,48 @@ async fn an_eu_pinned_tenant_is_refused_on_a_us_node_and_a_us_binding_is_refused
     let (s, _) = node.app(&globex, Method::GET, "/apps/hello/", None).await;
     assert_eq!(s, StatusCode::OK, "an unpinned tenant is served");
 }
+
+/// A release group of two routes: one cohort for both; a trapping candidate on one
+/// route aborts the other's too; retry, promote and abort act on every member.
+#[tokio::test]
+async fn a_release_group_shares_its_cohort_and_goes_back_together() {
+    let (node, keys) = greet_with_tenants(20).await;
+    node.deploy("front", runplane_examples::HELLO, "front", &[]).await;
+    node.push("greet", "2.0.0", runplane_examples::TRAPPER).await;
+    node.push("front", "2.0.0", runplane_examples::CPU_BURN).await;
+    let body = json!({"members": [{"route": "greet", "capability": "greet@2.0.0"}, {"route": "front", "capability": "front@2.0.0"}], "strategy": "canary", "steps": [{"set_weight": 50}, {"pause": {}}]});
+    let (s, g) = node.admin(Method::POST, "/v1/release-groups", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    let group = g["group_id"].as_str().expect("group").to_owned();
+    // One cohort: each tenant is on both candidates or on neither.
+    for (_, key) in &keys {
+        let front = version_of(&node, key, "/apps/front/?iters=10").await.1 == "front@2.0.0";
+        let greet = version_of(&node, key, "/apps/greet/").await.1 == "greet@2.0.0";
+        assert_eq!(front, greet, "a tenant is in both cohorts or neither");
+    }
+    // greet's candidate traps: its abort takes front back too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for (_, key) in &keys {
+            version_of(&node, key, "/apps/greet/").await;
+        }
+        let (_, g) = node.admin(Method::GET, &format!("/v1/release-groups/{group}"), None).await;
+        if g["members"].as_array().expect("members").iter().all(|m| m["phase"] == "aborted") {
+            let front = g["members"].as_array().expect("members").iter().find(|m| m["route"] == "front").expect("front").clone();
+            assert!(front["abort_reason"].as_str().is_some_and(|w| w.contains("release group") && w.contains("greet")), "{front}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the group was not aborted: {g}");
+    }
+    for (_, key) in &keys {
+        assert_eq!(version_of(&node, key, "/apps/front/?iters=10").await.1, "front@1.0.0");
+    }
+    let (s, g) = node.admin(Method::POST, &format!("/v1/release-groups/{group}/retry"), None).await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    assert!(g["members"].as_array().expect("members").iter().all(|m| m["phase"] == "paused"), "{g}");
+    let (s, g) = node.admin(Method::POST, &format!("/v1/release-groups/{group}/abort?reason=done"), None).await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    assert!(g["members"].as_array().expect("members").iter().all(|m| m["phase"] == "aborted"), "{g}");
+    let (s, body) = node.admin(Method::POST, "/v1/release-groups", Some(json!({"members": [{"route": "greet", "capability": "greet@2.0.0"}], "strategy": "canary"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "one member is not a group: {body}");
+}

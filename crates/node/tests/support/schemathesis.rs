@@ -94,6 +94,30 @@ async fn the_openapi_document_describes_every_answer_schemathesis_finds_no_failu
         }
         rollouts.insert(op, id);
     }
+    // And the same per operation for release groups, each of two routes; two scratch
+    // routes for new groups.
+    let mut groups = std::collections::BTreeMap::new();
+    for route in ["g-scratch-a", "g-scratch-b"] {
+        let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(json!({"capability": "hello", "version": "1.0.0", "route": route}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    for (op, steps, abort) in [("abort", &moving, false), ("pause", &moving, false), ("promote", &paused, false), ("resume", &paused, false), ("retry", &paused, true)] {
+        let mut members = Vec::new();
+        for n in 1..=2 {
+            let route = format!("g-{op}-{n}");
+            let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(json!({"capability": "hello", "version": "1.0.0", "route": route}))).await;
+            assert_eq!(s, StatusCode::CREATED, "{body}");
+            members.push(json!({"route": route, "capability": "burn@1.0.0"}));
+        }
+        let (s, g) = node.admin(Method::POST, "/v1/release-groups", Some(json!({"members": members, "strategy": "canary", "steps": steps}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{g}");
+        let id = g["group_id"].as_str().expect("group").to_owned();
+        if abort {
+            let (s, body) = node.admin(Method::POST, &format!("/v1/release-groups/{id}/abort"), None).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+        }
+        groups.insert(op, id);
+    }
     for capability in ["hello", "burn"] {
         let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(json!({"capability": capability, "version": "1.0.0", "route": "undo-me"}))).await;
         assert_eq!(s, StatusCode::CREATED, "{body}");
@@ -184,6 +208,7 @@ async fn the_openapi_document_describes_every_answer_schemathesis_finds_no_failu
             "400",
             "steps belong to canary rollouts and post_promotion_secs to blue-green ones; include and exclude are disjoint; rate thresholds are 0-1",
         ),
+        ("POST", "/v1/release-groups", "400", "as for a rollout; and the members' routes are distinct"),
     ];
     let mut toml = format!(
         r#"
@@ -246,7 +271,7 @@ values = [{token:?}]
 values = [0, 1, 2, 3]
 [dictionaries.serials]
 values = [{serial:?}]
-{rollout_dictionaries}
+{rollout_dictionaries}{group_dictionaries}
 [dictionaries.rollout_routes]
 values = ["scratch"]
 [dictionaries.candidates]
@@ -310,7 +335,11 @@ parameters = {{ "body.route" = {{ dictionary = "routes", probability = 0.5 }} }}
 include-name = "POST /v1/config/sets/{{scope}}/rollback"
 parameters = {{ "body.to_version" = {{ dictionary = "config_versions", probability = 0.5 }} }}
 
-{rollout_operations}[[operations]]
+{rollout_operations}{group_operations}[[operations]]
+include-name = "GET /v1/release-groups/{{id}}"
+parameters = {{ "path.id" = {{ dictionary = "group-abort", probability = 0.5 }} }}
+
+[[operations]]
 include-name = "GET /v1/rollouts/{{id}}"
 parameters = {{ "path.id" = {{ dictionary = "rollout-abort", probability = 0.5 }} }}
 
@@ -333,6 +362,11 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
         umbrella = keys["umbrella"],
         tenants = s(&["acme", "globex", "initech"]),
         rollout_dictionaries = rollouts.iter().map(|(op, id)| format!("[dictionaries.rollout-{op}]\nvalues = [{id:?}]\n")).collect::<String>(),
+        group_dictionaries = groups.iter().map(|(op, id)| format!("[dictionaries.group-{op}]\nvalues = [{id:?}]\n")).collect::<String>(),
+        group_operations = groups
+            .keys()
+            .map(|op| format!("[[operations]]\ninclude-name = \"POST /v1/release-groups/{{id}}/{op}\"\nparameters = {{ \"path.id\" = {{ dictionary = \"group-{op}\", probability = 0.5 }} }}\n\n"))
+            .collect::<String>(),
         rollout_operations = rollouts
             .keys()
             .map(|op| format!("[[operations]]\ninclude-name = \"POST /v1/rollouts/{{id}}/{op}\"\nparameters = {{ \"path.id\" = {{ dictionary = \"rollout-{op}\", probability = 0.5 }} }}\n\n"))
@@ -350,7 +384,7 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
     // flag, which a deletion takes once; a paused rollout, which the stateful phase
     // finds and aborts); then every operation.
     let url = node.url("/v1/openapi.json");
-    let passes: [(&str, &[&str]); 2] = [("fragile", &["--include-path-regex", r"^/v1/(contracts|tenants/\{id\}/(domains|flags)/|rollouts/\{id\}/promote)"]), ("all", &[])];
+    let passes: [(&str, &[&str]); 2] = [("fragile", &["--include-path-regex", r"^/v1/(contracts|tenants/\{id\}/(domains|flags)/|rollouts/\{id\}/promote|release-groups/\{id\}/promote)"]), ("all", &[])];
     let mut answered: Vec<(String, String, u64)> = Vec::new();
     let mut summaries = String::new();
     for (name, filter) in passes {

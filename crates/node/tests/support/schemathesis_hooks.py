@@ -41,6 +41,9 @@ REAL_BODIES = {
     "/v1/contracts/{id}/execute": [{"op": "count"}, {"op": "total", "item": "tea"}],
     "/v1/contracts": [CONTRACT],
     "/v1/ca/certificates": [{"kind": "client", "subject": "schemathesis", "csr_pem": CSR}],
+    "/v1/release-groups": [
+        {"members": [{"route": "g-scratch-a", "capability": "burn@1.0.0"}, {"route": "g-scratch-b", "capability": "burn@1.0.0"}], "strategy": "canary"}
+    ],
 }
 _seen = {}
 
@@ -50,7 +53,7 @@ def map_case(context, case):
     positive = case.meta is not None and case.meta.generation.mode.is_positive
     if positive and case.headers and "Idempotency-Key" in case.headers:
         case.headers["Idempotency-Key"] = str(uuid.uuid4())
-    if positive and case.operation.path.startswith("/v1/rollouts/{id}/") and case.query and "revision" in case.query:
+    if positive and case.operation.path.startswith(("/v1/rollouts/{id}/", "/v1/release-groups/{id}/")) and case.query and "revision" in case.query:
         n = _seen.get("revision", 0)
         _seen["revision"] = n + 1
         if n % 2:
