@@ -171,7 +171,7 @@ impl Node {
         if live.rollout.stable.digest != stable.capability.digest && live.rollout.candidate.digest != stable.capability.digest {
             return Serving { deployment: stable, counted: None };
         }
-        match live.rollout.choose(tenant, session) {
+        match live.rollout.choose_on(&self.config.node_id, tenant, session) {
             Side::Candidate => Serving { deployment: live.candidate.clone(), counted: Some((live.counters.clone(), Side::Candidate)) },
             Side::Stable => Serving { deployment: stable, counted: Some((live.counters.clone(), Side::Stable)) },
         }

@@ -154,6 +154,14 @@ pub struct Rollout {
     pub exclude: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_promotion_secs: Option<u64>,
+    /// Rolling: the waves of node ids, planned at the start from the ready nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<Vec<String>>,
+    /// Rolling: how many waves are active (their nodes serve the candidate).
+    #[serde(default)]
+    pub wave: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_secs: Option<u64>,
     pub phase: Phase,
     /// The step being worked on (`steps.len()`: all done).
     pub step: usize,
@@ -198,6 +206,9 @@ impl Rollout {
             include: spec.include.into_iter().collect(),
             exclude: spec.exclude.into_iter().collect(),
             post_promotion_secs: spec.post_promotion_secs,
+            waves: Vec::new(),
+            wave: 0,
+            wave_secs: spec.wave_secs,
             phase: Phase::Progressing,
             step: 0,
             weight: Weight(0),
@@ -226,6 +237,7 @@ impl Rollout {
         self.switched_at_ms = None;
         self.abort_reason = None;
         self.inline = None;
+        self.wave = 0;
         let mark = Mark { at_ms: now_ms, ..counters.clone() };
         self.background = self.analysis.as_ref().map(|_| Run { since: mark.clone(), ..Run::default() });
         self.guard = Some(mark);
@@ -239,7 +251,27 @@ impl Rollout {
                 self.record(now_ms, "pause", format!("preview: the candidate serves only {who} until promoted"), None);
             }
             Strategy::Canary => self.run_steps(now_ms, counters),
+            // The first wave starts at the first tick, once the node set is planned.
+            Strategy::Rolling => {}
         }
+    }
+
+    /// Plans a rolling rollout's waves from the ready nodes `(id, region)`: regions in
+    /// `region_order` first, in that order, then the rest; by id within a region;
+    /// `per_wave` nodes to a wave.
+    pub fn plan_waves(&mut self, mut nodes: Vec<(String, String)>, region_order: &[String], per_wave: usize) {
+        let rank = |region: &str| region_order.iter().position(|r| r == region).unwrap_or(region_order.len());
+        nodes.sort_by(|a, b| (rank(&a.1), &a.0).cmp(&(rank(&b.1), &b.0)));
+        self.waves = nodes.chunks(per_wave.max(1)).map(|c| c.iter().map(|(id, _)| id.clone()).collect()).collect();
+    }
+
+    /// Which version serves `tenant` on node `node`: for a rolling rollout, the
+    /// candidate on the nodes of the active waves; otherwise [`Rollout::choose`].
+    pub fn choose_on(&self, node: &str, tenant: &str, session: Option<&str>) -> Side {
+        if self.strategy != Strategy::Rolling || !self.is_active() {
+            return self.choose(tenant, session);
+        }
+        if self.waves.iter().take(self.wave).flatten().any(|n| n == node) { Side::Candidate } else { Side::Stable }
     }
 
     /// Which version serves `tenant` (and `session`, with session stickiness).
@@ -345,10 +377,33 @@ impl Rollout {
             }
             return self.revision != before;
         }
+        if self.strategy == Strategy::Rolling {
+            self.next_wave(now_ms);
+            return self.revision != before;
+        }
         if let Ok(now) = counters {
             self.run_steps(now_ms, now);
         }
         self.revision != before
+    }
+
+    /// Rolling: the next wave once the current one has served `wave_secs`; after the
+    /// last, promoted.
+    fn next_wave(&mut self, now_ms: u64) {
+        let due = self.wave == 0 || now_ms >= self.step_started_ms + self.wave_secs.unwrap_or(30) * 1000;
+        if !due {
+            return;
+        }
+        if self.wave >= self.waves.len() {
+            self.finish(now_ms, &format!("every wave served {} s without a failed analysis", self.wave_secs.unwrap_or(30)));
+            return;
+        }
+        let nodes = self.waves[self.wave].join(", ");
+        self.wave += 1;
+        self.step = self.wave;
+        self.step_started_ms = now_ms;
+        self.weight = Weight(((self.wave * 10_000) / self.waves.len().max(1)) as u32);
+        self.record(now_ms, "wave", format!("wave {} of {}: {nodes} serve{} {}", self.wave, self.waves.len(), if self.waves[self.wave - 1].len() == 1 { "s" } else { "" }, self.candidate.label()), None);
     }
 
     /// The background analysis, when a measurement is due.
@@ -462,7 +517,7 @@ impl Rollout {
                 }
             }
         }
-        if self.phase == Phase::Progressing && self.step >= self.steps.len() && self.strategy != Strategy::BlueGreen {
+        if self.phase == Phase::Progressing && self.step >= self.steps.len() && self.strategy == Strategy::Canary {
             self.finish(now_ms, "every step passed");
         }
     }
@@ -486,6 +541,14 @@ impl Rollout {
     /// switches (and its post-promotion window begins); in that window, promotes fully.
     pub fn promote(&mut self, now_ms: u64, counters: &Mark) -> Result<(), RolloutError> {
         self.refuse_unless_active("promote")?;
+        if self.strategy == Strategy::Rolling {
+            // The next wave now.
+            self.phase = Phase::Progressing;
+            self.paused_by = None;
+            self.step_started_ms = 0;
+            self.next_wave(now_ms);
+            return Ok(());
+        }
         if self.strategy == Strategy::BlueGreen {
             if self.switched_at_ms.is_some() {
                 self.finish(now_ms, "promoted by an operator during the post-promotion window");

@@ -21,6 +21,10 @@ pub enum Strategy {
     /// then switched to at once, with analysis after the switch and an automatic
     /// switch back within the window.
     BlueGreen,
+    /// Node by node (waves of `max_unavailable`, in `region_order`), each wave served
+    /// for `wave_secs` under the background analysis before the next; a failure sends
+    /// every node back to stable.
+    Rolling,
 }
 
 /// What keeps a subject on its version.
@@ -154,6 +158,15 @@ pub struct RolloutSpec {
     /// Blue-green: how long after the switch the analysis may switch back (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_promotion_secs: Option<u64>,
+    /// Rolling: nodes activated per wave (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<u32>,
+    /// Rolling: how long each wave serves before the next (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_secs: Option<u64>,
+    /// Rolling: regions in the order their nodes are activated (others after them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub region_order: Vec<String>,
 }
 
 impl RolloutSpec {
@@ -188,7 +201,21 @@ impl RolloutSpec {
                 _ => {}
             }
         }
-        if matches!(self.strategy, Strategy::Canary | Strategy::BlueGreen) && self.analysis.is_none() {
+        match (self.strategy, self.max_unavailable, self.wave_secs) {
+            (Strategy::Rolling, m, w) => {
+                if m == Some(0) {
+                    return Err(RolloutError::invalid("max_unavailable is at least 1"));
+                }
+                if w.is_some_and(|w| w == 0 || w > MAX_PAUSE_SECS) {
+                    return Err(RolloutError::invalid(format!("wave_secs is between 1 and {MAX_PAUSE_SECS}")));
+                }
+                self.max_unavailable.get_or_insert(1);
+                self.wave_secs.get_or_insert(30);
+            }
+            (_, None, None) if self.region_order.is_empty() => {}
+            _ => return Err(RolloutError::invalid("max_unavailable, wave_secs and region_order belong to rolling rollouts")),
+        }
+        if matches!(self.strategy, Strategy::Canary | Strategy::BlueGreen | Strategy::Rolling) && self.analysis.is_none() {
             self.analysis = Some(Analysis::default_background());
         }
         if let Some(a) = &self.analysis {
@@ -220,6 +247,7 @@ impl Strategy {
             Strategy::AllAtOnce => "all-at-once",
             Strategy::Canary => "canary",
             Strategy::BlueGreen => "blue-green",
+            Strategy::Rolling => "rolling",
         }
     }
 }
@@ -256,7 +284,8 @@ mod tests {
             (serde_json::json!({"strategy": "canary", "include": ["a"], "exclude": ["a"]}), "both included and excluded"),
             (serde_json::json!({"strategy": "canary", "steps": [{"set_cohort": {"tenants": []}}]}), "names no tenant"),
             (serde_json::json!({"strategy": "canary", "post_promotion_secs": 5}), "blue-green"),
-            (serde_json::json!({"strategy": "rolling"}), "unknown variant"),
+            (serde_json::json!({"strategy": "rolling", "max_unavailable": 0}), "at least 1"),
+            (serde_json::json!({"strategy": "canary", "wave_secs": 5}), "rolling"),
         ] {
             let e = spec(bad.clone()).expect_err("refused");
             assert!(e.contains(says), "{bad}: {e}");

@@ -248,7 +248,7 @@ fn a_custom_analysis_relative_to_stable_is_explained() {
         "orders".into(),
         version("1"),
         version("2"),
-        RolloutSpec { strategy: runplane_rollout::Strategy::Canary, steps: vec![Step::SetWeight(Weight(5_000))], analysis: Some(a), stickiness: Default::default(), include: vec![], exclude: vec![], post_promotion_secs: None }
+        RolloutSpec { strategy: runplane_rollout::Strategy::Canary, steps: vec![Step::SetWeight(Weight(5_000))], analysis: Some(a), stickiness: Default::default(), include: vec![], exclude: vec![], post_promotion_secs: None, max_unavailable: None, wave_secs: None, region_order: vec![] }
             .validate()
             .expect("valid"),
         "s".into(),
@@ -283,4 +283,30 @@ fn a_group_member_goes_back_to_stable_when_another_is_aborted() {
     assert_eq!((r.phase, r.weight), (Phase::Aborted, Weight(0)));
     assert!(r.abort_reason.as_deref().is_some_and(|w| w.contains("release group g1") && w.contains("payments")), "{:?}", r.abort_reason);
     assert!(!r.abort_with_group(2000, "payments", "again"), "only once");
+}
+
+#[test]
+fn a_rolling_rollout_activates_its_waves_in_region_order_and_reverts_every_node_on_failure() {
+    let mut t = Traffic::default();
+    let mut r = start(serde_json::json!({"strategy": "rolling", "wave_secs": 5, "max_unavailable": 1, "region_order": ["eu-west"]}), &t);
+    r.plan_waves(vec![("us-1".into(), "us-east".into()), ("eu-2".into(), "eu-west".into()), ("eu-1".into(), "eu-west".into())], &["eu-west".into()], 1);
+    assert_eq!(r.waves, vec![vec!["eu-1".to_string()], vec!["eu-2".to_string()], vec!["us-1".to_string()]], "eu-west first, by id");
+    assert_eq!(r.choose_on("eu-1", "acme", None), Side::Stable, "nothing before the first tick");
+    run(&mut r, &mut t, 1000, 1000, 10);
+    assert_eq!((r.wave, r.choose_on("eu-1", "acme", None), r.choose_on("eu-2", "acme", None)), (1, Side::Candidate, Side::Stable), "one node at a time");
+    run(&mut r, &mut t, 2000, 6000, 10);
+    assert_eq!(r.wave, 2, "the next wave after wave_secs");
+    r.promote(6500, &t.at(6500)).expect("next wave now");
+    assert_eq!((r.wave, r.choose_on("us-1", "x", None)), (3, Side::Candidate));
+    // A failure in this wave sends every node back.
+    t.send(10, 10, "trap");
+    r.tick(7000, Ok(&t.at(7000)));
+    assert_eq!(r.phase, Phase::Aborted);
+    for n in ["eu-1", "eu-2", "us-1"] {
+        assert_eq!(r.choose_on(n, "acme", None), Side::Stable, "{n} reverted");
+    }
+    r.retry(8000, &t.at(8000)).expect("retry");
+    assert_eq!(r.wave, 0, "a retry starts from the first wave");
+    run(&mut r, &mut t, 9000, 30_000, 10);
+    assert_eq!(r.phase, Phase::Promoted, "{:?}", r.history.last());
 }

@@ -51,6 +51,13 @@ pub struct StartRollout {
     #[serde(default)]
     pub exclude: Vec<String>,
     pub post_promotion_secs: Option<u64>,
+    /// Rolling: nodes per wave (default 1).
+    pub max_unavailable: Option<u32>,
+    /// Rolling: seconds each wave serves before the next (default 30).
+    pub wave_secs: Option<u64>,
+    /// Rolling: regions in the order their nodes are activated.
+    #[serde(default)]
+    pub region_order: Vec<String>,
 }
 
 impl StartRollout {
@@ -63,6 +70,9 @@ impl StartRollout {
             include: self.include.clone(),
             exclude: self.exclude.clone(),
             post_promotion_secs: self.post_promotion_secs,
+            max_unavailable: self.max_unavailable,
+            wave_secs: self.wave_secs,
+            region_order: self.region_order.clone(),
         }
     }
 }
@@ -112,9 +122,18 @@ async fn versions(node: &Node, route: &str, capability: &str) -> Result<(Version
 
 /// Stores a new rollout (its candidate compiled first), superseding the route's
 /// running one in the same transaction, and makes it live here.
-async fn begin(node: &Arc<Node>, rollout: &Rollout) -> Result<(), ApiError> {
+async fn begin(node: &Arc<Node>, rollout: &mut Rollout, spec: &RolloutSpec) -> Result<(), ApiError> {
     // The candidate compiles before anyone is sent to it.
     node.compile_candidate(rollout).await?;
+    if rollout.strategy == runplane_rollout::Strategy::Rolling {
+        let ready: Vec<(String, String)> =
+            node.control.nodes(node.config.control.node_ttl).await?.into_iter().filter(|n| n.state == "ready").map(|n| (n.node_id, n.region)).collect();
+        if ready.is_empty() {
+            return Err(ApiError::unavailable("no node of the instance is ready to take a wave; retry when membership shows ready nodes (GET /v1/cluster/nodes)"));
+        }
+        rollout.plan_waves(ready, &spec.region_order, spec.max_unavailable.unwrap_or(1) as usize);
+    }
+    let rollout = &*rollout;
     let at = runplane_audit::rfc3339_utc(node.now());
     let route = &rollout.route;
     let superseded = match node.control.active_rollouts().await?.into_iter().find(|r| r.route == *route) {
@@ -149,8 +168,8 @@ pub async fn start(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<StartR
     let spec = req.spec().validate()?;
     let now = node.now_ms();
     let id = node.entropy.uuid_at(node.now()).to_string();
-    let rollout = Rollout::start(id.clone(), req.route.clone(), stable, candidate, spec, id.clone(), now, &Mark { at_ms: now, ..Mark::default() });
-    begin(&node, &rollout).await?;
+    let mut rollout = Rollout::start(id.clone(), req.route.clone(), stable, candidate, spec.clone(), id.clone(), now, &Mark { at_ms: now, ..Mark::default() });
+    begin(&node, &mut rollout, &spec).await?;
     node.audit_decisions(&rollout, 0, "admin").await?;
     crate::api::gate::annotate(|r| {
         r.targets.insert(0, id.clone());
@@ -186,6 +205,13 @@ pub struct StartGroup {
     #[serde(default)]
     pub exclude: Vec<String>,
     pub post_promotion_secs: Option<u64>,
+    /// Rolling: nodes per wave (default 1).
+    pub max_unavailable: Option<u32>,
+    /// Rolling: seconds each wave serves before the next (default 30).
+    pub wave_secs: Option<u64>,
+    /// Rolling: regions in the order their nodes are activated.
+    #[serde(default)]
+    pub region_order: Vec<String>,
 }
 
 /// A release group: its members' rollouts.
@@ -221,6 +247,9 @@ pub async fn start_group(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<
         include: req.include.clone(),
         exclude: req.exclude.clone(),
         post_promotion_secs: req.post_promotion_secs,
+        max_unavailable: req.max_unavailable,
+        wave_secs: req.wave_secs,
+        region_order: req.region_order.clone(),
     }
     .validate()?;
     // Every member is checked before any starts.
@@ -235,7 +264,7 @@ pub async fn start_group(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<
         let id = node.entropy.uuid_at(node.now()).to_string();
         let mut r = Rollout::start(id, route, stable, candidate, spec.clone(), group.clone(), now, &Mark { at_ms: now, ..Mark::default() });
         r.group = Some(group.clone());
-        if let Err(e) = begin(&node, &r).await {
+        if let Err(e) = begin(&node, &mut r, &spec).await {
             // The members already started go back to stable.
             node.abort_group(&group, None, &r.route, &format!("the group could not start: {}", e.message)).await?;
             return Err(e);

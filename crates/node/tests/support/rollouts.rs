@@ -466,3 +466,68 @@ async fn a_release_group_shares_its_cohort_and_goes_back_together() {
     let (s, body) = node.admin(Method::POST, "/v1/release-groups", Some(json!({"members": [{"route": "greet", "capability": "greet@2.0.0"}], "strategy": "canary"}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "one member is not a group: {body}");
 }
+
+/// Rolling across three nodes on PostgreSQL: one node at a time, in waves; a
+/// candidate failing in wave two sends every node back to stable.
+#[tokio::test]
+async fn a_rolling_rollout_goes_node_by_node_and_a_failure_in_wave_two_reverts_every_node() {
+    use runplane_adapters::testing;
+    if !testing::service_up("PostgreSQL", &testing::postgres_url()).await
+        || !testing::service_up("NATS", &testing::nats_url()).await
+        || !testing::service_up("S3-compatible server (moto)", &testing::s3_endpoint()).await
+    {
+        return;
+    }
+    let instance = super::backends::SharedInstance::new().await;
+    let clock: Arc<dyn runplane_node::Clock> = Arc::new(runplane_node::SystemClock);
+    let mut nodes = Vec::new();
+    for n in 0..3 {
+        nodes.push(instance.start(&format!("node-{n}"), clock.clone(), runplane_node::entropy::Entropy::Os, "").await);
+    }
+    let first = &nodes[0];
+    let key = first.tenant("acme", Mode::Shared).await;
+    first.deploy("greet", runplane_examples::HELLO, "greet", &[]).await;
+    first.push("greet", "2.0.0", runplane_examples::TRAPPER).await;
+    let r = start_rollout(first, json!({"route": "greet", "capability": "greet@2.0.0", "strategy": "rolling", "wave_secs": 3})).await;
+    let id = r["rollout_id"].as_str().expect("id").to_owned();
+    assert_eq!(r["waves"], json!([["node-0"], ["node-1"], ["node-2"]]), "{r}");
+    // Wave one: node-0 alone serves the candidate (one request each: no burst yet).
+    let served = async |want: [&str; 3]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut got = Vec::new();
+            for node in &nodes {
+                got.push(version_of(node, &key, "/apps/greet/").await.1);
+            }
+            if got.iter().zip(want).all(|(g, w)| g == w) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nodes serve {got:?}, not {want:?}");
+            // One request per node per tick: too few traps for the guard to trip.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+    };
+    served(["greet@2.0.0", "greet@1.0.0", "greet@1.0.0"]).await;
+    // Wave two: node-1 joins; traffic through it trips the guard.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rollout(first, &id).await["wave"] != 2 {
+        assert!(Instant::now() < deadline, "no second wave");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for _ in 0..10 {
+        version_of(&nodes[1], &key, "/apps/greet/").await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rollout(first, &id).await["phase"] != "aborted" {
+        assert!(Instant::now() < deadline, "not aborted");
+        for _ in 0..5 {
+            version_of(&nodes[1], &key, "/apps/greet/").await;
+        }
+    }
+    served(["greet@1.0.0", "greet@1.0.0", "greet@1.0.0"]).await;
+    let r = rollout(first, &id).await;
+    let waves: Vec<&str> = r["history"].as_array().expect("history").iter().filter(|d| d["action"] == "wave").filter_map(|d| d["message"].as_str()).collect();
+    assert_eq!(waves.len(), 2, "{waves:?}");
+    drop(nodes);
+    instance.remove().await;
+}
