@@ -16,7 +16,7 @@ pub enum RolloutCmd {
     Start {
         route: String,
         capability: String,
-        /// `canary`, `blue-green` or `all-at-once`.
+        /// `canary`, `blue-green`, `rolling` or `all-at-once`.
         #[arg(long, default_value = "canary")]
         strategy: String,
         /// A canary step (repeatable, in order): `weight=PERCENT`, `pause=SECONDS`,
@@ -39,6 +39,15 @@ pub enum RolloutCmd {
         /// Blue-green: seconds after the switch in which a failed analysis switches back.
         #[arg(long)]
         post_promotion_secs: Option<u64>,
+        /// Rolling: nodes per wave (default 1).
+        #[arg(long)]
+        max_unavailable: Option<u32>,
+        /// Rolling: seconds each wave serves before the next (default 30).
+        #[arg(long)]
+        wave_secs: Option<u64>,
+        /// Rolling: a region whose nodes go first (repeatable, in order).
+        #[arg(long = "region")]
+        region_order: Vec<String>,
     },
     /// A rollout by id, or the newest of `--route`; `--watch` follows it live.
     Status {
@@ -108,7 +117,7 @@ fn with_revision(path: String, revision: Option<u64>) -> String {
 pub async fn run(c: &Client, cmd: RolloutCmd) -> anyhow::Result<()> {
     let op = |id: &str, what: &str| format!("/v1/rollouts/{}/{what}", seg(id));
     let v = match cmd {
-        RolloutCmd::Start { route, capability, strategy, steps, analysis, stickiness, include, exclude, post_promotion_secs } => {
+        RolloutCmd::Start { route, capability, strategy, steps, analysis, stickiness, include, exclude, post_promotion_secs, max_unavailable, wave_secs, region_order } => {
             let steps = steps.iter().map(|s| step(s)).collect::<anyhow::Result<Vec<_>>>()?;
             let analysis = analysis.map(|a| serde_json::from_str::<Value>(&a).context("--analysis is not JSON")).transpose()?;
             let mut body = json!({"route": route, "capability": capability, "strategy": strategy, "steps": steps, "stickiness": stickiness, "include": include, "exclude": exclude});
@@ -117,6 +126,15 @@ pub async fn run(c: &Client, cmd: RolloutCmd) -> anyhow::Result<()> {
             }
             if let Some(s) = post_promotion_secs {
                 body["post_promotion_secs"] = s.into();
+            }
+            if let Some(m) = max_unavailable {
+                body["max_unavailable"] = m.into();
+            }
+            if let Some(w) = wave_secs {
+                body["wave_secs"] = w.into();
+            }
+            if !region_order.is_empty() {
+                body["region_order"] = region_order.into();
             }
             c.call(Method::POST, "/v1/rollouts", Some(body)).await?
         }

@@ -1321,9 +1321,12 @@ async fn sigkill_of_a_node_under_load_loses_no_acknowledged_write() {
     }
     let urls: Vec<String> = [&a, &b, &c].iter().map(|n| n.url("/apps/orders/orders")).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Acknowledged writes so far: the kill and the end wait for enough of them, not for
+    // a fixed time (a loaded machine acknowledges fewer per second).
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = (0..16)
         .map(|i| {
-            let (http, urls, key, stop) = (inst.http.clone(), urls.clone(), key.clone(), stop.clone());
+            let (http, urls, key, stop, count) = (inst.http.clone(), urls.clone(), key.clone(), stop.clone(), count.clone());
             tokio::spawn(async move {
                 let (mut acked, mut failed, mut n) = (Vec::new(), Vec::new(), i);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1333,6 +1336,7 @@ async fn sigkill_of_a_node_under_load_loses_no_acknowledged_write() {
                         Ok(r) if r.status() == StatusCode::CREATED => {
                             let v: serde_json::Value = r.json().await.unwrap_or_default();
                             acked.push(v["id"].as_str().unwrap_or_default().to_owned());
+                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         Ok(r) => failed.push(r.status().to_string()),
                         // Refused, reset or cut off: not acknowledged; the next try goes elsewhere.
@@ -1343,9 +1347,20 @@ async fn sigkill_of_a_node_under_load_loses_no_acknowledged_write() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let acked_by = |n: usize, at_least: Duration| {
+        let count = count.clone();
+        async move {
+            let t = Instant::now();
+            while t.elapsed() < at_least || count.load(std::sync::atomic::Ordering::Relaxed) < n {
+                assert!(t.elapsed() < Duration::from_secs(60), "the load stalled at {} writes", count.load(std::sync::atomic::Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    acked_by(20, Duration::from_millis(1500)).await;
     cluster::signal(&c, "-KILL");
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let before_kill = count.load(std::sync::atomic::Ordering::Relaxed);
+    acked_by(before_kill + 20, Duration::from_millis(2000)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut acked, mut failed) = (Vec::new(), Vec::new());
     for client in clients {
