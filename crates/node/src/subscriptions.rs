@@ -103,7 +103,7 @@ async fn listen(
     }
 }
 
-async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, delivery: Delivery) {
+async fn deliver(node: &Arc<Node>, stable: &Arc<ActiveDeployment>, backend: &str, delivery: Delivery) {
     let bound = node.bindings.messaging_backend_of(delivery.tenant.as_str());
     if bound != backend {
         tracing::warn!(
@@ -120,6 +120,14 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
         tracing::info!(tenant = %tenant.id, topic = %delivery.topic, "dropping a message for a suspended or unprovisioned tenant");
         return;
     }
+    // A rollout in progress picks the version by the same cohort rule as requests (a
+    // candidate without a message handler leaves messages to stable).
+    let mut serving = node.serving(&stable.deployment.route, stable.clone(), &tenant.id, None);
+    if !serving.deployment.capability.exports.message_handler {
+        serving = crate::rollouts::Serving { deployment: stable.clone(), counted: None };
+    }
+    let active = &*serving.deployment.clone();
+    let started = std::time::Instant::now();
     // Entitlement and the route's flag apply to messages as to requests: a refused
     // delivery is audited in the tenant's log and not handled.
     if let Err(e) = crate::api::apps::check_request(node, &tenant, &active.deployment.route, &active.deployment) {
@@ -177,6 +185,14 @@ async fn deliver(node: &Arc<Node>, active: &ActiveDeployment, backend: &str, del
         )
         .await;
     admitted.settle(report.fuel_consumed);
+    serving.record(
+        match &outcome {
+            Ok(Ok(())) => crate::rollouts::Ended::Answered(200),
+            Ok(Err(_)) => crate::rollouts::Ended::Answered(500),
+            Err(e) => crate::rollouts::Ended::of(e),
+        },
+        started.elapsed(),
+    );
     let mut event = node.event("bus", Some(&tenant.id), "invoke.message", &active.deployment.route, Outcome::ok(None));
     event.config_version = Some(config_version);
     event.context = Some((*context).clone());

@@ -531,3 +531,62 @@ async fn a_rolling_rollout_goes_node_by_node_and_a_failure_in_wave_two_reverts_e
     drop(nodes);
     instance.remove().await;
 }
+
+/// `bytes` (a component) with a custom section appended: the same code, another digest.
+fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let leb = |mut n: usize, out: &mut Vec<u8>| loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    };
+    let name = b"runplane-test-variant";
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend(payload);
+    out
+}
+
+/// Message deliveries follow the cohort as requests do: with acme pinned to the
+/// candidate, acme's order.created is handled by v2 and globex's by v1 (their audit
+/// logs' capability digests say so).
+#[tokio::test]
+async fn message_deliveries_follow_the_cohort() {
+    let node = TestNode::start(|_| {}).await;
+    let acme = node.tenant("acme", Mode::Shared).await;
+    let globex = node.tenant("globex", Mode::Shared).await;
+    for t in ["acme", "globex"] {
+        node.admin(Method::PUT, &format!("/v1/tenants/{t}/secrets/webhook-signing-key"), Some(json!({"value": format!("key-{t}")}))).await;
+    }
+    node.deploy("orders", runplane_examples::ORDERS, "orders", &["order.created"]).await;
+    let (s, v2) = node.push("orders", "2.0.0", &variant(runplane_examples::ORDERS, "v2")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v2}");
+    let v2 = v2["digest"].as_str().expect("digest").to_owned();
+    start_rollout(&node, json!({"route": "orders", "capability": "orders@2.0.0", "strategy": "canary", "include": ["acme"], "steps": [{"pause": {}}]})).await;
+    for key in [&acme, &globex] {
+        let (s, body) = node.app(key, Method::POST, "/apps/orders/orders", Some(json!({"item": "tea", "quantity": 1}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    let delivered = async |tenant: &str| -> String {
+        let started = Instant::now();
+        loop {
+            let (_, page) = node.admin(Method::GET, &format!("/v1/audit/events?log=tenant:{tenant}&limit=1000"), None).await;
+            let found = page["items"].as_array().expect("items").iter().find(|e| e["event"]["action"] == "invoke.message").and_then(|e| e["event"]["capability_digest"].as_str().map(str::to_owned));
+            if let Some(d) = found {
+                return d;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "no delivery for {tenant}: {page}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(delivered("acme").await, v2, "acme's message went to the candidate");
+    assert_ne!(delivered("globex").await, v2, "globex's stayed on stable");
+}
