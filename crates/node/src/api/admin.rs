@@ -454,8 +454,15 @@ pub async fn list_deployments(State(node): State<Arc<Node>>, Query(page): Query<
 }
 
 /// Take a route out of service.
-#[utoipa::path(delete, path = "/v1/deployments/{route}", security(("admin_token" = [])), responses((status = 204), (status = 404, body = crate::error::ErrorResponse)))]
+#[utoipa::path(delete, path = "/v1/deployments/{route}", security(("admin_token" = [])),
+    responses((status = 204), (status = 404, body = crate::error::ErrorResponse), (status = 409, description = "a rollout of the route is in progress", body = crate::error::ErrorResponse)))]
 pub async fn undeploy(State(node): State<Arc<Node>>, Path(route): Path<String>) -> Result<Response, ApiError> {
+    if let Some(live) = node.live_rollout(&route) {
+        return Err(ApiError::conflict(format!(
+            "rollout {} of route {route} is in progress; abort it first (POST /v1/rollouts/{}/abort)",
+            live.rollout.rollout_id, live.rollout.rollout_id
+        )));
+    }
     if !node.control.delete_deployment(&route).await? {
         return Err(ApiError::not_found(format!("nothing is deployed on route {route}")));
     }

@@ -161,6 +161,8 @@ async fn a_healthy_canary_is_promoted_through_its_pauses_and_can_be_undone() {
     assert_eq!((r["step"].as_u64(), r["weight"].as_f64()), (Some(1), Some(20.0)), "{r}");
     let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(json!({"capability": "greet", "version": "2.0.0", "route": "greet"}))).await;
     assert_eq!(s, StatusCode::CONFLICT, "no plain deploy over a rollout in progress: {body}");
+    let (s, body) = node.admin(Method::DELETE, "/v1/deployments/greet", None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "nor an undeploy: {body}");
     traffic_until(&node, &keys, Duration::from_secs(20), async || rollout(&node, &id).await["paused_by"] == "step").await;
     let r = rollout(&node, &id).await;
     assert_eq!((r["step"].as_u64(), r["weight"].as_f64()), (Some(3), Some(50.0)), "past the timed pause, at the indefinite one: {r}");
