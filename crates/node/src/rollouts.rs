@@ -261,7 +261,7 @@ impl Node {
     pub(crate) async fn commit_rollout(self: &Arc<Self>, next: &Rollout, expected: u64, actor: &str) -> Result<bool, ApiError> {
         let at = runplane_audit::rfc3339_utc(self.now());
         let promoted = next.phase == Phase::Promoted;
-        let deployment = if promoted { Some(self.promoted_deployment(next, &at).await?) } else { None };
+        let deployment = if promoted { Some(self.promoted_deployment(next, &at)?) } else { None };
         if !self.control.update_rollout(&stored(next, &at)?, expected, deployment.as_ref()).await? {
             return Ok(false);
         }
@@ -301,11 +301,10 @@ impl Node {
         self.reload_rollouts().await
     }
 
-    /// The deployment a promotion leaves on the route, with the one it replaces kept
-    /// for undo.
-    pub(crate) async fn promoted_deployment(&self, r: &Rollout, at: &str) -> Result<Deployment, ApiError> {
+    /// The deployment a promotion leaves on the route (the one it replaces is kept for
+    /// undo once the promotion is stored: [`Node::apply_rollout_change`]).
+    pub(crate) fn promoted_deployment(&self, r: &Rollout, at: &str) -> Result<Deployment, ApiError> {
         let current = self.deployment(&r.route).map(|d| d.deployment.clone()).ok_or_else(|| ApiError::conflict(format!("route {} has no deployment to promote over", r.route)))?;
-        self.remember_previous(&current, at).await?;
         Ok(Deployment { capability: r.candidate.capability.clone(), version: r.candidate.version.clone(), digest: r.candidate.digest.clone(), created_at: at.to_owned(), ..current })
     }
 
@@ -331,9 +330,13 @@ impl Node {
         }
     }
 
-    /// Applies a committed change here at once (the feed brings it to the others).
+    /// Applies a committed change here at once (the feed brings it to the others); a
+    /// promotion's replaced deployment is kept for undo.
     pub(crate) async fn apply_rollout_change(self: &Arc<Self>, deployment: Option<Deployment>) -> Result<(), ApiError> {
         if let Some(d) = deployment {
+            if let Some(replaced) = self.deployment(&d.route) {
+                self.remember_previous(&replaced.deployment, &d.created_at).await?;
+            }
             self.activate(d).await?;
         }
         self.reload_rollouts().await

@@ -145,7 +145,7 @@ async fn begin(node: &Arc<Node>, rollout: &mut Rollout, spec: &RolloutSpec) -> R
         }
         None => None,
     };
-    let deployment = if rollout.phase == runplane_rollout::Phase::Promoted { Some(node.promoted_deployment(rollout, &at).await?) } else { None };
+    let deployment = if rollout.phase == runplane_rollout::Phase::Promoted { Some(node.promoted_deployment(rollout, &at)?) } else { None };
     let row = crate::rollouts::stored(rollout, &at)?;
     if !node.control.insert_rollout(&row, superseded.as_ref().map(|(s, e, _)| (s, *e)), deployment.as_ref()).await? {
         return Err(ApiError::conflict(format!("the rollout of {route} changed while this one started; read it with GET /v1/rollouts?route={route} and try again")));

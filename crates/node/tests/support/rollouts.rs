@@ -321,18 +321,15 @@ async fn blue_green_switches_and_switches_back_under_load_failing_no_request() {
     assert!(total > 100 && seen.contains("greet@1.0.0") && seen.contains("greet@2.0.0"), "{total} requests, versions {seen:?}");
 }
 
-/// Three nodes of one instance on PostgreSQL: a rollout started on one is served by
-/// all; a trapping candidate hit only through the other two is aborted by the leader
-/// from their summed counters; the abort reaches every node (the time it takes is
-/// printed).
-#[tokio::test]
-async fn three_nodes_share_a_rollout_its_counters_and_its_abort() {
+/// Three nodes (`node-0` … `node-2`) of one instance on PostgreSQL, NATS and the S3
+/// server, on the real clock; `None` when one of those is down (outside CI).
+async fn three_nodes() -> Option<(super::backends::SharedInstance, Vec<TestNode>)> {
     use runplane_adapters::testing;
     if !testing::service_up("PostgreSQL", &testing::postgres_url()).await
         || !testing::service_up("NATS", &testing::nats_url()).await
         || !testing::service_up("S3-compatible server (moto)", &testing::s3_endpoint()).await
     {
-        return;
+        return None;
     }
     let instance = super::backends::SharedInstance::new().await;
     let clock: Arc<dyn runplane_node::Clock> = Arc::new(runplane_node::SystemClock);
@@ -340,6 +337,16 @@ async fn three_nodes_share_a_rollout_its_counters_and_its_abort() {
     for n in 0..3 {
         nodes.push(instance.start(&format!("node-{n}"), clock.clone(), runplane_node::entropy::Entropy::Os, "").await);
     }
+    Some((instance, nodes))
+}
+
+/// Three nodes of one instance on PostgreSQL: a rollout started on one is served by
+/// all; a trapping candidate hit only through the other two is aborted by the leader
+/// from their summed counters; the abort reaches every node (the time it takes is
+/// printed).
+#[tokio::test]
+async fn three_nodes_share_a_rollout_its_counters_and_its_abort() {
+    let Some((instance, nodes)) = three_nodes().await else { return };
     let first = &nodes[0];
     let mut keys = Vec::new();
     for i in 0..10 {
@@ -473,19 +480,7 @@ async fn a_release_group_shares_its_cohort_and_goes_back_together() {
 /// candidate failing in wave two sends every node back to stable.
 #[tokio::test]
 async fn a_rolling_rollout_goes_node_by_node_and_a_failure_in_wave_two_reverts_every_node() {
-    use runplane_adapters::testing;
-    if !testing::service_up("PostgreSQL", &testing::postgres_url()).await
-        || !testing::service_up("NATS", &testing::nats_url()).await
-        || !testing::service_up("S3-compatible server (moto)", &testing::s3_endpoint()).await
-    {
-        return;
-    }
-    let instance = super::backends::SharedInstance::new().await;
-    let clock: Arc<dyn runplane_node::Clock> = Arc::new(runplane_node::SystemClock);
-    let mut nodes = Vec::new();
-    for n in 0..3 {
-        nodes.push(instance.start(&format!("node-{n}"), clock.clone(), runplane_node::entropy::Entropy::Os, "").await);
-    }
+    let Some((instance, nodes)) = three_nodes().await else { return };
     let first = &nodes[0];
     let key = first.tenant("acme", Mode::Shared).await;
     first.deploy("greet", runplane_examples::HELLO, "greet", &[]).await;
