@@ -49,6 +49,14 @@ for tool in curl openssl; do
     fi
 done
 
+# Prometheus (Debian's package) is the real server a rollout analysis queries in the
+# node's tests; without it they print SKIPPED, or fail under CI=true.
+if ! command -v prometheus >/dev/null && command -v apt-get >/dev/null; then
+    echo "==> installing prometheus (Debian's package)"
+    (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus) >/dev/null 2>&1 \
+        || sudo -n sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus' >/dev/null 2>&1 || true
+fi
+
 missing=()
 ensure PostgreSQL 5432 sh -c 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start' || missing+=(PostgreSQL)
 ensure MariaDB 3306 start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || missing+=(MariaDB)

@@ -14,3 +14,35 @@
 //! - [`IMPORTS_SOCKETS`], [`IMPORTS_FILESYSTEM`], [`IMPORTS_UNKNOWN`]: must be refused.
 
 include!(concat!(env!("OUT_DIR"), "/components.rs"));
+
+/// `component` with a custom section named `runplane-tag` holding `tag` appended: the
+/// same code under another digest, a "new version" for rollout tests and benches.
+///
+/// ```
+/// let v2 = runplane_examples::tagged(runplane_examples::HELLO, "v2");
+/// assert!(v2.starts_with(runplane_examples::HELLO) && v2.len() > runplane_examples::HELLO.len());
+/// ```
+pub fn tagged(component: &[u8], tag: &str) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"runplane-tag";
+    let mut payload = Vec::new();
+    leb128(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    // Section id 0: a custom section, ignored by every engine.
+    out.push(0);
+    leb128(payload.len(), &mut out);
+    out.extend(payload);
+    out
+}

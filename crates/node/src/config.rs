@@ -88,6 +88,8 @@ pub struct NodeConfig {
     pub http: crate::server::HttpLimits,
     /// `[rate_limits]`: requests per second per admin credential, tenant and source.
     pub rate_limits: crate::ratelimit::RateSettings,
+    /// `[rollouts] prometheus_url`: the Prometheus server rollout analyses may query.
+    pub prometheus: Option<crate::prometheus::PrometheusSettings>,
     /// How long journals stay in the hot audit store (`[audit] journal_retention_hours`,
     /// and per tier `[audit.journal_retention_hours_by_tier]`); events and their
     /// hashes stay forever.
@@ -342,6 +344,7 @@ impl NodeConfig {
             tls: None,
             http: crate::server::HttpLimits::default(),
             rate_limits: crate::ratelimit::RateSettings::default(),
+            prometheus: None,
             journal_retention: JournalRetention::default(),
             kek_file: None,
             kek_env: "RUNPLANE_KEK".into(),
@@ -375,7 +378,7 @@ impl NodeConfig {
         c.only_keys(
             &table,
             "",
-            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "tenant_regions", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens", "tls", "http", "rate_limits"],
+            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "tenant_regions", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens", "tls", "http", "rate_limits", "rollouts"],
         );
 
         if let Some(node) = c.table(&table, "node") {
@@ -654,6 +657,34 @@ impl NodeConfig {
                 r.tenant_burst = r.tenant_per_second;
             }
         }
+        if let Some(t) = c.table(&table, "rollouts") {
+            c.only_keys(t, "rollouts", &["prometheus_url", "prometheus_timeout_ms", "prometheus_token_env"]);
+            let url = c.get::<String>(t, "rollouts", "prometheus_url");
+            let timeout = match c.get::<u64>(t, "rollouts", "prometheus_timeout_ms") {
+                Some(v) if (100..=60_000).contains(&v) => std::time::Duration::from_millis(v),
+                Some(_) => {
+                    c.problem("rollouts.prometheus_timeout_ms", "must be between 100 and 60000");
+                    std::time::Duration::from_secs(5)
+                }
+                None => std::time::Duration::from_secs(5),
+            };
+            let token_env = c.get::<String>(t, "rollouts", "prometheus_token_env");
+            if token_env.as_ref().is_some_and(|v| v.is_empty() || !v.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')) {
+                c.problem("rollouts.prometheus_token_env", "must be an environment variable name of A-Z, 0-9 and '_'");
+            }
+            match url {
+                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                    if u.contains("/api/v1") {
+                        c.problem("rollouts.prometheus_url", &format!("{u:?} names the API path; give the server's base address (\"http://prometheus:9090\"), Runplane adds /api/v1/query"));
+                    } else {
+                        cfg.prometheus = Some(crate::prometheus::PrometheusSettings { url: u, timeout, token_env });
+                    }
+                }
+                Some(u) => c.problem("rollouts.prometheus_url", &format!("{u:?} is not an http:// or https:// address; write it like \"http://prometheus:9090\"")),
+                None if token_env.is_some() || t.contains_key("prometheus_timeout_ms") => c.problem("rollouts.prometheus_url", "is needed by prometheus_timeout_ms and prometheus_token_env; set it, or remove them"),
+                None => {}
+            }
+        }
         if let Some(t) = c.table(&table, "http") {
             c.only_keys(t, "http", &["header_read_timeout_ms", "idle_timeout_ms", "max_header_bytes", "max_connections_per_source"]);
             let ms = |c: &mut Checker, key: &str, default: std::time::Duration| match c.get::<u64>(t, "http", key) {
@@ -755,7 +786,8 @@ fn valid_region(v: &str) -> bool {
 
 /// Residency (spec §8): a tenant pinned to a region is bound only to backends of that
 /// region, on every node of the instance (background work such as provisioning may run
-/// on any); each port that is not is refused by name.
+/// on any), and its audit logs (store and archive) are kept there; each port or store
+/// that is not is refused by name.
 fn check_residency(c: &mut Checker, cfg: &NodeConfig) {
     for (tenant, region) in &cfg.tenant_regions {
         let (place, bindings) = match cfg.tenant_bindings.get(tenant) {
@@ -771,6 +803,20 @@ fn check_residency(c: &mut Checker, cfg: &NodeConfig) {
                     &format!(
                         "tenant {tenant} is pinned to region {region} ([tenant_regions]), but its {} is bound to backend {name:?}, which keeps its data in {at}; bind it under [tenant_bindings.{tenant}] to a backend with location = {region:?}",
                         port.key()
+                    ),
+                );
+            }
+        }
+        // Journals hold the requests' bodies: the audit logs are the tenant's data too.
+        let store = cfg.audit_store.as_deref().unwrap_or("sqlite");
+        for (place, name) in std::iter::once(("audit.store", store)).chain(cfg.audit_archive.as_deref().map(|a| ("audit.archive", a))) {
+            let at = cfg.location_of(name);
+            if at != region {
+                c.problem(
+                    place,
+                    &format!(
+                        "tenant {tenant} is pinned to region {region} ([tenant_regions]), but the audit logs (whose journals hold its requests' bodies) go to backend {name:?}, which keeps its data in {at}; \
+                         point it at a backend with location = {region:?} (one audit store serves every tenant: tenants pinned to different regions need an instance per region)"
                     ),
                 );
             }
@@ -1320,6 +1366,24 @@ mod tests {
             assert!(all.contains(needle), "missing {needle} in:\n{all}");
         }
         assert!(!all.contains("hunter2"), "a problem never quotes a URL or password:\n{all}");
+    }
+
+    #[test]
+    fn the_prometheus_server_of_rollout_analyses_is_checked() {
+        let ok = NodeConfig::parse("[rollouts]\nprometheus_url = \"http://prom:9090\"\nprometheus_timeout_ms = 2000\nprometheus_token_env = \"PROM_TOKEN\"\n", |_| None).expect("valid");
+        let p = ok.prometheus.expect("set");
+        assert_eq!((p.url.as_str(), p.timeout.as_millis(), p.token_env.as_deref()), ("http://prom:9090", 2000, Some("PROM_TOKEN")));
+        for (text, place) in [
+            ("prometheus_url = \"prom:9090\"", "rollouts.prometheus_url"),
+            ("prometheus_url = \"http://prom:9090/api/v1/query\"", "names the API path"),
+            ("prometheus_url = \"http://prom:9090\"\nprometheus_timeout_ms = 5", "rollouts.prometheus_timeout_ms"),
+            ("prometheus_timeout_ms = 500", "is needed by"),
+            ("prometheus_url = \"http://p\"\nprometheus_token_env = \"lower\"", "rollouts.prometheus_token_env"),
+            ("prometheus = \"x\"", "rollouts.prometheus: unknown key"),
+        ] {
+            let all = NodeConfig::parse(&format!("[rollouts]\n{text}\n"), |_| None).expect_err("refused").join("\n");
+            assert!(all.contains(place), "{text}: {all}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod health;
 mod listener;
 pub mod metrics;
 mod node;
+pub mod prometheus;
 mod quotas;
 pub mod replay;
 mod rollouts;

@@ -12,8 +12,11 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InvocationLabels {
+    /// `name@version`.
     pub capability: String,
     pub kind: String,
+    /// `ok`, `error_response` (the capability answered 5xx) or the failure's code
+    /// (`trap`, `deadline`, …).
     pub outcome: String,
 }
 

@@ -78,6 +78,8 @@ pub struct Node {
     pub(crate) limits: crate::ratelimit::RateLimits,
     /// The rollouts this node routes by, and their counters.
     pub(crate) rollouts: crate::rollouts::Rollouts,
+    /// The Prometheus server rollout analyses may query (`[rollouts] prometheus_url`).
+    pub(crate) prometheus: Option<crate::prometheus::PrometheusSource>,
 }
 
 /// Where the key-encryption keys of secrets come from.
@@ -153,6 +155,7 @@ impl Node {
             Some(t) if t.instance_lifetime().is_none() => Some(crate::tls::Certificates::open(t, &data_dir, config.listen)?),
             _ => None,
         };
+        let prometheus = config.prometheus.as_ref().map(crate::prometheus::PrometheusSource::new).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
         let control = open_control(&config).await?;
         // The watermark is read before any state: what is loaded next is at least as
         // new, and the follower takes it from there.
@@ -230,6 +233,7 @@ impl Node {
             metadata_addr: std::sync::OnceLock::new(),
             limits: crate::ratelimit::RateLimits::new(&config_limits),
             rollouts: crate::rollouts::Rollouts::default(),
+            prometheus,
         });
         for d in node.control.deployments().await? {
             let route = d.route.clone();

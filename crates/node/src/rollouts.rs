@@ -12,7 +12,8 @@
 //!   traps, deadline hits and latency ([`VersionCounters`], atomics), and every
 //!   [`TICK`] writes its cumulative counts to the store; the leader sums every node's,
 //!   ticks each active rollout with them and writes what changed. Every decision it
-//!   makes is an admin event (`rollout.<action>`, the measurement in its details).
+//!   makes is an admin event (`rollout.<action>`, the measurement in its details). A
+//!   node that restarts counts on from what it last published.
 //! - **Promotion** moves the route's deployment to the candidate in the same
 //!   transaction as the rollout, and records the version it replaced, so
 //!   `POST /v1/deployments/{route}/undo` can go back.
@@ -86,6 +87,19 @@ impl VersionCounters {
         let micros = elapsed.as_micros() as u64;
         let i = LATENCY_BOUNDS_US.iter().position(|b| micros <= *b).unwrap_or(LATENCY_BOUNDS_US.len());
         self.latency[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counters that go on from `c` (what this node published before it restarted).
+    fn from_published(c: &Counters) -> VersionCounters {
+        let v = VersionCounters::default();
+        v.requests.store(c.requests, Ordering::Relaxed);
+        v.errors.store(c.errors, Ordering::Relaxed);
+        v.traps.store(c.traps, Ordering::Relaxed);
+        v.deadlines.store(c.deadlines, Ordering::Relaxed);
+        for (slot, n) in v.latency.iter().zip(&c.latency.buckets) {
+            slot.store(*n, Ordering::Relaxed);
+        }
+        v
     }
 
     fn snapshot(&self) -> Counters {
@@ -188,7 +202,14 @@ impl Node {
         let mut next = HashMap::new();
         for row in &active {
             let rollout = parse(row)?;
-            let counters = self.rollouts.counters.lock().unwrap_or_else(|p| p.into_inner()).entry(rollout.rollout_id.clone()).or_default().clone();
+            let known = self.rollouts.counters.lock().unwrap_or_else(|p| p.into_inner()).get(&rollout.rollout_id).cloned();
+            let counters = match known {
+                Some(c) => c,
+                None => {
+                    let seeded = Arc::new(self.published_counters(&rollout.rollout_id).await);
+                    self.rollouts.counters.lock().unwrap_or_else(|p| p.into_inner()).entry(rollout.rollout_id.clone()).or_insert(seeded).clone()
+                }
+            };
             let candidate = match self.live_rollout(&rollout.route) {
                 Some(l) if l.candidate.capability.digest == rollout.candidate.digest => l.candidate.clone(),
                 _ => self.compile_candidate(&rollout).await?,
@@ -216,6 +237,27 @@ impl Node {
         Ok(())
     }
 
+    /// This node's counters of a rollout as it last published them: a node that
+    /// restarts mid-rollout counts on from there (losing at most a [`TICK`]'s worth)
+    /// instead of from zero, which would shrink the instance's sum under the analysis.
+    async fn published_counters(&self, rollout_id: &str) -> PerVersion {
+        let rows = match self.control.rollout_metrics(rollout_id).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(rollout_id, error = %e, "could not read this node's earlier rollout counters; counting from zero");
+                return PerVersion::default();
+            }
+        };
+        match rows.into_iter().find(|(node, _)| *node == self.config.node_id).map(|(_, body)| serde_json::from_str::<Published>(&body)) {
+            Some(Ok(p)) => PerVersion { stable: VersionCounters::from_published(&p.stable), candidate: VersionCounters::from_published(&p.candidate) },
+            Some(Err(e)) => {
+                tracing::warn!(rollout_id, error = %e, "this node's earlier rollout counters are unreadable; counting from zero");
+                PerVersion::default()
+            }
+            None => PerVersion::default(),
+        }
+    }
+
     /// The candidate of `rollout` as a deployment ready to serve (compiled, cached).
     pub(crate) async fn compile_candidate(&self, rollout: &Rollout) -> Result<Arc<ActiveDeployment>, ApiError> {
         let stable = self.deployment(&rollout.route).map(|d| d.deployment.clone());
@@ -236,8 +278,8 @@ impl Node {
     }
 
     /// The instance's counters of a rollout now: every node's, summed.
-    pub(crate) async fn rollout_counters(&self, rollout_id: &str) -> Result<Mark, ApiError> {
-        let mut mark = Mark { at_ms: self.now_ms(), ..Mark::default() };
+    pub(crate) async fn rollout_counters(&self, rollout_id: &str, now_ms: u64) -> Result<Mark, ApiError> {
+        let mut mark = Mark { at_ms: now_ms, ..Mark::default() };
         for (node, body) in self.control.rollout_metrics(rollout_id).await? {
             match serde_json::from_str::<Published>(&body) {
                 Ok(p) => {
@@ -414,8 +456,12 @@ async fn control(node: &Arc<Node>) {
     for row in rows {
         let Ok(mut r) = parse(&row) else { continue };
         let expected = r.revision;
-        let counters = node.rollout_counters(&r.rollout_id).await.map_err(|e| e.message);
-        if !r.tick(node.now_ms(), counters.as_ref().map_err(Clone::clone)) {
+        let now = node.now_ms();
+        let mut counters = node.rollout_counters(&r.rollout_id, now).await.map_err(|e| e.message);
+        if let Ok(mark) = &mut counters {
+            mark.external = ask_due(node, &r, now).await;
+        }
+        if !r.tick(now, counters.as_ref().map_err(Clone::clone)) {
             continue;
         }
         match node.commit_rollout(&r, expected, "rollout-controller").await {
@@ -423,5 +469,24 @@ async fn control(node: &Arc<Node>) {
             Ok(false) => tracing::debug!(rollout_id = %r.rollout_id, "rollout changed meanwhile; next tick"),
             Err(e) => tracing::warn!(rollout_id = %r.rollout_id, error = %e.message, "rollout controller: could not store the rollout's change"),
         }
+    }
+}
+
+/// Asks the Prometheus server every query `r` measures at `now_ms`, at once.
+async fn ask_due(node: &Node, r: &Rollout, now_ms: u64) -> Vec<runplane_rollout::QueryValue> {
+    let due = r.queries_due(now_ms);
+    if due.is_empty() {
+        return Vec::new();
+    }
+    match &node.prometheus {
+        Some(p) => futures::future::join_all(due.iter().map(|q| p.ask(q))).await,
+        None => due
+            .into_iter()
+            .map(|query| runplane_rollout::QueryValue {
+                query,
+                value: None,
+                error: Some("this node has no Prometheus server to ask: set [rollouts] prometheus_url on every node".into()),
+            })
+            .collect(),
     }
 }

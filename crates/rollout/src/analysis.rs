@@ -16,6 +16,13 @@
 //! than `min_samples` requests (or a latency check had nothing to compare with) —
 //! never counted as a pass or a fail — else `pass`. `error` is the node's verdict when
 //! it could not collect the metrics.
+//!
+//! **Metrics from outside** ([`PrometheusQuery`]): an analysis may also hold PromQL
+//! queries, each giving one number held to `min`/`max`. Which queries a tick needs is
+//! decided here ([`PrometheusQuery::render`], with the window and the versions filled
+//! in); the node asks its Prometheus server and passes the values back in the
+//! [`Mark`](crate::Mark). An empty result is `inconclusive`; a query that could not be
+//! answered makes the measurement an `error`.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -193,6 +200,122 @@ pub struct Analysis {
     pub consecutive_error_limit: u32,
     #[serde(default)]
     pub inconclusive: OnInconclusive,
+    /// Queries to the node's Prometheus server (`[rollouts] prometheus_url`), each
+    /// checked at every measurement beside the thresholds above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prometheus: Vec<PrometheusQuery>,
+}
+
+/// Most Prometheus queries one analysis holds.
+pub const MAX_QUERIES: usize = 8;
+/// The placeholders a query may use, and what each becomes.
+pub const PLACEHOLDERS: [&str; 6] = ["{{route}}", "{{capability}}", "{{candidate_version}}", "{{stable_capability}}", "{{stable_version}}", "{{window}}"];
+
+/// One metric from a Prometheus server: a PromQL query whose result is one number (a
+/// scalar, or an instant vector of at most one series; none is `inconclusive`), held to
+/// `min` and `max`.
+///
+/// ```
+/// # use runplane_rollout::analysis::{PrometheusQuery, QueryContext};
+/// let q = PrometheusQuery {
+///     name: "error_share".into(),
+///     query: r#"sum(increase(runplane_invocations_total{capability="{{capability}}",version="{{candidate_version}}",outcome!="ok"}[{{window}}]))"#.into(),
+///     max: Some(0.05),
+///     min: None,
+/// };
+/// let ctx = QueryContext { route: "greet", capability: "greet", candidate_version: "2.0.0", stable_capability: "greet", stable_version: "1.0.0", window_secs: 10 };
+/// assert!(q.render(&ctx).contains(r#"version="2.0.0",outcome!="ok"}[10s]"#));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusQuery {
+    /// Names the check in measurements (`prometheus:<name>`): 1-64 of a-z, 0-9 and '_'.
+    pub name: String,
+    /// PromQL. `{{route}}`, `{{capability}}`, `{{candidate_version}}`,
+    /// `{{stable_capability}}` and `{{stable_version}}` become the rollout's;
+    /// `{{window}}` the measurement's window as a range (`10s`).
+    pub query: String,
+    /// The value is at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The value is at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+}
+
+/// What a query's placeholders become at one measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryContext<'a> {
+    pub route: &'a str,
+    pub capability: &'a str,
+    pub candidate_version: &'a str,
+    pub stable_capability: &'a str,
+    pub stable_version: &'a str,
+    /// The measurement's window in whole seconds (at least 1).
+    pub window_secs: u64,
+}
+
+impl PrometheusQuery {
+    /// The query with its placeholders filled in.
+    pub fn render(&self, ctx: &QueryContext) -> String {
+        let window = format!("{}s", ctx.window_secs.max(1));
+        let values = [ctx.route, ctx.capability, ctx.candidate_version, ctx.stable_capability, ctx.stable_version, window.as_str()];
+        PLACEHOLDERS.iter().zip(values).fold(self.query.clone(), |q, (p, v)| q.replace(p, v))
+    }
+
+    /// Judges the value the server gave (`None`: an empty result).
+    pub fn check(&self, value: Option<f64>) -> Check {
+        let verdict = match value {
+            None => Verdict::Inconclusive,
+            Some(v) if self.max.is_some_and(|m| v > m + 1e-12) || self.min.is_some_and(|m| v < m - 1e-12) => Verdict::Fail,
+            Some(_) => Verdict::Pass,
+        };
+        Check { metric: format!("prometheus:{}", self.name), value, limit: self.max, min: self.min, verdict }
+    }
+
+    fn problem(&self) -> Option<String> {
+        let name = &self.name;
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Some(format!("prometheus query name {name:?} is 1-64 characters of a-z, 0-9 and '_'"));
+        }
+        if self.query.trim().is_empty() || self.query.len() > 4096 {
+            return Some(format!("prometheus query {name}: the query is 1-4096 characters of PromQL"));
+        }
+        let mut rest = self.query.as_str();
+        while let Some(at) = rest.find("{{") {
+            let tail = &rest[at..];
+            if !PLACEHOLDERS.iter().any(|p| tail.starts_with(p)) {
+                let shown: String = tail.chars().take(24).collect();
+                return Some(format!("prometheus query {name}: unknown placeholder at {shown:?}; known: {}", PLACEHOLDERS.join(", ")));
+            }
+            rest = &tail[2..];
+        }
+        if self.max.is_none() && self.min.is_none() {
+            return Some(format!("prometheus query {name} needs max, min or both"));
+        }
+        if self.max.is_some_and(|v| !v.is_finite()) || self.min.is_some_and(|v| !v.is_finite()) {
+            return Some(format!("prometheus query {name}: max and min are finite numbers"));
+        }
+        if let (Some(lo), Some(hi)) = (self.min, self.max)
+            && lo > hi
+        {
+            return Some(format!("prometheus query {name}: min {lo} is above max {hi}; no value could pass"));
+        }
+        None
+    }
+}
+
+/// A query's answer as the node collected it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueryValue {
+    /// The query as sent (placeholders filled in).
+    pub query: String,
+    /// `None` with no `error`: the result was empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Why the server gave no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Analysis {
@@ -210,13 +333,14 @@ impl Analysis {
             failure_limit: 0,
             consecutive_error_limit: 3,
             inconclusive: OnInconclusive::Continue,
+            prometheus: Vec::new(),
         }
     }
 
     /// An analysis that names no threshold checks the default ones (error and trap
     /// rates against stable, as [`Analysis::default_background`]).
     pub fn complete(&mut self) {
-        if self.error_rate.is_none() && self.trap_rate.is_none() && self.p99_latency_ms.is_none() {
+        if self.error_rate.is_none() && self.trap_rate.is_none() && self.p99_latency_ms.is_none() && self.prometheus.is_empty() {
             let d = Analysis::default_background();
             self.error_rate = d.error_rate;
             self.trap_rate = d.trap_rate;
@@ -234,8 +358,17 @@ impl Analysis {
         if self.count == 0 {
             return Err("count is at least 1".into());
         }
-        if self.error_rate.is_none() && self.trap_rate.is_none() && self.p99_latency_ms.is_none() {
-            return Err("an analysis checks at least one of error_rate, trap_rate and p99_latency_ms".into());
+        if self.error_rate.is_none() && self.trap_rate.is_none() && self.p99_latency_ms.is_none() && self.prometheus.is_empty() {
+            return Err("an analysis checks at least one of error_rate, trap_rate, p99_latency_ms and prometheus".into());
+        }
+        if self.prometheus.len() > MAX_QUERIES {
+            return Err(format!("an analysis holds at most {MAX_QUERIES} prometheus queries"));
+        }
+        if let Some(p) = self.prometheus.iter().find_map(PrometheusQuery::problem) {
+            return Err(p);
+        }
+        if let Some(q) = self.prometheus.iter().enumerate().find(|(i, q)| self.prometheus[..*i].iter().any(|o| o.name == q.name)).map(|(_, q)| q) {
+            return Err(format!("two prometheus queries are named {}; names are unique within an analysis", q.name));
         }
         for (name, t, rate) in [("error_rate", &self.error_rate, true), ("trap_rate", &self.trap_rate, true), ("p99_latency_ms", &self.p99_latency_ms, false)] {
             let Some(t) = t else { continue };
@@ -303,6 +436,9 @@ pub struct Check {
     /// The limit it was held to (absent: nothing to compare with).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<f64>,
+    /// The lower limit (Prometheus queries with `min`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
     /// `pass`, `fail` or `inconclusive`.
     pub verdict: Verdict,
 }
@@ -348,19 +484,37 @@ pub fn evaluate(a: &Analysis, candidate: &Counters, stable: &Counters, window_se
             (Some(_), Some(_)) => Verdict::Pass,
             _ => Verdict::Inconclusive,
         };
-        checks.push(Check { metric: metric.into(), value, limit, verdict });
+        checks.push(Check { metric: metric.into(), value, limit, min: None, verdict });
     }
-    let failed: Vec<&str> = checks.iter().filter(|c| c.verdict == Verdict::Fail).map(|c| c.metric.as_str()).collect();
-    let (verdict, reason) = if !enough {
-        (Verdict::Inconclusive, format!("{} candidate requests in the window, fewer than min_samples {}", candidate.requests, a.min_samples))
-    } else if !failed.is_empty() {
-        (Verdict::Fail, format!("over the limit: {}", failed.join(", ")))
-    } else if checks.iter().any(|c| c.verdict == Verdict::Inconclusive) {
-        (Verdict::Inconclusive, "a check had nothing to compare with (too little stable traffic)".into())
-    } else {
-        (Verdict::Pass, "every check within its limit".into())
-    };
-    Measurement { verdict, window_secs, min_samples: a.min_samples, candidate: cand, stable: stab, checks, reason }
+    let mut m = Measurement { verdict: Verdict::Inconclusive, window_secs, min_samples: a.min_samples, candidate: cand, stable: stab, checks, reason: String::new() };
+    m.conclude();
+    m
+}
+
+impl Measurement {
+    /// Adds the checks of Prometheus queries and concludes again.
+    pub fn with_checks(mut self, more: impl IntoIterator<Item = Check>) -> Measurement {
+        let enough = self.candidate.requests >= self.min_samples;
+        self.checks.extend(more.into_iter().map(|c| if enough { c } else { Check { verdict: Verdict::Inconclusive, ..c } }));
+        self.conclude();
+        self
+    }
+
+    /// The verdict from the checks: too few samples is inconclusive whatever they say;
+    /// then any failed check fails; then any open check leaves it inconclusive.
+    fn conclude(&mut self) {
+        let failed: Vec<&str> = self.checks.iter().filter(|c| c.verdict == Verdict::Fail).map(|c| c.metric.as_str()).collect();
+        let open: Vec<&str> = self.checks.iter().filter(|c| c.verdict == Verdict::Inconclusive).map(|c| c.metric.as_str()).collect();
+        (self.verdict, self.reason) = if self.candidate.requests < self.min_samples {
+            (Verdict::Inconclusive, format!("{} candidate requests in the window, fewer than min_samples {}", self.candidate.requests, self.min_samples))
+        } else if !failed.is_empty() {
+            (Verdict::Fail, format!("over the limit: {}", failed.join(", ")))
+        } else if !open.is_empty() {
+            (Verdict::Inconclusive, format!("nothing to judge {} by (too little stable traffic, or an empty query result)", open.join(", ")))
+        } else {
+            (Verdict::Pass, "every check within its limit".into())
+        };
+    }
 }
 
 /// Traps or deadline hits in a row that trip the guard at once.

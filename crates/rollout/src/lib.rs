@@ -23,6 +23,6 @@ pub mod cohort;
 mod machine;
 pub mod spec;
 
-pub use analysis::{Analysis, Counters, Histogram, Measurement, Threshold, Verdict};
+pub use analysis::{Analysis, Counters, Histogram, Measurement, PrometheusQuery, QueryValue, Threshold, Verdict};
 pub use machine::{Decision, Mark, Phase, Rollout, RolloutError, Run, Side, Version};
 pub use spec::{RolloutSpec, Stickiness, Step, Strategy, Weight};

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::analysis::{Analysis, Counters, Measurement, OnInconclusive, Verdict, evaluate, fast_trip};
+use crate::analysis::{Analysis, Counters, Measurement, OnInconclusive, QueryContext, QueryValue, Verdict, evaluate, fast_trip};
 use crate::cohort::bucket;
 use crate::spec::{Pause, RolloutSpec, Stickiness, Step, Strategy, Weight};
 
@@ -88,15 +88,19 @@ pub enum Side {
 }
 
 /// The counters of both versions at one moment (summed over the instance's nodes).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Mark {
     pub at_ms: u64,
     pub candidate: Counters,
     pub stable: Counters,
+    /// The answers to the Prometheus queries due at this moment
+    /// ([`Rollout::queries_due`]); not kept once measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<QueryValue>,
 }
 
 /// An analysis in progress: where its window starts and what it has concluded so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Run {
     pub since: Mark,
     pub measurements: u32,
@@ -238,7 +242,7 @@ impl Rollout {
         self.abort_reason = None;
         self.inline = None;
         self.wave = 0;
-        let mark = Mark { at_ms: now_ms, ..counters.clone() };
+        let mark = Mark { at_ms: now_ms, external: Vec::new(), ..counters.clone() };
         self.background = self.analysis.as_ref().map(|_| Run { since: mark.clone(), ..Run::default() });
         self.guard = Some(mark);
         self.record(now_ms, action, message, None);
@@ -362,7 +366,7 @@ impl Rollout {
                     self.abort_with(now_ms, why);
                     return true;
                 }
-                self.guard = Some(Mark { at_ms: now_ms, ..(*now).clone() });
+                self.guard = Some(Mark { at_ms: now_ms, external: Vec::new(), ..(*now).clone() });
                 self.background_analysis(now_ms, Ok(*now));
             }
             Err(e) => self.background_analysis(now_ms, Err(e.clone())),
@@ -385,6 +389,45 @@ impl Rollout {
             self.run_steps(now_ms, now);
         }
         self.revision != before
+    }
+
+    /// The Prometheus queries (placeholders filled in) that [`Rollout::tick`] at
+    /// `now_ms` will measure: the background analysis's and the current analysis
+    /// step's, when their interval has passed. The node asks them and passes the
+    /// answers in [`Mark::external`].
+    pub fn queries_due(&self, now_ms: u64) -> Vec<String> {
+        let mut due = Vec::new();
+        if !self.is_active() {
+            return due;
+        }
+        let mut add = |a: &Analysis, run: &Run| {
+            if now_ms >= run.since.at_ms + a.interval_secs * 1000 {
+                let ctx = self.query_context(run, now_ms);
+                due.extend(a.prometheus.iter().map(|q| q.render(&ctx)).filter(|q| !due.contains(q)).collect::<Vec<_>>());
+            }
+        };
+        if let (Some(a), Some(run)) = (&self.analysis, &self.background) {
+            add(a, run);
+        }
+        if self.strategy != Strategy::Rolling
+            && self.switched_at_ms.is_none()
+            && let (Some(Step::Analysis(a)), Some(run)) = (self.steps.get(self.step), &self.inline)
+        {
+            add(a, run);
+        }
+        due
+    }
+
+    /// What a query's placeholders become for a measurement of `run` at `now_ms`.
+    fn query_context<'a>(&'a self, run: &Run, now_ms: u64) -> QueryContext<'a> {
+        QueryContext {
+            route: &self.route,
+            capability: &self.candidate.capability,
+            candidate_version: &self.candidate.version,
+            stable_capability: &self.stable.capability,
+            stable_version: &self.stable.version,
+            window_secs: (now_ms.saturating_sub(run.since.at_ms) / 1000).max(1),
+        }
     }
 
     /// Rolling: the next wave once the current one has served `wave_secs`; after the
@@ -435,10 +478,26 @@ impl Rollout {
             }
             Ok(now) => now,
         };
+        // Every query this measurement needs, answered, or it could not be taken.
+        let ctx = self.query_context(run, now_ms);
+        let mut answers = Vec::new();
+        for q in &a.prometheus {
+            let sent = q.render(&ctx);
+            match now.external.iter().find(|v| v.query == sent) {
+                Some(QueryValue { error: None, value, .. }) => answers.push(q.check(*value)),
+                found => {
+                    let why = found.and_then(|v| v.error.clone()).unwrap_or_else(|| "it was not asked".into());
+                    run.errors_in_row += 1;
+                    self.record(now_ms, "measurement", format!("{what}: error ({} in a row): prometheus query {}: {why}", run.errors_in_row, q.name), None);
+                    return (run.errors_in_row >= a.consecutive_error_limit)
+                        .then(|| Outcome::Abort(format!("{what}: {} measurements in a row could not be taken (consecutive_error_limit {})", run.errors_in_row, a.consecutive_error_limit)));
+                }
+            }
+        }
         run.errors_in_row = 0;
         let window = (now_ms.saturating_sub(run.since.at_ms)) as f64 / 1000.0;
-        let m = evaluate(a, &now.candidate.since(&run.since.candidate), &now.stable.since(&run.since.stable), window);
-        run.since = Mark { at_ms: now_ms, ..now.clone() };
+        let m = evaluate(a, &now.candidate.since(&run.since.candidate), &now.stable.since(&run.since.stable), window).with_checks(answers);
+        run.since = Mark { at_ms: now_ms, external: Vec::new(), ..now.clone() };
         let verdict = m.verdict;
         let message = format!("{what}: {} ({})", verdict_str(verdict), m.reason);
         self.record(now_ms, "measurement", message, Some(m));
@@ -494,7 +553,7 @@ impl Rollout {
                 }
                 Step::Analysis(a) => {
                     // The window starts when the step does.
-                    let mut run = self.inline.take().unwrap_or_else(|| Run { since: Mark { at_ms: now_ms, ..counters.clone() }, ..Run::default() });
+                    let mut run = self.inline.take().unwrap_or_else(|| Run { since: Mark { at_ms: now_ms, external: Vec::new(), ..counters.clone() }, ..Run::default() });
                     if now_ms < run.since.at_ms + a.interval_secs * 1000 {
                         self.inline = Some(run);
                         return;
@@ -558,7 +617,7 @@ impl Rollout {
             self.phase = Phase::Progressing;
             self.paused_by = None;
             self.switched_at_ms = Some(now_ms);
-            let mark = Mark { at_ms: now_ms, ..counters.clone() };
+            let mark = Mark { at_ms: now_ms, external: Vec::new(), ..counters.clone() };
             self.background = self.analysis.as_ref().map(|_| Run { since: mark.clone(), ..Run::default() });
             self.guard = Some(mark);
             let window = self.post_promotion_secs.unwrap_or(0);

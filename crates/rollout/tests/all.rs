@@ -35,7 +35,7 @@ impl Traffic {
     }
 
     fn at(&self, ms: u64) -> Mark {
-        Mark { at_ms: ms, candidate: self.candidate.clone(), stable: self.stable.clone() }
+        Mark { at_ms: ms, candidate: self.candidate.clone(), stable: self.stable.clone(), external: Vec::new() }
     }
 }
 
@@ -309,4 +309,101 @@ fn a_rolling_rollout_activates_its_waves_in_region_order_and_reverts_every_node_
     assert_eq!(r.wave, 0, "a retry starts from the first wave");
     run(&mut r, &mut t, 9000, 30_000, 10);
     assert_eq!(r.phase, Phase::Promoted, "{:?}", r.history.last());
+}
+
+/// Ticks from `from` to `to` (ms) as the node does: asks [`Rollout::queries_due`],
+/// answers each with `answer`, then ticks with the answers in the mark.
+fn run_with_queries(r: &mut Rollout, t: &mut Traffic, from: u64, to: u64, answer: &dyn Fn(&str) -> runplane_rollout::QueryValue) -> Vec<String> {
+    let mut asked = Vec::new();
+    let mut now = from;
+    while now <= to && r.is_active() {
+        t.send(10, 0, "error");
+        let mut mark = t.at(now);
+        for q in r.queries_due(now) {
+            mark.external.push(answer(&q));
+            asked.push(q);
+        }
+        r.tick(now, Ok(&mark));
+        now += 1000;
+    }
+    asked
+}
+
+fn value(query: &str, v: Option<f64>) -> runplane_rollout::QueryValue {
+    runplane_rollout::QueryValue { query: query.into(), value: v, error: None }
+}
+
+const ERROR_SHARE: &str = r#"sum(rate(runplane_invocations_total{capability="{{capability}}",version="{{candidate_version}}",outcome="error_response"}[{{window}}]))"#;
+
+fn prometheus_canary() -> serde_json::Value {
+    serde_json::json!({"strategy": "canary",
+        "analysis": {"error_rate": {"max": 1.0}},
+        "steps": [{"set_weight": 20}, {"analysis": {"interval_secs": 5, "min_samples": 5, "prometheus": [{"name": "error_share", "query": ERROR_SHARE, "max": 0.05}]}}]})
+}
+
+#[test]
+fn prometheus_queries_are_asked_when_due_with_their_placeholders_filled_in() {
+    let mut t = Traffic::default();
+    let mut r = start(prometheus_canary(), &t);
+    assert!(r.queries_due(0).is_empty(), "the analysis step's window has just begun");
+    let asked = run_with_queries(&mut r, &mut t, 1000, 12_000, &|q| value(q, Some(0.01)));
+    assert_eq!(r.phase, Phase::Promoted, "{:#?}", r.history);
+    let sent = r#"sum(rate(runplane_invocations_total{capability="orders",version="2",outcome="error_response"}[5s]))"#;
+    assert_eq!(asked, vec![sent.to_owned()], "asked once, at the end of the 5 s window");
+    let m = r.history.iter().find_map(|d| d.measurement.as_ref().filter(|m| m.checks.iter().any(|c| c.metric == "prometheus:error_share"))).expect("a measurement with the query");
+    let check = m.checks.iter().find(|c| c.metric == "prometheus:error_share").expect("check");
+    assert_eq!((check.value, check.limit, m.verdict), (Some(0.01), Some(0.05), runplane_rollout::Verdict::Pass));
+}
+
+#[test]
+fn a_prometheus_value_over_its_limit_aborts_and_an_empty_result_is_inconclusive() {
+    let mut t = Traffic::default();
+    let mut r = start(prometheus_canary(), &t);
+    run_with_queries(&mut r, &mut t, 1000, 30_000, &|q| value(q, None));
+    assert_eq!(r.phase, Phase::Progressing, "an empty result never passes: {:#?}", r.history);
+    let last = r.history.iter().rev().find_map(|d| d.measurement.as_ref()).expect("measured");
+    assert_eq!(last.verdict, runplane_rollout::Verdict::Inconclusive);
+    assert!(last.reason.contains("prometheus:error_share"), "{}", last.reason);
+
+    let mut r = start(prometheus_canary(), &t);
+    run_with_queries(&mut r, &mut t, 31_000, 40_000, &|q| value(q, Some(0.25)));
+    assert_eq!(r.phase, Phase::Aborted, "{:#?}", r.history);
+    let failed = r.history.iter().rev().find_map(|d| d.measurement.as_ref()).expect("measured");
+    assert!(failed.reason.contains("prometheus:error_share"), "{}", failed.reason);
+}
+
+#[test]
+fn an_unanswered_prometheus_query_is_an_error_measurement_that_aborts_at_the_limit() {
+    let mut t = Traffic::default();
+    let mut spec = prometheus_canary();
+    spec["steps"][1]["analysis"]["consecutive_error_limit"] = 2.into();
+    let mut r = start(spec, &t);
+    let down = |q: &str| runplane_rollout::QueryValue { query: q.into(), value: None, error: Some("connection refused".into()) };
+    run_with_queries(&mut r, &mut t, 1000, 30_000, &down);
+    assert_eq!(r.phase, Phase::Aborted, "{:#?}", r.history);
+    let errors: Vec<&str> = r.history.iter().filter(|d| d.message.contains("error (")).map(|d| d.message.as_str()).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("prometheus query error_share: connection refused"), "{errors:?}");
+    assert!(r.abort_reason.as_deref().is_some_and(|w| w.contains("consecutive_error_limit 2")), "{:?}", r.abort_reason);
+}
+
+#[test]
+fn prometheus_queries_that_cannot_run_are_refused() {
+    let with = |q: serde_json::Value| serde_json::from_value::<RolloutSpec>(serde_json::json!({"strategy": "canary", "steps": [{"analysis": {"prometheus": [q]}}]})).expect("spec").validate();
+    for (q, says) in [
+        (serde_json::json!({"name": "Bad-Name", "query": "up", "max": 1}), "a-z, 0-9"),
+        (serde_json::json!({"name": "x", "query": "up{v=\"{{version}}\"}", "max": 1}), "unknown placeholder"),
+        (serde_json::json!({"name": "x", "query": "up"}), "max, min or both"),
+        (serde_json::json!({"name": "x", "query": "up", "min": 2, "max": 1}), "no value could pass"),
+        (serde_json::json!({"name": "x", "query": " ", "max": 1}), "1-4096"),
+    ] {
+        let e = with(q.clone()).expect_err("refused");
+        assert!(e.to_string().contains(says), "{q}: {e}");
+    }
+    let twice = serde_json::json!({"strategy": "canary", "steps": [{"analysis": {"prometheus": [{"name": "x", "query": "up", "max": 1}, {"name": "x", "query": "up", "min": 0}]}}]});
+    assert!(serde_json::from_value::<RolloutSpec>(twice).expect("spec").validate().is_err());
+    // Only queries: no default thresholds are added beside them.
+    let only = with(serde_json::json!({"name": "up", "query": "up", "min": 1})).expect("valid");
+    let Step::Analysis(a) = &only.steps[0] else { panic!("an analysis step") };
+    assert!(a.error_rate.is_none() && a.trap_rate.is_none(), "{a:?}");
 }

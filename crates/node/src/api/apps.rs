@@ -215,8 +215,11 @@ async fn invoke_version(
     let labels = |o: &str| InvocationLabels { capability: cap.name.clone(), kind: "http".into(), outcome: o.into() };
     let result = match outcome {
         Ok(resp) => {
-            node.metrics.invocations.get_or_create(&labels("ok")).inc();
-            node.metrics.invocation_seconds.get_or_create(&labels("ok")).observe(started.elapsed().as_secs_f64());
+            // A 5xx the capability answered is its own failure, told apart for analyses
+            // that query Prometheus (`outcome="error_response"`).
+            let o = if resp.status >= 500 { "error_response" } else { "ok" };
+            node.metrics.invocations.get_or_create(&labels(o)).inc();
+            node.metrics.invocation_seconds.get_or_create(&labels(o)).observe(started.elapsed().as_secs_f64());
             Ok(resp)
         }
         Err(e) => {

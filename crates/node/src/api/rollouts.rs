@@ -31,6 +31,21 @@ impl From<RolloutError> for ApiError {
     }
 }
 
+/// Refuses an analysis this node could not measure: Prometheus queries with no
+/// `[rollouts] prometheus_url`.
+fn can_measure(node: &Node, spec: &RolloutSpec) -> Result<(), ApiError> {
+    let analyses = spec.analysis.iter().chain(spec.steps.iter().filter_map(|s| if let runplane_rollout::Step::Analysis(a) = s { Some(a) } else { None }));
+    if node.prometheus.is_none()
+        && let Some(q) = analyses.flat_map(|a| a.prometheus.iter()).next()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_rollout",
+            format!("the analysis holds the Prometheus query {}, but this node has no Prometheus server to ask; set [rollouts] prometheus_url in every node's runplane.toml, or drop the query", q.name),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/rollouts`: the route, the candidate and a [`RolloutSpec`]'s fields
 /// (written out, not flattened: a flattened body would lose exact numbers).
 #[derive(Deserialize, ToSchema)]
@@ -166,6 +181,7 @@ async fn begin(node: &Arc<Node>, rollout: &mut Rollout, spec: &RolloutSpec) -> R
 pub async fn start(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<StartRollout>) -> Result<Response, ApiError> {
     let (stable, candidate) = versions(&node, &req.route, &req.capability).await?;
     let spec = req.spec().validate()?;
+    can_measure(&node, &spec)?;
     let now = node.now_ms();
     let id = node.entropy.uuid_at(node.now()).to_string();
     let mut rollout = Rollout::start(id.clone(), req.route.clone(), stable, candidate, spec.clone(), id.clone(), now, &Mark { at_ms: now, ..Mark::default() });
@@ -252,6 +268,7 @@ pub async fn start_group(State(node): State<Arc<Node>>, JsonBody(req): JsonBody<
         region_order: req.region_order.clone(),
     }
     .validate()?;
+    can_measure(&node, &spec)?;
     // Every member is checked before any starts.
     let mut planned = Vec::new();
     for m in &req.members {
@@ -312,7 +329,7 @@ async fn operate_group(node: &Arc<Node>, group: &str, p: &OperateParams, op: imp
             done.push(r);
             continue;
         }
-        let counters = node.rollout_counters(&r.rollout_id).await?;
+        let counters = node.rollout_counters(&r.rollout_id, node.now_ms()).await?;
         let expected = r.revision;
         op(&mut r, node.now_ms(), &counters).map_err(|e| ApiError::from(e).with_details(serde_json::json!({"member": r.route})))?;
         if !node.commit_rollout(&r, expected, "admin").await? {
@@ -386,7 +403,7 @@ async fn load(node: &Node, id: &str) -> Result<Rollout, ApiError> {
 #[utoipa::path(get, path = "/v1/rollouts/{id}", security(("admin_token" = [])), responses((status = 200, body = RolloutView), (status = 404, body = crate::error::ErrorResponse)))]
 pub async fn get(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let rollout = load(&node, &id).await?;
-    let metrics = if rollout.is_active() { Some(node.rollout_counters(&id).await?) } else { None };
+    let metrics = if rollout.is_active() { Some(node.rollout_counters(&id, node.now_ms()).await?) } else { None };
     Ok(versioned(RolloutView { rollout, metrics }).into_response())
 }
 
@@ -409,7 +426,7 @@ async fn operate(node: &Arc<Node>, id: &str, p: &OperateParams, op: impl Fn(&mut
     let mut rollout = load(node, id).await?;
     rollout.check_revision(p.revision)?;
     let expected = rollout.revision;
-    let counters = node.rollout_counters(id).await?;
+    let counters = node.rollout_counters(id, node.now_ms()).await?;
     op(&mut rollout, node.now_ms(), &counters)?;
     if !node.commit_rollout(&rollout, expected, "admin").await? {
         return Err(ApiError::conflict(format!("rollout {id} changed while this operation ran (now past revision {expected}); read it again and decide")));

@@ -405,7 +405,7 @@ async fn an_eu_pinned_tenant_is_refused_on_a_us_node_and_a_us_binding_is_refused
              [backends.eu-bus]\nkind = \"nats\"\nurl = \"nats://eu.example:4222\"\nlocation = \"eu-west\"\n\
              [backends.eu-s3]\nkind = \"s3\"\nbucket = \"eu\"\nlocation = \"eu-west\"\n\
              [backends.us-db]\nkind = \"postgres\"\nurl = \"postgres://us.example:5432/x\"\nlocation = \"us-east\"\n\
-             [tenant_regions]\nacme = \"eu-west\"\n{extra}"
+             [audit]\nstore = \"eu-db\"\n[tenant_regions]\nacme = \"eu-west\"\n{extra}"
         )
     };
     let eu = "[tenant_bindings.acme]\nrecords = \"eu-db\"\nkv = \"eu-db\"\nevents = \"eu-db\"\nsecrets = \"eu-db\"\nmessaging = \"eu-bus\"\nblobs = \"eu-s3\"\n";
@@ -415,6 +415,11 @@ async fn an_eu_pinned_tenant_is_refused_on_a_us_node_and_a_us_binding_is_refused
     assert!(problems.contains("tenant_bindings.acme.records") && problems.contains("\"us-db\"") && problems.contains("us-east"), "{problems}");
     let problems = NodeConfig::parse(&base(""), |_| None).err().expect("refused").join("\n");
     assert!(problems.contains("bindings.records") && problems.contains("\"sqlite\"") && problems.contains("bindings.blobs"), "node-local files are in the node's region: {problems}");
+    // Its journals hold its requests: the audit store is held to the pin too.
+    let problems = NodeConfig::parse(&base(eu).replace("store = \"eu-db\"", "store = \"us-db\""), |_| None).err().expect("refused").join("\n");
+    assert!(problems.contains("audit.store") && problems.contains("\"us-db\"") && !problems.contains("tenant_bindings"), "{problems}");
+    let problems = NodeConfig::parse(&base(eu).replace("store = \"eu-db\"\n", ""), |_| None).err().expect("refused").join("\n");
+    assert!(problems.contains("audit.store") && problems.contains("\"sqlite\""), "the default audit.db is on the US node: {problems}");
 
     // At runtime: the pin alone, on a node whose region is not the tenant's.
     let node = TestNode::start(|c| {
@@ -529,29 +534,6 @@ async fn a_rolling_rollout_goes_node_by_node_and_a_failure_in_wave_two_reverts_e
     instance.remove().await;
 }
 
-/// `bytes` (a component) with a custom section appended: the same code, another digest.
-fn variant(bytes: &[u8], tag: &str) -> Vec<u8> {
-    let leb = |mut n: usize, out: &mut Vec<u8>| loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    };
-    let name = b"runplane-test-variant";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0);
-    leb(payload.len(), &mut out);
-    out.extend(payload);
-    out
-}
-
 /// Message deliveries follow the cohort as requests do: with acme pinned to the
 /// candidate, acme's order.created is handled by v2 and globex's by v1 (their audit
 /// logs' capability digests say so).
@@ -564,7 +546,7 @@ async fn message_deliveries_follow_the_cohort() {
         node.admin(Method::PUT, &format!("/v1/tenants/{t}/secrets/webhook-signing-key"), Some(json!({"value": format!("key-{t}")}))).await;
     }
     node.deploy("orders", runplane_examples::ORDERS, "orders", &["order.created"]).await;
-    let (s, v2) = node.push("orders", "2.0.0", &variant(runplane_examples::ORDERS, "v2")).await;
+    let (s, v2) = node.push("orders", "2.0.0", &runplane_examples::tagged(runplane_examples::ORDERS, "v2")).await;
     assert_eq!(s, StatusCode::CREATED, "{v2}");
     let v2 = v2["digest"].as_str().expect("digest").to_owned();
     start_rollout(&node, json!({"route": "orders", "capability": "orders@2.0.0", "strategy": "canary", "include": ["acme"], "steps": [{"pause": {}}]})).await;
@@ -586,4 +568,197 @@ async fn message_deliveries_follow_the_cohort() {
     };
     assert_eq!(delivered("acme").await, v2, "acme's message went to the candidate");
     assert_ne!(delivered("globex").await, v2, "globex's stayed on stable");
+}
+
+/// A real Prometheus server (Debian's `prometheus`) scraping a node every second.
+struct PrometheusServer {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on loopback for a server started next.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// The `prometheus` binary, if installed; under `CI=true` a missing one fails the test.
+fn prometheus_binary() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("prometheus")).find(|p| p.is_file()));
+    if found.is_none() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!ci, "prometheus is not installed and CI=true: install it (scripts/test.sh does: apt-get install prometheus)");
+        eprintln!("SKIPPED: prometheus is not installed; install Debian's prometheus package (CI fails instead)");
+    }
+    found
+}
+
+impl PrometheusServer {
+    /// Starts on `port`, scraping `target`'s `/metrics` every second; waits until ready.
+    async fn start(binary: &std::path::Path, port: u16, target: std::net::SocketAddr) -> PrometheusServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: runplane\n    static_configs:\n      - targets: [\"{target}\"]\n"),
+        )
+        .expect("config");
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+        let child = std::process::Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("prometheus starts");
+        let server = PrometheusServer { child, url: format!("http://127.0.0.1:{port}"), _dir: dir };
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        while !http.get(format!("{}/-/ready", server.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+            assert!(started.elapsed() < Duration::from_secs(30), "prometheus not ready within 30 s; see its log in {}", server._dir.path().display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+}
+
+/// The candidate's share of 5xx answers over the window, from the node's
+/// `runplane_invocations_total` as Prometheus scraped it (`or vector(0)`: no error
+/// series yet is no error).
+const ERROR_SHARE: &str = r#"(sum(increase(runplane_invocations_total{capability="{{capability}}@{{candidate_version}}",outcome="error_response"}[{{window}}])) or vector(0)) / sum(increase(runplane_invocations_total{capability="{{capability}}@{{candidate_version}}"}[{{window}}]))"#;
+
+/// An analysis step that asks Prometheus (the background analysis lets everything
+/// through, so the query alone decides).
+fn prometheus_canary(capability: &str, query: &str, extra: Value) -> Value {
+    let mut analysis = json!({"interval_secs": 6, "min_samples": 10, "prometheus": [{"name": "error_share", "query": query, "max": 0.05}]});
+    if let (Some(a), Some(e)) = (analysis.as_object_mut(), extra.as_object()) {
+        a.extend(e.clone());
+    }
+    json!({"route": "greet", "capability": capability, "strategy": "canary", "analysis": {"error_rate": {"max": 1.0}}, "steps": [{"set_weight": 50}, {"analysis": analysis}]})
+}
+
+/// The Prometheus-query provider against a real Prometheus scraping the node: a flaky
+/// candidate's error share (about 25 %) over the query's 5 % aborts it, naming the
+/// query and its value; a healthy one (0) is promoted; a query Prometheus refuses is an
+/// `error` that aborts at the consecutive-error limit, saying what Prometheus said; a
+/// node with no `prometheus_url` refuses such a rollout at the start.
+#[tokio::test]
+async fn an_analysis_querying_a_real_prometheus_aborts_a_flaky_candidate_and_promotes_a_healthy_one() {
+    let Some(binary) = prometheus_binary() else { return };
+    let port = free_port();
+    let node = TestNode::start(|c| {
+        c.rate_limits.admin_burst = 100_000;
+        c.prometheus = Some(runplane_node::prometheus::PrometheusSettings { url: format!("http://127.0.0.1:{port}"), timeout: Duration::from_secs(5), token_env: None });
+    })
+    .await;
+    let _prometheus = PrometheusServer::start(&binary, port, node.running.addr).await;
+    let mut keys = Vec::new();
+    for i in 0..12 {
+        let id = format!("t{i:03}");
+        keys.push((id.clone(), node.tenant(&id, Mode::Shared).await));
+    }
+    node.deploy("greet", runplane_examples::HELLO, "greet", &[]).await;
+    let (s, _) = node.push("greet", "2.0.0", runplane_examples::FLAKY).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = node.push("greet", "3.0.0", &runplane_examples::tagged(runplane_examples::HELLO, "v3")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = node.push("greet", "4.0.0", &runplane_examples::tagged(runplane_examples::HELLO, "v4")).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let ended = async |id: &str| {
+        let r = rollout(&node, id).await;
+        !matches!(r["phase"].as_str(), Some("progressing" | "paused"))
+    };
+    let measured = |r: &Value| -> Vec<Value> {
+        r["history"].as_array().expect("history").iter().filter_map(|d| d.get("measurement").cloned()).filter(|m| m["checks"].as_array().is_some_and(|c| c.iter().any(|c| c["metric"] == "prometheus:error_share"))).collect()
+    };
+
+    // Flaky: about one answer in four is a 500.
+    let id = start_rollout(&node, prometheus_canary("greet@2.0.0", ERROR_SHARE, json!({}))).await["rollout_id"].as_str().expect("id").to_owned();
+    traffic_until(&node, &keys, Duration::from_secs(60), async || ended(&id).await).await;
+    let r = rollout(&node, &id).await;
+    assert_eq!(r["phase"], "aborted", "{r:#}");
+    let failed = measured(&r).pop().unwrap_or_else(|| panic!("a measurement with the query: {r:#}"));
+    let check = failed["checks"].as_array().expect("checks").iter().find(|c| c["metric"] == "prometheus:error_share").expect("check").clone();
+    let share = check["value"].as_f64().expect("a value");
+    assert!((failed["verdict"] == "fail") && (0.08..0.5).contains(&share) && check["limit"] == 0.05, "{failed:#}");
+    eprintln!("prometheus analysis: the flaky candidate's error share {share:.3}, aborted");
+
+    // Healthy: no 5xx at all; `or vector(0)` makes that a 0, and it passes.
+    let id = start_rollout(&node, prometheus_canary("greet@3.0.0", ERROR_SHARE, json!({}))).await["rollout_id"].as_str().expect("id").to_owned();
+    traffic_until(&node, &keys, Duration::from_secs(60), async || ended(&id).await).await;
+    let r = rollout(&node, &id).await;
+    assert_eq!(r["phase"], "promoted", "{r:#}");
+    let passed = measured(&r).pop().expect("measured");
+    assert_eq!((passed["verdict"].as_str(), passed["checks"][0]["metric"].as_str(), passed["checks"][0]["value"].as_f64()), (Some("pass"), Some("prometheus:error_share"), Some(0.0)), "{passed:#}");
+
+    // A query Prometheus refuses: errors, then the abort at the limit, with its words.
+    let id = start_rollout(&node, prometheus_canary("greet@4.0.0", "sum(rate(", json!({"consecutive_error_limit": 2}))).await["rollout_id"].as_str().expect("id").to_owned();
+    traffic_until(&node, &keys, Duration::from_secs(60), async || ended(&id).await).await;
+    let r = rollout(&node, &id).await;
+    assert_eq!(r["phase"], "aborted", "{r:#}");
+    assert!(r["abort_reason"].as_str().is_some_and(|w| w.contains("consecutive_error_limit 2")), "{r:#}");
+    let said = r["history"].as_array().expect("history").iter().filter_map(|d| d["message"].as_str()).find(|m| m.contains("prometheus query error_share")).unwrap_or_default().to_owned();
+    assert!(said.contains("bad_data"), "the measurement says what Prometheus said: {said}");
+
+    // Without a Prometheus server configured, such a rollout is refused at the start.
+    let plain = TestNode::start(|_| {}).await;
+    plain.deploy("greet", runplane_examples::HELLO, "greet", &[]).await;
+    plain.push("greet", "2.0.0", runplane_examples::FLAKY).await;
+    let (s, body) = plain.admin(Method::POST, "/v1/rollouts", Some(prometheus_canary("greet@2.0.0", ERROR_SHARE, json!({})))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("[rollouts] prometheus_url")), "{body}");
+}
+
+/// A node that restarts mid-rollout counts on from the counts it last published, so
+/// the instance's sum (what the analysis measures) does not drop to what it served
+/// since the restart.
+#[tokio::test]
+async fn a_node_restarted_mid_rollout_counts_on_from_what_it_published() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || {
+        let mut c = NodeConfig::embedded("127.0.0.1:0".parse().expect("addr"), dir.path().to_path_buf());
+        c.admin_token = Some(ADMIN.into());
+        c.rate_limits.admin_burst = 100_000;
+        c
+    };
+    let node = TestNode { running: Node::start(config()).await.expect("start"), _dir: tempfile::tempdir().expect("tempdir"), http: Client::new() };
+    let mut keys = Vec::new();
+    for i in 0..8 {
+        let id = format!("t{i:03}");
+        keys.push((id.clone(), node.tenant(&id, Mode::Shared).await));
+    }
+    node.deploy("greet", runplane_examples::HELLO, "greet", &[]).await;
+    node.push("greet", "2.0.0", &runplane_examples::tagged(runplane_examples::HELLO, "v2")).await;
+    let id = start_rollout(&node, json!({"route": "greet", "capability": "greet@2.0.0", "strategy": "canary", "steps": [{"set_weight": 50}, {"pause": {}}]})).await["rollout_id"].as_str().expect("id").to_owned();
+    for _ in 0..5 {
+        for (_, key) in &keys {
+            version_of(&node, key, "/apps/greet/").await;
+        }
+    }
+    // Published within a tick.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let total = |r: &Value| r["metrics"]["candidate"]["requests"].as_u64().unwrap_or(0) + r["metrics"]["stable"]["requests"].as_u64().unwrap_or(0);
+    let before = total(&rollout(&node, &id).await);
+    assert_eq!(before, 40, "every request counted once");
+    let TestNode { running, _dir, http } = node;
+    drop(http);
+    running.drain().await;
+
+    let node = TestNode { running: Node::start(config()).await.expect("restart"), _dir, http: Client::new() };
+    // Several ticks after the restart: the node has published again, from where it was.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(total(&rollout(&node, &id).await), before, "the counts go on after the restart");
+    for (_, key) in &keys {
+        version_of(&node, key, "/apps/greet/").await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(total(&rollout(&node, &id).await), before + 8);
 }
