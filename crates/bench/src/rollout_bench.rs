@@ -70,6 +70,12 @@ async fn main() -> anyhow::Result<()> {
             },
         );
         config.control_store = Some("pg".into());
+        // One instance, one set of keys: the first node's.
+        if i > 0 {
+            config.audit_key_file = Some(dirs[0].path().join("instance.key"));
+            config.token_key_file = Some(dirs[0].path().join("token.key"));
+            config.kek_file = Some(dirs[0].path().join("secrets.kek"));
+        }
         nodes.push(runplane_node::Node::start(config).await?);
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
