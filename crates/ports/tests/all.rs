@@ -80,7 +80,7 @@ fn ports_depend_on_no_infrastructure_crate() {
 #[test]
 fn pure_crates_depend_on_no_infrastructure_crate() {
     let forbidden: Vec<&str> = INFRASTRUCTURE.iter().copied().filter(|c| *c != "tokio").collect();
-    for root in ["runplane-cjson", "runplane-tenancy", "runplane-policy", "runplane-secrets", "runplane-rollout"] {
+    for root in ["runplane-cjson", "runplane-tenancy", "runplane-policy", "runplane-secrets", "runplane-rollout", "runplane-jobs"] {
         let violations = forbidden_paths(root, &forbidden);
         assert!(violations.is_empty(), "{root} must stay pure, but reaches:\n  {}", violations.join("\n  "));
     }
