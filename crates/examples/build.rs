@@ -10,6 +10,7 @@ const COMPONENTS: &[(&str, &str)] = &[
     ("HELLO", "hello"),
     ("FLAKY", "flaky"),
     ("TRAPPER", "trapper"),
+    ("WORKER", "worker"),
     ("SPIN_LOOP", "spin_loop"),
     ("MEMORY_BOMB", "memory_bomb"),
     ("DEEP_RECURSION", "deep_recursion"),

@@ -17,7 +17,7 @@ mod store;
 mod types;
 
 pub use error::{ControlError, Result};
-pub use store::{CHANNEL, Claim, ControlStore, Dialect, Hint, Hints, Home, LeaseEpoch, SCHEMA, translate};
+pub use store::{AttemptEnd, CHANNEL, Claim, ControlStore, Dialect, EndedBy, Hint, Hints, Home, JobMove, LeaseEpoch, Running, SCHEMA, StoredAttempt, StoredJob, translate};
 pub use types::{CapabilityVersion, ClusterNode, ConfigVersionRow, Deployment, Mode, StoredRollout, Tenant};
 
 #[cfg(test)]

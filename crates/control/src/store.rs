@@ -26,6 +26,9 @@ use crate::feed::{Change, Family};
 use crate::lease::{Held, Outcome};
 use crate::types::{CapabilityVersion, ClusterNode, ConfigVersionRow, Deployment, Mode, StoredRollout, Tenant};
 
+mod jobs;
+pub use jobs::{AttemptEnd, EndedBy, JobMove, Running, StoredAttempt, StoredJob};
+
 /// The PostgreSQL notification channel a mutation notifies (payload: its revision).
 pub const CHANNEL: &str = "runplane_control";
 /// The PostgreSQL schema of the control store.

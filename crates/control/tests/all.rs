@@ -271,3 +271,90 @@ async fn rollouts_swap_on_their_revision_in_every_home() {
         rollouts_swap_on_their_revision(&open(&home, dir.path()).await).await;
     }
 }
+
+/// Jobs: one run per idempotency key; a claim, a finish and an abandonment each move a
+/// job only from where they expect it; running attempts are the slots.
+async fn jobs_move_only_from_where_they_are_expected(store: &ControlStore) {
+    use runplane_control::{AttemptEnd, EndedBy, JobMove, StoredAttempt, StoredJob};
+    let job = |id: &str, key: &str| StoredJob {
+        job_id: id.into(),
+        tenant_id: "acme".into(),
+        route: "work".into(),
+        idempotency_key: key.into(),
+        status: "queued".into(),
+        attempts: 0,
+        not_before_ms: 100,
+        pool: Some("gpu".into()),
+        spec: "{}".into(),
+        output: None,
+        reason: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        updated_at: "2026-01-01T00:00:00Z".into(),
+    };
+    assert_eq!(store.insert_job(&job("j1", "k1")).await.expect("insert"), Ok(()));
+    let again = store.insert_job(&job("j2", "k1")).await.expect("insert");
+    assert_eq!(again.expect_err("the same key").job_id, "j1", "the same key gives the same run");
+    assert!(store.due_jobs(99, 10).await.expect("due").is_empty(), "not before its time");
+    assert_eq!(store.due_jobs(100, 10).await.expect("due").len(), 1);
+
+    let attempt = |n: u32, holder: &str| StoredAttempt {
+        job_id: "j1".into(),
+        attempt_number: n,
+        attempt_id: format!("a{n}"),
+        tenant_id: "acme".into(),
+        pool: Some("gpu".into()),
+        status: "running".into(),
+        created_at: "2026-01-01T00:00:01Z".into(),
+        updated_at: "2026-01-01T00:00:01Z".into(),
+        correlation_ids: "{}".into(),
+        error_code: None,
+        retryable: None,
+        error_message: None,
+        holder: Some(holder.into()),
+        lease_expires_ms: 1_000,
+    };
+    assert!(store.claim_attempt(0, &attempt(1, "node-a")).await.expect("claim"));
+    assert!(!store.claim_attempt(0, &attempt(1, "node-b")).await.expect("claim"), "claimed once");
+    let held = store.running("acme", Some("gpu")).await.expect("running");
+    assert_eq!((held.tenant, held.pool), (1, 1));
+    assert!(store.renew_attempt("j1", 1, "node-a", 2_000).await.expect("renew"));
+    assert!(!store.renew_attempt("j1", 1, "node-b", 9_000).await.expect("renew"), "only its holder renews");
+    assert!(store.expired_attempts(1_999, 10).await.expect("expired").is_empty());
+
+    // Its node died: the lease runs out, the attempt is abandoned and the job queued.
+    let expired = store.expired_attempts(2_001, 10).await.expect("expired");
+    assert_eq!(expired.len(), 1);
+    let abandoned = AttemptEnd { status: "abandoned".into(), error_code: Some("abandoned".into()), retryable: Some(true), error_message: Some("lease expired".into()), at: "t".into() };
+    let requeue = JobMove { status: "queued".into(), not_before_ms: 3_000, output: None, reason: None, at: "t".into() };
+    assert!(store.end_attempt("j1", 1, EndedBy::ExpiredBefore(2_001), &abandoned, &requeue).await.expect("abandon"));
+    let late = AttemptEnd { status: "passed".into(), error_code: None, retryable: None, error_message: None, at: "t".into() };
+    let passed = JobMove { status: "passed".into(), not_before_ms: 0, output: Some("{}".into()), reason: None, at: "t".into() };
+    assert!(!store.end_attempt("j1", 1, EndedBy::Holder("node-a"), &late, &passed).await.expect("end"), "an abandoned attempt's late answer changes nothing");
+    assert_eq!(store.running("acme", Some("gpu")).await.expect("running"), runplane_control::Running::default(), "its slot went with it");
+
+    assert!(store.claim_attempt(1, &StoredAttempt { lease_expires_ms: 10_000, ..attempt(2, "node-b") }).await.expect("claim"));
+    assert!(store.end_attempt("j1", 2, EndedBy::Holder("node-b"), &late, &passed).await.expect("end"));
+    let attempts = store.attempts("j1").await.expect("attempts");
+    assert_eq!(attempts.iter().map(|a| a.status.as_str()).collect::<Vec<_>>(), vec!["abandoned", "passed"], "append-only: each attempt keeps its own end");
+    assert_eq!(attempts[0].retryable, Some(true));
+    let j = store.job("j1").await.expect("job").expect("exists");
+    assert_eq!((j.status.as_str(), j.attempts, j.output.as_deref()), ("passed", 2, Some("{}")));
+    assert!(!store.cancel_job("j1", "late", "t").await.expect("cancel"), "a final job is not cancelled");
+
+    assert_eq!(store.insert_job(&job("j3", "k3")).await.expect("insert"), Ok(()));
+    assert_eq!(store.cancel_tenant_jobs("acme", "tenant removed", "t").await.expect("cancel"), 1);
+    assert_eq!(store.job("j3").await.expect("job").expect("exists").status, "cancelled");
+    assert_eq!(store.jobs(Some("acme"), 10).await.expect("jobs").len(), 2);
+    assert!(store.jobs(Some("globex"), 10).await.expect("jobs").is_empty());
+}
+
+#[tokio::test]
+async fn jobs_move_only_from_where_they_are_expected_in_every_home() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    jobs_move_only_from_where_they_are_expected(&open(&Home::Embedded, dir.path()).await).await;
+    for (kind, home) in fresh_homes().await {
+        eprintln!("-- {kind}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        jobs_move_only_from_where_they_are_expected(&open(&home, dir.path()).await).await;
+    }
+}

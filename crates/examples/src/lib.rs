@@ -5,6 +5,8 @@
 //! - [`HELLO`]: minimal `wasi:http`, for benchmarks.
 //! - [`FLAKY`], [`TRAPPER`]: faulty next versions of `hello` for the rollout tests: one
 //!   answers one request in four with a 500, the other traps on every request.
+//! - [`WORKER`]: a task for the jobs tests: echo, a poison failure, a trap, a long spin,
+//!   and one that passes on its n-th attempt (counting in the key-value port).
 //! - [`CPU_BURN`]: `?iters=N` rounds of integer mixing, the CPU-heavy side of the noisy-neighbour benchmark.
 //! - [`SPIN_LOOP`], [`MEMORY_BOMB`], [`DEEP_RECURSION`], [`HUGE_OUTPUT`]: must fail alone.
 //! - [`LEAK_SECRET`]: tries to log a secret; the host must redact it.
