@@ -168,6 +168,10 @@ pub fn valid_code(code: &str) -> bool {
 /// The code and message of a task's own failure: a message `"<code>: <text>"` whose
 /// code is valid names its code; any other is `task_failed`.
 pub fn task_failure(message: &str) -> (String, String) {
+    // The host writes a task's refused input as "invalid input: <why>".
+    if let Some(why) = message.strip_prefix("invalid input: ") {
+        return ("invalid_input".to_owned(), why.to_owned());
+    }
     match message.split_once(": ") {
         Some((code, rest)) if valid_code(code) => (code.to_owned(), rest.to_owned()),
         _ => ("task_failed".to_owned(), message.to_owned()),

@@ -90,6 +90,8 @@ pub struct NodeConfig {
     pub rate_limits: crate::ratelimit::RateSettings,
     /// `[rollouts] prometheus_url`: the Prometheus server rollout analyses may query.
     pub prometheus: Option<crate::prometheus::PrometheusSettings>,
+    /// `[jobs]`: job concurrency per tenant and per named pool.
+    pub jobs: crate::jobs::JobSettings,
     /// How long journals stay in the hot audit store (`[audit] journal_retention_hours`,
     /// and per tier `[audit.journal_retention_hours_by_tier]`); events and their
     /// hashes stay forever.
@@ -345,6 +347,7 @@ impl NodeConfig {
             http: crate::server::HttpLimits::default(),
             rate_limits: crate::ratelimit::RateSettings::default(),
             prometheus: None,
+            jobs: crate::jobs::JobSettings::default(),
             journal_retention: JournalRetention::default(),
             kek_file: None,
             kek_env: "RUNPLANE_KEK".into(),
@@ -378,7 +381,7 @@ impl NodeConfig {
         c.only_keys(
             &table,
             "",
-            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "tenant_regions", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens", "tls", "http", "rate_limits", "rollouts"],
+            &["node", "sandbox", "scheduler", "backends", "bindings", "tenant_bindings", "tenant_regions", "provisioning", "audit", "secrets", "config", "tenant_config", "control", "tokens", "tls", "http", "rate_limits", "rollouts", "jobs"],
         );
 
         if let Some(node) = c.table(&table, "node") {
@@ -683,6 +686,26 @@ impl NodeConfig {
                 Some(u) => c.problem("rollouts.prometheus_url", &format!("{u:?} is not an http:// or https:// address; write it like \"http://prometheus:9090\"")),
                 None if token_env.is_some() || t.contains_key("prometheus_timeout_ms") => c.problem("rollouts.prometheus_url", "is needed by prometheus_timeout_ms and prometheus_token_env; set it, or remove them"),
                 None => {}
+            }
+        }
+        if let Some(t) = c.table(&table, "jobs") {
+            c.only_keys(t, "jobs", &["max_running_per_tenant", "pools"]);
+            match c.get::<u64>(t, "jobs", "max_running_per_tenant") {
+                Some(v) if (1..=10_000).contains(&v) => cfg.jobs.max_running_per_tenant = v as u32,
+                Some(_) => c.problem("jobs.max_running_per_tenant", "must be between 1 and 10000"),
+                None => {}
+            }
+            if let Some(pools) = c.table(t, "pools") {
+                for (name, v) in pools {
+                    let valid = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                    match v.as_integer() {
+                        _ if !valid => c.problem(&format!("jobs.pools.{name}"), "a pool name is 1-64 of a-z, 0-9, '-' and '_'"),
+                        Some(n) if (1..=10_000).contains(&n) => {
+                            cfg.jobs.pools.insert(name.clone(), n as u32);
+                        }
+                        _ => c.problem(&format!("jobs.pools.{name}"), &format!("must be a whole number of slots between 1 and 10000 (found {v})")),
+                    }
+                }
             }
         }
         if let Some(t) = c.table(&table, "http") {

@@ -25,6 +25,7 @@ pub mod controlplane;
 pub mod drain;
 pub mod error;
 mod follower;
+mod jobs;
 pub mod health;
 mod listener;
 pub mod metrics;

@@ -53,6 +53,17 @@ pub struct Metrics {
     pub rollout_weight: Family<RolloutLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// 1 for the phase each route's latest rollout is in, 0 for the others.
     pub rollout_phase: Family<PhaseLabels, Gauge>,
+    /// Job attempts that ended, by outcome (`passed`, `failed`, `abandoned`).
+    pub job_attempts: Family<JobLabels, Counter>,
+    /// How long job attempts ran.
+    pub job_attempt_seconds: Histogram,
+    /// Job attempts running on this node now.
+    pub jobs_running: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,7 +144,16 @@ impl Metrics {
         let rollout_phase = Family::<PhaseLabels, Gauge>::default();
         registry.register("rollout_weight_percent", "The candidate's share of the route's rollout, in percent", rollout_weight.clone());
         registry.register("rollout_phase", "1 for the phase the route's latest rollout is in", rollout_phase.clone());
+        let job_attempts = Family::<JobLabels, Counter>::default();
+        let job_attempt_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
+        let jobs_running = Gauge::default();
+        registry.register("job_attempts", "Job attempts that ended, by outcome (ids are in the logs and audit events)", job_attempts.clone());
+        registry.register("job_attempt_duration_seconds", "How long job attempts ran", job_attempt_seconds.clone());
+        registry.register("jobs_running", "Job attempts running on this node", jobs_running.clone());
         Metrics {
+            job_attempts,
+            job_attempt_seconds,
+            jobs_running,
             rollout_weight,
             rollout_phase,
             audit_journals,

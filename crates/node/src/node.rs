@@ -257,6 +257,7 @@ impl Node {
         crate::archiver::spawn(node.clone());
         crate::ratelimit::spawn_tidy(node.clone());
         crate::rollouts::spawn(node.clone());
+        crate::jobs::spawn(node.clone());
 
         let listener = tokio::net::TcpListener::bind(node.config.listen)
             .await

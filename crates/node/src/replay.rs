@@ -39,6 +39,8 @@ pub(crate) enum Input {
     Http { method: String, uri: String, headers: Vec<(String, String)>, body: String },
     /// A message delivered to the handler export (payload base64).
     Message { topic: String, payload: String, headers: Vec<(String, String)> },
+    /// A job attempt's task input (canonical JSON).
+    Task { input: String },
 }
 
 impl Input {
@@ -77,6 +79,30 @@ pub(crate) fn complete_message_event(event: &mut AuditEvent, outcome: &Result<Re
         Ok(Err(_)) => Outcome::error("handler_error", None),
         Err(e) => Outcome::error(e.code(), None),
     };
+}
+
+/// Fills in what a task's outcome decides in a job attempt's audit event (live and
+/// replayed alike).
+pub(crate) fn complete_task_event(event: &mut AuditEvent, outcome: &Result<Result<String, String>, InvokeError>, report: &InvocationReport, input_bytes: u64) {
+    event.usage = Some(Usage {
+        fuel: report.fuel_consumed,
+        memory_peak_bytes: report.memory_peak_bytes as u64,
+        port_calls: report.port_calls,
+        request_bytes: input_bytes,
+        response_bytes: match outcome {
+            Ok(Ok(out)) => out.len() as u64,
+            _ => 0,
+        },
+        network_bytes: report.network_bytes,
+    });
+    match outcome {
+        Ok(Ok(out)) => {
+            event.outcome = Outcome::ok(None);
+            event.response_digest = Some(format!("sha256:{}", runplane_cjson::sha256_hex(out.as_bytes())));
+        }
+        Ok(Err(message)) => event.outcome = Outcome::error(&runplane_jobs::retry::task_failure(message).0, None),
+        Err(e) => event.outcome = Outcome::error(e.code(), None),
+    }
 }
 
 /// Fills in what an invocation's outcome decides in its audit event: status, response
@@ -178,6 +204,11 @@ pub(crate) async fn replay(node: &Arc<Node>, invocation_id: &str) -> Result<Repl
             let payload_bytes = payload.len() as u64;
             let (outcome, report) = node.host.deliver_message(&capability, invocation, topic, payload, headers).await;
             complete_message_event(&mut replayed, &outcome, &report, payload_bytes);
+        }
+        Input::Task { input } => {
+            let input_bytes = input.len() as u64;
+            let (outcome, report) = node.host.run_task(&capability, invocation, input).await;
+            complete_task_event(&mut replayed, &outcome, &report, input_bytes);
         }
     }
 

@@ -107,6 +107,11 @@ impl TickClock {
     fn tick(&self) {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// Moves the clock on by `ms`.
+    fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl runplane_node::Clock for TickClock {
@@ -730,3 +735,6 @@ mod schemathesis;
 
 #[path = "support/rollouts.rs"]
 mod rollouts;
+
+#[path = "support/jobs.rs"]
+mod jobs;

@@ -125,6 +125,10 @@ pub const OPERATIONS: &[(&str, &[Role])] = &[
     ("deployment.list", &[IA, DE, AU, OP]),
     ("undeploy", &[IA, DE]),
     // Progressive delivery (spec §8): operators may stop a rollout, not start one.
+    // Jobs (spec §9): a tenant submits, reads and cancels its own.
+    ("job.submit", &[IA, OP, TA, TE]),
+    ("job.read", &[IA, AU, OP, TA, TE]),
+    ("job.cancel", &[IA, OP, TA, TE]),
     ("rollout.start", &[IA, DE]),
     ("rollout.read", &[IA, DE, AU, OP]),
     ("rollout.promote", &[IA, DE]),
@@ -680,10 +684,10 @@ mod tests {
     fn the_catalogue_matches_the_brief() {
         let ops: BTreeSet<&str> = OPERATIONS.iter().map(|(o, _)| *o).collect();
         assert_eq!(ops.len(), OPERATIONS.len(), "each operation once");
-        assert_eq!(ops.len(), 61);
+        assert_eq!(ops.len(), 64);
         let tenant_traffic = ["invoke", "contract.execute"];
         let admin = operations_of(Role::InstanceAdmin);
-        assert_eq!(admin.len(), 59);
+        assert_eq!(admin.len(), 62);
         assert!(tenant_traffic.iter().all(|op| !admin.contains(op)));
         let sorted = |role| operations_of(role).into_iter().collect::<BTreeSet<_>>();
         let set = |ops: &[&'static str]| ops.iter().copied().collect::<BTreeSet<_>>();
@@ -698,7 +702,7 @@ mod tests {
             sorted(Role::Auditor),
             set(&[
                 "audit.read", "tenant.list", "tenant.read", "deployment.list", "capability.list", "environment.list", "config.read", "flag.list", "domain.list",
-                "token.list", "quota.read", "secret.list", "cluster.read", "ca.read", "instance.metadata", "rollout.read",
+                "token.list", "quota.read", "secret.list", "cluster.read", "ca.read", "instance.metadata", "rollout.read", "job.read",
             ])
         );
         assert_eq!(
@@ -706,17 +710,17 @@ mod tests {
             set(&[
                 "tenant.suspend", "tenant.resume", "tenant.drain", "deployment.pause", "deployment.resume", "replay", "audit.read", "tenant.list", "tenant.read", "deployment.list",
                 "cluster.read", "cluster.drain", "ca.read", "tls.reload", "instance.metadata", "rollout.read", "rollout.abort", "rollout.pause", "rollout.resume",
-                "deployment.undo",
+                "deployment.undo", "job.submit", "job.read", "job.cancel",
             ])
         );
         assert_eq!(
             sorted(Role::TenantAdmin),
             set(&[
                 "tenant.read", "key.create", "key.delete", "secret.list", "secret.put", "config.read", "config.set", "config.rollback", "flag.list", "flag.set", "flag.delete", "domain.list",
-                "domain.activate", "domain.deactivate", "quota.read", "invoke", "contract.execute", "token.mint",
+                "domain.activate", "domain.deactivate", "quota.read", "invoke", "contract.execute", "token.mint", "job.submit", "job.read", "job.cancel",
             ])
         );
-        assert_eq!(sorted(Role::Tenant), set(&tenant_traffic));
+        assert_eq!(sorted(Role::Tenant), set(&["invoke", "contract.execute", "job.submit", "job.read", "job.cancel"]));
     }
 
     #[test]

@@ -142,7 +142,17 @@ pub const ADMIN_ROUTES: &[AdminRoute] = &[
 
 /// `/v1/` routes that are not admin actions: the public API document, and tenant
 /// traffic, which is authorized and audited in the tenant's own log.
-pub const NOT_ADMIN: &[&str] = &["/v1/openapi.json", "/v1/contracts/{id}/execute", "/v1/tokens/exchange"];
+pub const NOT_ADMIN: &[&str] = &[
+    "/v1/openapi.json",
+    "/v1/contracts/{id}/execute",
+    "/v1/tokens/exchange",
+    // Jobs take a tenant's credential or an admin one; the handlers authorize both and
+    // write the admin event for an admin caller (`api/jobs.rs`).
+    "/v1/jobs",
+    "/v1/jobs/{id}",
+    "/v1/jobs/{id}/attempts",
+    "/v1/jobs/{id}/cancel",
+];
 
 /// What the handler adds to its request's admin event.
 #[derive(Default)]

@@ -8,6 +8,7 @@ pub mod controlplane;
 pub mod gate;
 pub(crate) mod idempotency;
 pub mod instance;
+pub mod jobs;
 pub mod openapi;
 pub mod ops;
 pub mod rollouts;
@@ -85,6 +86,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/environments", get(controlplane::list_environments))
         .route("/v1/environments/{name}", put(controlplane::put_environment))
         .route("/v1/environments/{name}/promote", post(controlplane::promote))
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/attempts", get(jobs::attempts))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/rollouts", post(rollouts::start).get(rollouts::list))
         .route("/v1/rollouts/{id}", get(rollouts::get))
         .route("/v1/rollouts/{id}/promote", post(rollouts::promote))

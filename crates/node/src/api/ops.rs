@@ -156,6 +156,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
         crate::api::rollouts::retry, crate::api::rollouts::pause, crate::api::rollouts::resume, crate::api::rollouts::undo,
         crate::api::rollouts::start_group, crate::api::rollouts::get_group, crate::api::rollouts::promote_group, crate::api::rollouts::abort_group,
         crate::api::rollouts::retry_group, crate::api::rollouts::pause_group, crate::api::rollouts::resume_group,
+        crate::api::jobs::submit, crate::api::jobs::list, crate::api::jobs::get, crate::api::jobs::attempts, crate::api::jobs::cancel,
         crate::api::ca::init, crate::api::ca::show, crate::api::ca::rotate, crate::api::ca::issue, crate::api::ca::list, crate::api::ca::revoke, crate::api::ca::reload_tls,
     ),
     components(schemas(crate::error::ErrorResponse, crate::error::ErrorBody, runplane_policy::flags::Variant)),
