@@ -1384,3 +1384,84 @@ async fn sigkill_of_a_node_under_load_loses_no_acknowledged_write() {
         assert!(ok, "{log} verifies: {out} {err}");
     }
 }
+
+/// kill -9 of the node while a job attempt runs, then a restart: the old attempt is
+/// `abandoned` once its lease expires (not before: the pool's one slot stays taken, so
+/// a second job in the pool stays queued), exactly one new attempt follows under the
+/// same idempotency key, and no two attempts of the pool ever ran at once.
+#[tokio::test]
+async fn kill_9_during_a_job_attempt_abandons_it_and_retries_once_without_leaking_or_doubling_its_slot() {
+    use reqwest::{Method, StatusCode};
+    use serde_json::{Value, json};
+    let Some(inst) = cluster::Instance::new(cluster::Sql::Postgres).await else { return };
+    let pools = "[jobs.pools]\nsolo = 1\n";
+    let mut a = inst.start("node-a", pools).await;
+    let (_, created) = inst.admin(&a, Method::POST, "/v1/tenants", Some(json!({"id": "acme", "tier": "enterprise"}))).await;
+    let key = created["api_key"].as_str().expect("key").to_owned();
+    inst.push_and_deploy(&a, "worker", runplane_examples::WORKER, None).await;
+    let job = |node: &cluster::NodeProc, body: Value| {
+        let (http, url, key) = (inst.http.clone(), node.url("/v1/jobs"), key.clone());
+        async move {
+            let r = http.post(url).bearer_auth(key).json(&body).send().await.expect("submit");
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let get = |node: &cluster::NodeProc, path: String| {
+        let (http, url, key) = (inst.http.clone(), node.url(&path), key.clone());
+        async move { http.get(url).bearer_auth(key).send().await.expect("get").json::<Value>().await.unwrap_or_default() }
+    };
+    let long = json!({"route": "worker", "input": {"op": "spin", "iters": 700_000_000u64}, "pool": "solo", "idempotency_key": "kill-me", "retry": {"maximum_attempts": 3, "initial_interval_ms": 100}});
+    let (s, first) = job(&a, long.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let id = first["job_id"].as_str().expect("id").to_owned();
+    let started = Instant::now();
+    while get(&a, format!("/v1/jobs/{id}")).await["status"] != "running" {
+        assert!(started.elapsed() < Duration::from_secs(20), "the job never ran:\n{}", inst.log("node-a"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, second) = job(&a, json!({"route": "worker", "input": {"op": "echo"}, "pool": "solo"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    let other = second["job_id"].as_str().expect("id").to_owned();
+
+    cluster::signal(&a, "-KILL");
+    if let Some(c) = &mut a.child {
+        let _ = c.0.wait();
+    }
+    let killed = Instant::now();
+    // Membership refuses a second node-a until the dead one's heartbeat has lapsed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let a = inst.start("node-a", pools).await;
+    // The dead attempt's lease has not run out: its slot is still taken.
+    while killed.elapsed() < Duration::from_secs(5) {
+        let o = get(&a, format!("/v1/jobs/{other}")).await;
+        assert_eq!(o["status"], "queued", "the pool's slot is still held by the dead attempt: {o}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let done = |j: &Value| matches!(j["status"].as_str(), Some("passed" | "failed" | "cancelled"));
+    let started = Instant::now();
+    let (j, o) = loop {
+        let (j, o) = (get(&a, format!("/v1/jobs/{id}")).await, get(&a, format!("/v1/jobs/{other}")).await);
+        if done(&j) && done(&o) {
+            break (j, o);
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not done: {j} {o}\n{}", inst.log("node-a"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((j["status"].as_str(), o["status"].as_str()), (Some("passed"), Some("passed")), "{j} {o}");
+    let attempts = get(&a, format!("/v1/jobs/{id}/attempts")).await["items"].as_array().cloned().unwrap_or_default();
+    let seen: Vec<(&str, Option<&str>, Option<bool>)> = attempts.iter().map(|a| (a["status"].as_str().unwrap_or_default(), a["error_code"].as_str(), a["retryable"].as_bool())).collect();
+    assert_eq!(seen, vec![("abandoned", Some("abandoned"), Some(true)), ("passed", None, None)], "one new attempt: {attempts:#?}");
+    assert_eq!(j["idempotency_key"], "kill-me");
+    let (s, again) = job(&a, long).await;
+    assert_eq!((s, again["job_id"].as_str()), (StatusCode::OK, Some(id.as_str())), "the same key is the same job after the crash: {again}");
+    // The pool's attempts never overlapped: each started after the one before ended.
+    let mut spans: Vec<(String, String)> = Vec::new();
+    for job in [&id, &other] {
+        for at in get(&a, format!("/v1/jobs/{job}/attempts")).await["items"].as_array().cloned().unwrap_or_default() {
+            spans.push((at["created_at_utc"].as_str().unwrap_or_default().to_owned(), at["updated_at_utc"].as_str().unwrap_or_default().to_owned()));
+        }
+    }
+    spans.sort();
+    assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "one slot, one attempt at a time: {spans:?}");
+}
