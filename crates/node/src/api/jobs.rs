@@ -50,7 +50,7 @@ pub struct SubmitJob {
     /// Ids to carry into every attempt's record (`run_id`, …).
     #[serde(default)]
     pub correlation_ids: BTreeMap<String, String>,
-    /// Schedules are not served yet: a job with one is refused.
+    /// Schedules are not served yet: a job with one is refused (400).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub schedule: Option<serde_json::Value>,
@@ -102,7 +102,8 @@ pub struct AttemptList {
 pub struct ListQuery {
     /// With an admin credential: the tenant whose jobs to list.
     pub tenant: Option<String>,
-    /// At most this many, newest first (default 100, at most 1000).
+    /// At most this many, newest first (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -221,20 +222,23 @@ fn record(a: &StoredAttempt) -> JobAttemptRecord {
 #[utoipa::path(post, path = "/v1/jobs", request_body = SubmitJob, security(("tenant_key" = []), ("admin_token" = [])),
     responses((status = 201, body = JobView, description = "the job, queued"), (status = 200, body = JobView, description = "the job submitted earlier under the same idempotency key"),
         (status = 400, body = crate::error::ErrorResponse), (status = 401, body = crate::error::ErrorResponse), (status = 403, body = crate::error::ErrorResponse),
-        (status = 404, body = crate::error::ErrorResponse), (status = 429, body = crate::error::ErrorResponse), (status = 501, body = crate::error::ErrorResponse),
+        (status = 404, body = crate::error::ErrorResponse, description = "no such route, or no such pool"),
+        (status = 409, body = crate::error::ErrorResponse, description = "the route's capability exports no task"), (status = 429, body = crate::error::ErrorResponse),
         (status = 503, body = crate::error::ErrorResponse)))]
 pub async fn submit(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(req): JsonBody<SubmitJob>) -> Result<Response, ApiError> {
     let caller = caller(&node, &headers, "job.submit", req.tenant.as_deref())?;
+    if node.tenant(&caller.tenant).is_none() {
+        return Err(ApiError::not_found(format!("no tenant {}; create it with POST /v1/tenants", caller.tenant)));
+    }
     if req.schedule.is_some() {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
+        return Err(ApiError::bad_request(
             "schedules_not_served",
             "this node does not run schedules yet; submit each run as its own job (with an idempotency key such as <schedule>@<nominal time>)",
         ));
     }
     let deployment = node.deployment(&req.route).ok_or_else(|| ApiError::not_found(format!("no capability is deployed on route {}; deploy one that exports runplane:ports/task", req.route)))?;
     if !deployment.capability.exports.task {
-        return Err(ApiError::bad_request("no_task_export", format!("{} on route {} exports no task (runplane:ports/task); a job runs a task", deployment.capability.name, req.route)));
+        return Err(ApiError::new(StatusCode::CONFLICT, "no_task_export", format!("{} on route {} exports no task (runplane:ports/task); a job runs a task", deployment.capability.name, req.route)));
     }
     let retry = req.retry.unwrap_or_default();
     retry.check().map_err(|e| ApiError::bad_request("invalid_retry", e))?;
@@ -242,14 +246,14 @@ pub async fn submit(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(
         && !node.config.jobs.pools.contains_key(p)
     {
         let known: Vec<&str> = node.config.jobs.pools.keys().map(String::as_str).collect();
-        return Err(ApiError::bad_request("unknown_pool", format!("no pool {p} in [jobs.pools]; known: {}", if known.is_empty() { "none".into() } else { known.join(", ") })));
+        return Err(ApiError::not_found(format!("no pool {p} in [jobs.pools]; known: {}", if known.is_empty() { "none".into() } else { known.join(", ") })));
     }
     if let Some(k) = &req.idempotency_key
-        && (k.is_empty() || k.len() > 191 || k.chars().any(char::is_control))
+        && (k.is_empty() || k.chars().count() > 191 || k.chars().any(|c| c < ' ' || c == '\x7f'))
     {
         return Err(ApiError::bad_request("invalid_idempotency_key", "an idempotency key is 1-191 printable characters"));
     }
-    if req.correlation_ids.len() > 16 || req.correlation_ids.iter().any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 256) {
+    if req.correlation_ids.len() > 16 || req.correlation_ids.iter().any(|(k, v)| k.is_empty() || k.chars().count() > 64 || v.chars().count() > 256) {
         return Err(ApiError::bad_request("invalid_correlation_ids", "at most 16 correlation ids, names of 1-64 characters, values of at most 256"));
     }
     let id = node.entropy.uuid_at(node.now()).to_string();
@@ -285,7 +289,7 @@ pub async fn submit(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(
         (status = 403, body = crate::error::ErrorResponse), (status = 503, body = crate::error::ErrorResponse)))]
 pub async fn list(State(node): State<Arc<Node>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     let caller = caller(&node, &headers, "job.read", q.tenant.as_deref())?;
-    let jobs = node.control.jobs(Some(&caller.tenant), q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    let jobs = node.control.jobs(Some(&caller.tenant), crate::api::params::page_limit(q.limit)?).await?;
     if caller.admin {
         audit(&node, &caller, "job.read", "/v1/jobs", serde_json::json!({})).await?;
     }

@@ -147,19 +147,24 @@ async fn the_same_idempotency_key_gives_the_same_job() {
     assert_eq!(attempts(&node, &acme, id).await.len(), 1, "one run");
 }
 
-/// A pool of one slot: two long jobs in it never run at once; cancel frees the slot at
-/// once and a cancelled job is final.
+/// A pool of one slot: while a long job in it runs, a second stays queued; cancel
+/// frees the slot at once (the second runs), a cancelled job is final, and the pool's
+/// attempts never overlapped.
 #[tokio::test]
 async fn a_pool_of_one_slot_runs_one_attempt_at_a_time_and_cancel_frees_it() {
     let (node, acme, _) = worker_node(|c| {
         c.jobs.pools.insert("solo".into(), 1);
+        // A spin long enough to outlast a loaded machine's scheduling.
+        c.sandbox.deadline_ms = 60_000;
+        c.sandbox.fuel = 1 << 42;
     })
     .await;
-    let long = json!({"route": "work", "input": {"op": "spin", "iters": 400_000_000u64}, "pool": "solo", "retry": {"maximum_attempts": 1}});
-    let (_, a) = submit(&node, &acme, long.clone()).await;
-    let (_, b) = submit(&node, &acme, long).await;
-    let (a, b) = (a["job_id"].as_str().expect("a").to_owned(), b["job_id"].as_str().expect("b").to_owned());
+    let long = json!({"route": "work", "input": {"op": "spin", "iters": 20_000_000_000u64}, "pool": "solo", "retry": {"maximum_attempts": 1}});
+    let (_, a) = submit(&node, &acme, long).await;
+    let a = a["job_id"].as_str().expect("a").to_owned();
     job_until(&node, &acme, &a, |j| j["status"] == "running").await;
+    let (_, b) = submit(&node, &acme, json!({"route": "work", "input": {"op": "echo"}, "pool": "solo"})).await;
+    let b = b["job_id"].as_str().expect("b").to_owned();
     for _ in 0..10 {
         let (_, jb) = node.app(&acme, Method::GET, &format!("/v1/jobs/{b}"), None).await;
         assert_eq!(jb["status"], "queued", "the pool's one slot is taken: {jb}");
@@ -167,13 +172,17 @@ async fn a_pool_of_one_slot_runs_one_attempt_at_a_time_and_cancel_frees_it() {
     }
     let (s, cancelled) = node.app(&acme, Method::POST, &format!("/v1/jobs/{a}/cancel?reason=enough"), None).await;
     assert_eq!((s, cancelled["status"].as_str(), cancelled["reason"].as_str()), (StatusCode::OK, Some("cancelled"), Some("enough")), "{cancelled}");
-    job_until(&node, &acme, &b, |j| j["status"] == "running" || is_final(j)).await;
+    let jb = job_until(&node, &acme, &b, is_final).await;
+    assert_eq!(jb["status"], "passed", "the freed slot ran the second: {jb}");
     let (s, again) = node.app(&acme, Method::POST, &format!("/v1/jobs/{a}/cancel"), None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{again}");
     let list = attempts(&node, &acme, &a).await;
     assert_eq!((list.len(), list[0]["status"].as_str(), list[0]["retryable"].as_bool()), (1, Some("cancelled"), Some(false)), "{list:#?}");
+    let cancelled_at = list[0]["updated_at_utc"].as_str().expect("ended").to_owned();
+    let second = attempts(&node, &acme, &b).await;
+    assert!(second[0]["created_at_utc"].as_str().expect("started") >= cancelled_at.as_str(), "the second started after the slot was freed: {list:?} {second:?}");
     let (s, bad) = submit(&node, &acme, json!({"route": "work", "pool": "nope"})).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(s, StatusCode::NOT_FOUND, "{bad}");
     assert!(bad["error"]["message"].as_str().is_some_and(|m| m.contains("solo")), "{bad}");
 }
 
@@ -208,7 +217,7 @@ async fn a_tenant_cannot_see_cancel_or_read_another_tenants_jobs() {
     for (body, code) in [
         (json!({"route": "nowhere"}), StatusCode::NOT_FOUND),
         (json!({"route": "work", "retry": {"maximum_attempts": 0}}), StatusCode::BAD_REQUEST),
-        (json!({"route": "work", "schedule": {"cron": "* * * * *"}}), StatusCode::NOT_IMPLEMENTED),
+        (json!({"route": "work", "schedule": {"cron": "* * * * *"}}), StatusCode::BAD_REQUEST),
         (json!({"route": "work", "idempotency_key": ""}), StatusCode::BAD_REQUEST),
         (json!({"route": "work", "surprise": 1}), StatusCode::UNPROCESSABLE_ENTITY),
     ] {
@@ -219,5 +228,5 @@ async fn a_tenant_cannot_see_cancel_or_read_another_tenants_jobs() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     node.deploy("hello", runplane_examples::HELLO, "hello", &[]).await;
     let (s, body) = submit(&node, &acme, json!({"route": "hello"})).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("no_task_export")), "{body}");
+    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("no_task_export")), "{body}");
 }

@@ -118,6 +118,24 @@ async fn the_openapi_document_describes_every_answer_schemathesis_finds_no_failu
         }
         groups.insert(op, id);
     }
+    // Jobs that stay queued (their first attempt failed; the next is a day away), one
+    // per cancel schemathesis may send (later ones find it cancelled: 409); umbrella's,
+    // whose key schemathesis sends on the jobs operations.
+    node.deploy("worker", runplane_examples::WORKER, "work", &[]).await;
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        let body = json!({"route": "work", "tenant": "umbrella", "input": {"op": "fail"}, "retry": {"initial_interval_ms": 86_400_000u64, "maximum_interval_ms": 86_400_000u64}});
+        let (s, j) = node.admin(Method::POST, "/v1/jobs", Some(body)).await;
+        assert_eq!(s, StatusCode::CREATED, "{j}");
+        jobs.push(j["job_id"].as_str().expect("job").to_owned());
+    }
+    for id in &jobs {
+        let started = std::time::Instant::now();
+        while node.admin(Method::GET, &format!("/v1/jobs/{id}"), None).await.1["attempts"] != 1 {
+            assert!(started.elapsed() < std::time::Duration::from_secs(30), "job {id} never ran");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     for capability in ["hello", "burn"] {
         let (s, body) = node.admin(Method::POST, "/v1/deployments", Some(json!({"capability": capability, "version": "1.0.0", "route": "undo-me"}))).await;
         assert_eq!(s, StatusCode::CREATED, "{body}");
@@ -272,6 +290,8 @@ values = [0, 1, 2, 3]
 [dictionaries.serials]
 values = [{serial:?}]
 {rollout_dictionaries}{group_dictionaries}
+[dictionaries.jobs]
+values = {jobs:?}
 [dictionaries.rollout_routes]
 values = ["scratch"]
 [dictionaries.candidates]
@@ -352,6 +372,18 @@ include-name = "POST /v1/deployments/{{route}}/undo"
 parameters = {{ "path.route" = {{ dictionary = "undo", probability = 0.5 }} }}
 
 [[operations]]
+include-name = "GET /v1/jobs/{{id}}"
+parameters = {{ "path.id" = {{ dictionary = "jobs", probability = 0.5 }} }}
+
+[[operations]]
+include-name = "GET /v1/jobs/{{id}}/attempts"
+parameters = {{ "path.id" = {{ dictionary = "jobs", probability = 0.5 }} }}
+
+[[operations]]
+include-name = "POST /v1/jobs/{{id}}/cancel"
+parameters = {{ "path.id" = {{ dictionary = "jobs", probability = 0.5 }} }}
+
+[[operations]]
 include-name = "POST /v1/tokens/revoke"
 parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probability = 0.5 }}, "body.token" = {{ dictionary = "tokens", probability = 0.5 }} }}
 "#,
@@ -360,6 +392,7 @@ parameters = {{ "body.revocation_id" = {{ dictionary = "revocation_ids", probabi
         // Fixed, so CI is repeatable; RUNPLANE_SCHEMATHESIS_SEED explores further.
         seed = std::env::var("RUNPLANE_SCHEMATHESIS_SEED").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(20261202),
         umbrella = keys["umbrella"],
+        jobs = jobs,
         tenants = s(&["acme", "globex", "initech"]),
         rollout_dictionaries = rollouts.iter().map(|(op, id)| format!("[dictionaries.rollout-{op}]\nvalues = [{id:?}]\n")).collect::<String>(),
         group_dictionaries = groups.iter().map(|(op, id)| format!("[dictionaries.group-{op}]\nvalues = [{id:?}]\n")).collect::<String>(),
