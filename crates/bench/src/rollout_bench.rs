@@ -20,7 +20,7 @@
 //!
 //! Usage: `cargo run --release -p runplane-bench --bin rollout-bench -- [ROUNDS] [NODES]`
 //! (default 20 rounds, 3 nodes); PostgreSQL from `RUNPLANE_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`); JSON to `target/bench/rollout.json`
+//! `postgres://postgres@127.0.0.1:5432/postgres`); JSON to `target/bench/rollout-switch.json`
 //! (or `$BENCH_OUT`).
 
 #[path = "load.rs"]
@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let rounds: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let count: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
     let pace = Duration::from_millis(std::env::var("RB_PACE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2));
-    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench/rollout.json".into());
+    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench/rollout-switch.json".into());
     let url = std::env::var("RUNPLANE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let database = format!("rp_rollout_bench_{}", std::process::id());
 

@@ -176,12 +176,16 @@ pub async fn resume_tenant(State(node): State<Arc<Node>>, Path(id): Path<String>
 #[utoipa::path(delete, path = "/v1/tenants/{id}", security(("admin_token" = [])), responses((status = 204), (status = 404, body = crate::error::ErrorResponse)))]
 pub async fn delete_tenant(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let before = known_tenant(&node, &id)?;
+    // Its jobs go first: no attempt starts for a tenant that is gone, and their slots
+    // are free at once.
+    let cancelled = node.control.cancel_tenant_jobs(&id, "the tenant was removed", &runplane_audit::rfc3339_utc(node.now())).await?;
     node.control.delete_tenant(&id).await?;
     node.keys.remove_tenant(&id);
     node.tenants.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
     node.bindings.forget(&id).await;
     let mut ev = node.event("admin", Some(&id), "tenant.delete", &id, Outcome::ok(Some(204)));
     ev.details.insert("before".into(), serde_json::to_value(&before).unwrap_or_default());
+    ev.details.insert("jobs_cancelled".into(), cancelled.into());
     node.audit_admin(ev).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -224,6 +224,15 @@ async fn a_tenant_cannot_see_cancel_or_read_another_tenants_jobs() {
         let (s, answer) = submit(&node, &acme, body.clone()).await;
         assert_eq!(s, code, "{body}: {answer}");
     }
+    // Removing a tenant cancels its jobs that have not ended (a day-long retry delay
+    // keeps this one queued).
+    let (_, waiting) = submit(&node, &globex, json!({"route": "work", "input": {"op": "fail"}, "retry": {"initial_interval_ms": 86_400_000u64, "maximum_interval_ms": 86_400_000u64}})).await;
+    let waiting = waiting["job_id"].as_str().expect("id").to_owned();
+    job_until(&node, &globex, &waiting, |j| j["attempts"] == 1 && j["status"] == "queued").await;
+    let (s, _) = node.admin(Method::DELETE, "/v1/tenants/globex", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, gone) = node.admin(Method::GET, &format!("/v1/jobs/{waiting}"), None).await;
+    assert_eq!((gone["status"].as_str(), gone["reason"].as_str()), (Some("cancelled"), Some("the tenant was removed")), "{gone}");
     let (s, _) = node.app("not-a-key", Method::GET, "/v1/jobs", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     node.deploy("hello", runplane_examples::HELLO, "hello", &[]).await;
