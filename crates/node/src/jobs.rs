@@ -1,7 +1,8 @@
 //! Jobs on the node (spec §9): what is retried, when and how often is
 //! `runplane-jobs`'s; this module keeps the stored jobs moving and runs their attempts.
 //!
-//! - **One controller**, on the leader ([`spawn`], every [`TICK`]): it first abandons
+//! - **One controller**, on the leader ([`spawn`], every [`TICK`], and at once when a
+//!   job is submitted on this node or an attempt ends): it first abandons
 //!   the running attempts whose lease expired (their node died; error `abandoned`,
 //!   retryable), then starts the queued jobs that are due, each only if a slot is free
 //!   (the tenant's `[jobs] max_running_per_tenant`, the job's `[jobs.pools]` pool) —
@@ -69,26 +70,40 @@ pub(crate) fn spawn(node: Arc<Node>) {
             tokio::select! {
                 _ = &mut stopped => return,
                 _ = tokio::time::sleep(TICK) => {}
+                _ = node.job_wake.notified() => {}
             }
             if node.leader_epoch().is_none() || node.drain.is_draining() {
                 continue;
             }
-            if let Err(e) = tick(&node).await {
-                tracing::warn!(error = %e.message, "job controller: the control store is unavailable; jobs wait until it is back");
+            // A full batch: there may be more due at once.
+            loop {
+                match tick(&node).await {
+                    Ok(started) if started == STARTS_PER_TICK as usize => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "job controller: the control store is unavailable; jobs wait until it is back");
+                        break;
+                    }
+                }
             }
         }
     });
 }
 
-async fn tick(node: &Arc<Node>) -> Result<(), ApiError> {
+/// One pass: the expired leases, then the due jobs. How many due jobs it looked at.
+async fn tick(node: &Arc<Node>) -> Result<usize, ApiError> {
     let now = node.now_ms() as i64;
     for a in node.control.expired_attempts(now, STARTS_PER_TICK).await? {
         abandon(node, a, now).await?;
     }
-    for job in node.control.due_jobs(now, STARTS_PER_TICK).await? {
-        start(node, job, now).await?;
+    let due = node.control.due_jobs(now, STARTS_PER_TICK).await?;
+    let mut started = 0;
+    for job in &due {
+        started += usize::from(start(node, job.clone(), now).await?);
     }
-    Ok(())
+    // Due jobs left waiting for a slot are looked at again when one is freed or at the
+    // next tick, not in a loop now.
+    Ok(if started == due.len() { due.len() } else { 0 })
 }
 
 /// An attempt whose node stopped: `abandoned`, and the retry policy decides.
@@ -109,15 +124,16 @@ async fn abandon(node: &Arc<Node>, a: StoredAttempt, now: i64) -> Result<(), Api
     Ok(())
 }
 
-/// Starts the next attempt of `job` if a slot is free; it runs on this node.
-async fn start(node: &Arc<Node>, job: StoredJob, now: i64) -> Result<(), ApiError> {
+/// Starts the next attempt of `job` if a slot is free; it runs on this node. Whether
+/// it started.
+async fn start(node: &Arc<Node>, job: StoredJob, now: i64) -> Result<bool, ApiError> {
     let held = node.control.running(&job.tenant_id, job.pool.as_deref()).await?;
     let settings = &node.config.jobs;
     let limits = Concurrency { job: None, pool: job.pool.clone() };
     let pool_limit = job.pool.as_ref().and_then(|p| settings.pools.get(p).copied());
     if let Err(why) = may_start(&limits, Some(settings.max_running_per_tenant), pool_limit, Held { job: 0, tenant: held.tenant, pool: held.pool }) {
         tracing::debug!(job_id = %job.job_id, why, "job waits for a slot");
-        return Ok(());
+        return Ok(false);
     }
     let spec = spec_of(&job);
     let at = runplane_audit::rfc3339_utc(node.now());
@@ -143,15 +159,17 @@ async fn start(node: &Arc<Node>, job: StoredJob, now: i64) -> Result<(), ApiErro
         lease_expires_ms: now + LEASE_MS,
     };
     if !node.control.claim_attempt(job.attempts, &attempt).await? {
-        return Ok(());
+        return Ok(false);
     }
     node.metrics.jobs_running.inc();
     let node = node.clone();
     tokio::spawn(async move {
         run_attempt(&node, job, spec, attempt).await;
         node.metrics.jobs_running.dec();
+        // Its slot is free, and a retry may be due at once.
+        node.job_wake.notify_one();
     });
-    Ok(())
+    Ok(true)
 }
 
 /// The job's spec as stored (one written by this node; unreadable means altered).

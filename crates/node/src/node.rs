@@ -80,6 +80,8 @@ pub struct Node {
     pub(crate) rollouts: crate::rollouts::Rollouts,
     /// The Prometheus server rollout analyses may query (`[rollouts] prometheus_url`).
     pub(crate) prometheus: Option<crate::prometheus::PrometheusSource>,
+    /// Wakes the job controller before its next tick (a job submitted, a slot freed).
+    pub(crate) job_wake: tokio::sync::Notify,
 }
 
 /// Where the key-encryption keys of secrets come from.
@@ -234,6 +236,7 @@ impl Node {
             limits: crate::ratelimit::RateLimits::new(&config_limits),
             rollouts: crate::rollouts::Rollouts::default(),
             prometheus,
+            job_wake: tokio::sync::Notify::new(),
         });
         for d in node.control.deployments().await? {
             let route = d.route.clone();

@@ -276,6 +276,7 @@ pub async fn submit(State(node): State<Arc<Node>>, headers: HeaderMap, JsonBody(
     };
     match node.control.insert_job(&job).await? {
         Ok(()) => {
+            node.job_wake.notify_one();
             audit(&node, &caller, "job.submit", &id, serde_json::json!({"route": job.route, "idempotency_key": job.idempotency_key})).await?;
             Ok((StatusCode::CREATED, versioned(view(&job, true))).into_response())
         }
