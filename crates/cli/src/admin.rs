@@ -134,6 +134,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Jobs: submit (--wait), list, show, attempts, cancel. --token: a tenant key, or an admin one with --tenant.
+    Job {
+        #[command(subcommand)]
+        cmd: crate::job::JobCmd,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Progressive delivery: start, status (--watch), promote, abort, retry, pause, resume.
     Rollout {
         #[command(subcommand)]
@@ -511,6 +518,7 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Env { cmd, target } => crate::control::env(&Client::from_target(&target)?, cmd).await?,
         AdminCommand::Operate { cmd, target } => crate::control::operate(&Client::from_target(&target)?, cmd).await?,
         AdminCommand::Ca { cmd, target } => crate::control::ca(&Client::from_target(&target)?, cmd).await?,
+        AdminCommand::Job { cmd, target } => crate::job::run(&Client::from_target(&target)?, cmd).await?,
         AdminCommand::Rollout { cmd, target } => crate::rollout::run(&Client::from_target(&target)?, cmd).await?,
         AdminCommand::Undo { route, target } => crate::rollout::undo(&Client::from_target(&target)?, &route).await?,
         AdminCommand::Audit { cmd: AuditCmd::Verify { bundle, since, key }, .. } => verify_bundle(&bundle, since.as_deref(), key.as_deref())?,

@@ -8,7 +8,11 @@
 /// the placeholder's name in capitals when the message names no concrete value.
 const COMMANDS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/tenants", "runplane tenant list"),
+    ("POST", "/v1/tenants", "runplane tenant create ID"),
     ("GET", "/v1/cluster/nodes", "runplane operate nodes"),
+    ("GET", "/v1/jobs/{id}", "runplane job show {id}"),
+    ("GET", "/v1/jobs", "runplane job list"),
+    ("POST", "/v1/jobs", "runplane job submit ROUTE INPUT"),
     ("POST", "/v1/rollouts/{id}/abort", "runplane rollout abort {id}"),
     ("POST", "/v1/rollouts/{id}/promote", "runplane rollout promote {id}"),
     ("GET", "/v1/rollouts?route={route}", "runplane rollout status --route {route}"),

@@ -3,6 +3,7 @@
 mod admin;
 mod control;
 mod hints;
+mod job;
 mod rollout;
 mod up;
 

@@ -1465,3 +1465,30 @@ async fn kill_9_during_a_job_attempt_abandons_it_and_retries_once_without_leakin
     spans.sort();
     assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "one slot, one attempt at a time: {spans:?}");
 }
+
+/// `runplane job` against `runplane up`, with a tenant's key: submit --wait follows the
+/// job to its end and prints it; list, attempts and cancel answer as the API does.
+#[tokio::test]
+async fn job_submit_wait_list_attempts_and_cancel_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_child, base, creds) = up_once(dir.path()).await;
+    let key = creds["tenants"]["acme"].as_str().expect("key").to_owned();
+    let job = |args: &[&str]| {
+        let out = Command::new(BIN).arg("job").args(args).args(["--node", &base, "--token", &key]).output().expect("run");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, out, err) = job(&["submit", "orders", r#"{"op":"count"}"#, "--idempotency-key", "count-1", "--wait"]);
+    assert!(ok, "{err}");
+    let done: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!((done["status"].as_str(), done["output"]["orders"].as_u64()), (Some("passed"), Some(0)), "{out}");
+    assert!(err.contains("passed"), "--wait showed the job's progress: {err}");
+    let id = done["job_id"].as_str().expect("id");
+    let (ok, out, _) = job(&["attempts", id]);
+    assert!(ok && out.contains("\"attempt_number\": 1"), "{out}");
+    let (ok, out, _) = job(&["list"]);
+    assert!(ok && out.contains(id), "{out}");
+    let (ok, _, err) = job(&["cancel", id]);
+    assert!(!ok && err.contains("ended already"), "{err}");
+    let (ok, _, err) = job(&["submit", "orders", "not json"]);
+    assert!(!ok && err.contains("INPUT is not JSON"), "{err}");
+}

@@ -215,6 +215,12 @@ impl ControlStore {
         rows.iter().map(attempt_row).collect()
     }
 
+    /// Whether any job is queued or running (the controller reads no clock without).
+    pub async fn has_open_jobs(&self) -> Result<bool> {
+        let row = sqlx::query(self.sql("SELECT job_id FROM jobs WHERE status IN ('queued', 'running') LIMIT 1")).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
+
     /// Queued jobs whose next attempt is due at `now_ms`, earliest first.
     pub async fn due_jobs(&self, now_ms: i64, limit: u32) -> Result<Vec<StoredJob>> {
         let rows = sqlx::query(self.sql(with_columns("SELECT JOB_COLUMNS FROM jobs WHERE status = 'queued' AND not_before_ms <= $1 ORDER BY not_before_ms, job_id LIMIT $2")))

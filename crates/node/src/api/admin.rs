@@ -178,14 +178,19 @@ pub async fn delete_tenant(State(node): State<Arc<Node>>, Path(id): Path<String>
     let before = known_tenant(&node, &id)?;
     // Its jobs go first: no attempt starts for a tenant that is gone, and their slots
     // are free at once.
-    let cancelled = node.control.cancel_tenant_jobs(&id, "the tenant was removed", &runplane_audit::rfc3339_utc(node.now())).await?;
+    let cancelled = match node.control.has_open_jobs().await? {
+        true => node.control.cancel_tenant_jobs(&id, "the tenant was removed", &runplane_audit::rfc3339_utc(node.now())).await?,
+        false => 0,
+    };
     node.control.delete_tenant(&id).await?;
     node.keys.remove_tenant(&id);
     node.tenants.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
     node.bindings.forget(&id).await;
     let mut ev = node.event("admin", Some(&id), "tenant.delete", &id, Outcome::ok(Some(204)));
     ev.details.insert("before".into(), serde_json::to_value(&before).unwrap_or_default());
-    ev.details.insert("jobs_cancelled".into(), cancelled.into());
+    if cancelled > 0 {
+        ev.details.insert("jobs_cancelled".into(), cancelled.into());
+    }
     node.audit_admin(ev).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
