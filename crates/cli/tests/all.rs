@@ -1125,7 +1125,9 @@ async fn propagate_revoke_restart(inst: &cluster::Instance, extra: &str) {
         if let Some(s) = c.child.as_mut().expect("child").0.try_wait().expect("wait") {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "node-c did not drain after drain-node:\n{}", inst.log("node-c"));
+        // A bound, not a timing: poll-only propagation on a loaded 2-core machine (the
+        // suite's other node processes spin wasm beside it) took over 10 s once.
+        assert!(t.elapsed() < Duration::from_secs(30), "node-c did not drain after drain-node:\n{}", inst.log("node-c"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit}");
