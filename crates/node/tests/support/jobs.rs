@@ -239,3 +239,27 @@ async fn a_tenant_cannot_see_cancel_or_read_another_tenants_jobs() {
     let (s, body) = submit(&node, &acme, json!({"route": "hello"})).await;
     assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("no_task_export")), "{body}");
 }
+
+/// Jobs follow a rollout's cohort as requests do: with acme pinned to the candidate,
+/// acme's job runs on v2 and globex's on v1 (their attempts' audit events say so).
+#[tokio::test]
+async fn jobs_follow_the_rollouts_cohort() {
+    let (node, acme, globex) = worker_node(|_| {}).await;
+    let (s, v2) = node.push("worker", "2.0.0", &runplane_examples::tagged(runplane_examples::WORKER, "v2")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v2}");
+    let v2 = v2["digest"].as_str().expect("digest").to_owned();
+    let (s, r) = node.admin(Method::POST, "/v1/rollouts", Some(json!({"route": "work", "capability": "worker@2.0.0", "strategy": "canary", "include": ["acme"], "steps": [{"pause": {}}]}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let digest_of = async |tenant: &str, key: &str| -> String {
+        let (_, job) = submit(&node, key, json!({"route": "work", "input": {"op": "echo"}})).await;
+        let id = job["job_id"].as_str().expect("id").to_owned();
+        job_until(&node, key, &id, is_final).await;
+        let (_, page) = node.admin(Method::GET, &format!("/v1/audit/events?log=tenant:{tenant}&limit=1000"), None).await;
+        page["items"].as_array().expect("items").iter().find(|e| e["event"]["action"] == "invoke.task" && e["event"]["details"]["job_id"] == id.as_str()).expect("the attempt's event")["event"]["capability_digest"]
+            .as_str()
+            .expect("digest")
+            .to_owned()
+    };
+    assert_eq!(digest_of("acme", &acme).await, v2, "acme, in the cohort, ran on the candidate");
+    assert_ne!(digest_of("globex", &globex).await, v2, "globex stayed on stable");
+}
