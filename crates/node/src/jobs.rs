@@ -75,11 +75,11 @@ pub(crate) fn spawn(node: Arc<Node>) {
             if node.leader_epoch().is_none() || node.drain.is_draining() {
                 continue;
             }
-            // A full batch: there may be more due at once.
+            // A full batch started: there may be more due at once.
             loop {
                 match tick(&node).await {
-                    Ok(started) if started == STARTS_PER_TICK as usize => continue,
-                    Ok(_) => break,
+                    Ok(true) => continue,
+                    Ok(false) => break,
                     Err(e) => {
                         tracing::warn!(error = %e.message, "job controller: the control store is unavailable; jobs wait until it is back");
                         break;
@@ -90,25 +90,26 @@ pub(crate) fn spawn(node: Arc<Node>) {
     });
 }
 
-/// One pass: the expired leases, then the due jobs. How many due jobs it looked at.
-async fn tick(node: &Arc<Node>) -> Result<usize, ApiError> {
+/// One pass: the expired leases, then the due jobs. Whether it started a full batch
+/// (more may be due; jobs left waiting for a slot are looked at when one is freed or
+/// at the next tick, not in a loop now).
+async fn tick(node: &Arc<Node>) -> Result<bool, ApiError> {
     // With no job open, nothing to do, and no clock read: a node on a deterministic
     // clock gives the same bytes whether or not this loop runs.
     if !node.control.has_open_jobs().await? {
-        return Ok(0);
+        return Ok(false);
     }
     let now = node.now_ms() as i64;
     for a in node.control.expired_attempts(now, STARTS_PER_TICK).await? {
         abandon(node, a, now).await?;
     }
     let due = node.control.due_jobs(now, STARTS_PER_TICK).await?;
-    let mut started = 0;
-    for job in &due {
-        started += usize::from(start(node, job.clone(), now).await?);
+    let full = due.len() == STARTS_PER_TICK as usize;
+    let mut all_started = true;
+    for job in due {
+        all_started &= start(node, job, now).await?;
     }
-    // Due jobs left waiting for a slot are looked at again when one is freed or at the
-    // next tick, not in a loop now.
-    Ok(if started == due.len() { due.len() } else { 0 })
+    Ok(full && all_started)
 }
 
 /// An attempt whose node stopped: `abandoned`, and the retry policy decides.

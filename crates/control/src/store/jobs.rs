@@ -97,8 +97,17 @@ pub struct Running {
     pub pool: u32,
 }
 
-const JOB_COLUMNS: &str = "job_id, tenant_id, route, idempotency_key, status, attempts, not_before_ms, pool, spec, output, reason, created_at, updated_at";
-const ATTEMPT_COLUMNS: &str = "job_id, attempt_number, attempt_id, tenant_id, pool, status, created_at, updated_at, correlation_ids, error_code, retryable, error_message, holder, lease_expires_ms";
+// Macros, not constants, so statements are one `concat!`ed literal each.
+macro_rules! job_columns {
+    () => {
+        "job_id, tenant_id, route, idempotency_key, status, attempts, not_before_ms, pool, spec, output, reason, created_at, updated_at"
+    };
+}
+macro_rules! attempt_columns {
+    () => {
+        "job_id, attempt_number, attempt_id, tenant_id, pool, status, created_at, updated_at, correlation_ids, error_code, retryable, error_message, holder, lease_expires_ms"
+    };
+}
 
 fn job_row(r: &AnyRow) -> Result<StoredJob> {
     Ok(StoredJob {
@@ -137,15 +146,6 @@ fn attempt_row(r: &AnyRow) -> Result<StoredAttempt> {
     })
 }
 
-/// A statement with the column list filled in, made once per text.
-fn with_columns(sql: &'static str) -> &'static str {
-    use std::collections::HashMap;
-    use std::sync::{LazyLock, Mutex};
-    static MADE: LazyLock<Mutex<HashMap<&'static str, &'static str>>> = LazyLock::new(Default::default);
-    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
-    made.entry(sql).or_insert_with(|| Box::leak(sql.replace("JOB_COLUMNS", JOB_COLUMNS).replace("ATTEMPT_COLUMNS", ATTEMPT_COLUMNS).into_boxed_str()))
-}
-
 impl ControlStore {
     /// Stores a new job; `Err(existing)`: the tenant already has one under this
     /// idempotency key (the same run, which the caller answers with).
@@ -174,7 +174,7 @@ impl ControlStore {
         if done.rows_affected() == 1 {
             return Ok(Ok(()));
         }
-        let existing = sqlx::query(self.sql(with_columns("SELECT JOB_COLUMNS FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2")))
+        let existing = sqlx::query(self.sql(concat!("SELECT ", job_columns!(), " FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2")))
             .bind(&j.tenant_id)
             .bind(&j.idempotency_key)
             .fetch_optional(&self.pool)
@@ -187,7 +187,7 @@ impl ControlStore {
     }
 
     pub async fn job(&self, job_id: &str) -> Result<Option<StoredJob>> {
-        let row = sqlx::query(self.sql(with_columns("SELECT JOB_COLUMNS FROM jobs WHERE job_id = $1"))).bind(job_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(self.sql(concat!("SELECT ", job_columns!(), " FROM jobs WHERE job_id = $1"))).bind(job_id).fetch_optional(&self.pool).await?;
         row.as_ref().map(job_row).transpose()
     }
 
@@ -195,20 +195,20 @@ impl ControlStore {
     pub async fn jobs(&self, tenant: Option<&str>, limit: u32) -> Result<Vec<StoredJob>> {
         let rows = match tenant {
             Some(t) => {
-                sqlx::query(self.sql(with_columns("SELECT JOB_COLUMNS FROM jobs WHERE tenant_id = $1 ORDER BY job_id DESC LIMIT $2")))
+                sqlx::query(self.sql(concat!("SELECT ", job_columns!(), " FROM jobs WHERE tenant_id = $1 ORDER BY job_id DESC LIMIT $2")))
                     .bind(t)
                     .bind(i64::from(limit))
                     .fetch_all(&self.pool)
                     .await?
             }
-            None => sqlx::query(self.sql(with_columns("SELECT JOB_COLUMNS FROM jobs ORDER BY job_id DESC LIMIT $1"))).bind(i64::from(limit)).fetch_all(&self.pool).await?,
+            None => sqlx::query(self.sql(concat!("SELECT ", job_columns!(), " FROM jobs ORDER BY job_id DESC LIMIT $1"))).bind(i64::from(limit)).fetch_all(&self.pool).await?,
         };
         rows.iter().map(job_row).collect()
     }
 
     /// A job's attempts, first first.
     pub async fn attempts(&self, job_id: &str) -> Result<Vec<StoredAttempt>> {
-        let rows = sqlx::query(self.sql(with_columns("SELECT ATTEMPT_COLUMNS FROM job_attempts WHERE job_id = $1 ORDER BY attempt_number")))
+        let rows = sqlx::query(self.sql(concat!("SELECT ", attempt_columns!(), " FROM job_attempts WHERE job_id = $1 ORDER BY attempt_number")))
             .bind(job_id)
             .fetch_all(&self.pool)
             .await?;
@@ -223,7 +223,7 @@ impl ControlStore {
 
     /// Queued jobs whose next attempt is due at `now_ms`, earliest first.
     pub async fn due_jobs(&self, now_ms: i64, limit: u32) -> Result<Vec<StoredJob>> {
-        let rows = sqlx::query(self.sql(with_columns("SELECT JOB_COLUMNS FROM jobs WHERE status = 'queued' AND not_before_ms <= $1 ORDER BY not_before_ms, job_id LIMIT $2")))
+        let rows = sqlx::query(self.sql(concat!("SELECT ", job_columns!(), " FROM jobs WHERE status = 'queued' AND not_before_ms <= $1 ORDER BY not_before_ms, job_id LIMIT $2")))
             .bind(now_ms)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -258,7 +258,7 @@ impl ControlStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(self.sql(with_columns("INSERT INTO job_attempts (ATTEMPT_COLUMNS) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")))
+        sqlx::query(self.sql(concat!("INSERT INTO job_attempts (", attempt_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")))
             .bind(&attempt.job_id)
             .bind(i64::from(attempt.attempt_number))
             .bind(&attempt.attempt_id)
@@ -295,17 +295,16 @@ impl ControlStore {
     /// running (or not by `by`'s rule) any more, and nothing changed.
     pub async fn end_attempt(&self, job_id: &str, attempt_number: u32, by: EndedBy<'_>, end: &AttemptEnd, next: &JobMove) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let (guard, sql) = match by {
-            EndedBy::Holder(h) => (
-                Guard::Text(h.to_owned()),
-                "UPDATE job_attempts SET status = $1, error_code = $2, retryable = $3, error_message = $4, updated_at = $5 WHERE job_id = $6 AND attempt_number = $7 AND status = 'running' AND holder = $8",
-            ),
-            EndedBy::ExpiredBefore(now) => (
-                Guard::Number(now),
-                "UPDATE job_attempts SET status = $1, error_code = $2, retryable = $3, error_message = $4, updated_at = $5 WHERE job_id = $6 AND attempt_number = $7 AND status = 'running' AND lease_expires_ms < $8",
-            ),
+        macro_rules! end_running {
+            ($guard:literal) => {
+                concat!("UPDATE job_attempts SET status = $1, error_code = $2, retryable = $3, error_message = $4, updated_at = $5 WHERE job_id = $6 AND attempt_number = $7 AND status = 'running' AND ", $guard)
+            };
+        }
+        let sql = match by {
+            EndedBy::Holder(_) => self.sql(end_running!("holder = $8")),
+            EndedBy::ExpiredBefore(_) => self.sql(end_running!("lease_expires_ms < $8")),
         };
-        let q = sqlx::query(self.sql(sql))
+        let q = sqlx::query(sql)
             .bind(&end.status)
             .bind(&end.error_code)
             .bind(end.retryable.map(i64::from))
@@ -313,9 +312,9 @@ impl ControlStore {
             .bind(&end.at)
             .bind(job_id)
             .bind(i64::from(attempt_number));
-        let q = match guard {
-            Guard::Text(t) => q.bind(t),
-            Guard::Number(n) => q.bind(n),
+        let q = match by {
+            EndedBy::Holder(h) => q.bind(h),
+            EndedBy::ExpiredBefore(now) => q.bind(now),
         };
         if q.execute(&mut *tx).await?.rows_affected() != 1 {
             tx.rollback().await?;
@@ -337,7 +336,7 @@ impl ControlStore {
 
     /// Running attempts whose lease expired before `now_ms` (their node stopped).
     pub async fn expired_attempts(&self, now_ms: i64, limit: u32) -> Result<Vec<StoredAttempt>> {
-        let rows = sqlx::query(self.sql(with_columns("SELECT ATTEMPT_COLUMNS FROM job_attempts WHERE status = 'running' AND lease_expires_ms < $1 ORDER BY lease_expires_ms LIMIT $2")))
+        let rows = sqlx::query(self.sql(concat!("SELECT ", attempt_columns!(), " FROM job_attempts WHERE status = 'running' AND lease_expires_ms < $1 ORDER BY lease_expires_ms LIMIT $2")))
             .bind(now_ms)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -378,9 +377,4 @@ impl ControlStore {
         }
         Ok(n)
     }
-}
-
-enum Guard {
-    Text(String),
-    Number(i64),
 }

@@ -154,12 +154,14 @@ async fn the_same_idempotency_key_gives_the_same_job() {
 async fn a_pool_of_one_slot_runs_one_attempt_at_a_time_and_cancel_frees_it() {
     let (node, acme, _) = worker_node(|c| {
         c.jobs.pools.insert("solo".into(), 1);
-        // A spin long enough to outlast a loaded machine's scheduling.
-        c.sandbox.deadline_ms = 60_000;
+        // A spin of some seconds, outlasting a loaded machine's scheduling; cancel
+        // frees its slot but does not stop its CPU, so it is kept well under the
+        // deadline.
+        c.sandbox.deadline_ms = 30_000;
         c.sandbox.fuel = 1 << 42;
     })
     .await;
-    let long = json!({"route": "work", "input": {"op": "spin", "iters": 20_000_000_000u64}, "pool": "solo", "retry": {"maximum_attempts": 1}});
+    let long = json!({"route": "work", "input": {"op": "spin", "iters": 2_000_000_000u64}, "pool": "solo", "retry": {"maximum_attempts": 1}});
     let (_, a) = submit(&node, &acme, long).await;
     let a = a["job_id"].as_str().expect("a").to_owned();
     job_until(&node, &acme, &a, |j| j["status"] == "running").await;
